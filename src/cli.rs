@@ -1,0 +1,52 @@
+//! The command-line grammar of `overlay` (clap).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Operator CLI for the classroom overlay: topology, certificates, lab, status.
+#[derive(Debug, Parser)]
+#[command(name = "overlay", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate, show and query a topology file (default: the shipped 55-city world).
+    Topology {
+        #[command(subcommand)]
+        command: TopologyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopologyCommand {
+    /// Validate a topology file and print a summary; every error is listed (exit 64).
+    Check {
+        /// Topology file; the embedded default when left out.
+        file: Option<PathBuf>,
+    },
+    /// Print the nodes, links, services and controllers as tables.
+    Show {
+        /// Topology file; the embedded default when left out.
+        file: Option<PathBuf>,
+    },
+    /// Print the best path(s) between two nodes, hop by hop, with delays.
+    #[command(override_usage = "overlay topology path [FILE] FROM TO [--k N]")]
+    Path {
+        /// A topology file, or FROM when the file is left out.
+        #[arg(value_name = "FILE|FROM")]
+        first: String,
+        /// FROM, or TO when the file is left out.
+        #[arg(value_name = "FROM|TO")]
+        second: String,
+        /// TO, when a file is given.
+        #[arg(value_name = "TO")]
+        third: Option<String>,
+        /// How many loop-free paths to list, best first.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
+        k: u16,
+    },
+}

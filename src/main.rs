@@ -1,0 +1,65 @@
+//! `overlay`: the operator's command line. Parses arguments and maps outcomes to
+//! exit codes: 0 ok, 64 bad usage or bad configuration, 1 runtime failure.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod failure;
+mod table;
+mod topology_cmd;
+
+use cli::{Cli, Command, TopologyCommand};
+use failure::Failure;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; everything else is bad usage.
+            let code = if e.use_stderr() { Failure::USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(output) => write_stdout(&output),
+        Err(f) => {
+            eprintln!("{}", f.message.trim_end());
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Prints a command's output; a reader that went away (`| head`) is not an error.
+fn write_stdout(output: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(output.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot write to stdout: {e}");
+            ExitCode::from(Failure::RUNTIME)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<String, Failure> {
+    match cli.command {
+        Command::Topology { command } => match command {
+            TopologyCommand::Check { file } => topology_cmd::check(file.as_deref()),
+            TopologyCommand::Show { file } => topology_cmd::show(file.as_deref()),
+            TopologyCommand::Path {
+                first,
+                second,
+                third,
+                k,
+            } => topology_cmd::path(&first, &second, third.as_deref(), k),
+        },
+    }
+}
