@@ -8,21 +8,19 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
-use serde::de::DeserializeOwned;
-use serde_path_to_error::Segment;
 use serde_yaml::Value;
 
 use crate::countries::is_iso_alpha2;
-use crate::error::{Diagnostic, TopologyErrors};
+use crate::doc::Doc;
+use crate::error::ConfigErrors;
 use crate::geo::{expected_delay_us, great_circle_km};
 use crate::model::{
-    closest_id, Controller, Link, LinkKind, Node, NodeIdx, Protocol, Service, Topology,
+    closest_id, wire_key, Controller, Link, LinkKind, Node, NodeIdx, Protocol, Service, Topology,
 };
 use crate::raw::{
     RawController, RawEgress, RawIngress, RawLink, RawLinkKind, RawNode, RawProtocol, RawService,
     RawTopology,
 };
-use crate::yaml::{self, Lines};
 
 /// The schema version this build reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -34,43 +32,19 @@ const MAX_DELAY_MS: f64 = 10_000.0;
 const EXAMPLE_ADDR: &str = "192.0.2.10:4433";
 
 /// Parses and validates topology text. `source` names the file in messages.
-pub fn parse(source: &str, text: &str) -> Result<Topology, TopologyErrors> {
-    let (value, lines, problems) = match yaml::parse(text) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            return Err(TopologyErrors {
-                diagnostics: vec![Diagnostic {
-                    file: source.to_string(),
-                    line: e.line,
-                    key: e.path,
-                    message: e.message,
-                }],
-            })
-        }
-    };
-    let mut cx = Compiler {
-        file: source,
-        lines: &lines,
-        diags: Vec::new(),
-    };
-    for p in problems {
-        cx.error_at(p.line, &p.path, p.message);
-    }
+pub fn parse(source: &str, text: &str) -> Result<Topology, ConfigErrors> {
+    let (doc, value) = Doc::parse(source, text)?;
+    let mut cx = Compiler { doc };
     let topology = cx.compile(value);
-    if cx.diags.is_empty() {
-        if let Some(t) = topology {
-            return Ok(t);
-        }
-    }
-    let mut diagnostics = cx.diags;
-    diagnostics.sort_by_key(|d| d.line);
-    Err(TopologyErrors { diagnostics })
+    cx.doc.finish()?;
+    // compile() returns None only after recording why, so this is not reached empty.
+    topology.ok_or(ConfigErrors {
+        diagnostics: Vec::new(),
+    })
 }
 
-struct Compiler<'a> {
-    file: &'a str,
-    lines: &'a Lines,
-    diags: Vec<Diagnostic>,
+struct Compiler {
+    doc: Doc,
 }
 
 /// What is known about a node id while checking references.
@@ -80,22 +54,17 @@ struct NodeSeen {
     lon: f64,
 }
 
-impl Compiler<'_> {
+impl Compiler {
     fn error(&mut self, path: &str, message: impl Into<String>) {
-        self.error_at(self.lines.of(path), path, message);
-    }
-
-    fn error_at(&mut self, line: usize, key: &str, message: impl Into<String>) {
-        self.diags.push(Diagnostic {
-            file: self.file.to_string(),
-            line,
-            key: key.to_string(),
-            message: message.into(),
-        });
+        self.doc.error(path, message);
     }
 
     fn line(&self, path: &str) -> usize {
-        self.lines.of(path)
+        self.doc.line(path)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
+        self.doc.decode(value, path)
     }
 
     fn compile(&mut self, value: Value) -> Option<Topology> {
@@ -124,6 +93,12 @@ impl Compiler<'_> {
         }
 
         let nodes = self.nodes(raw.nodes);
+        self.check_wire_keys(
+            nodes
+                .iter()
+                .map(|(p, n)| (format!("{p}.id"), n.id.as_str())),
+            "node id",
+        );
         let seen: HashMap<String, NodeSeen> = nodes
             .iter()
             .map(|(path, n)| {
@@ -137,10 +112,15 @@ impl Compiler<'_> {
                 )
             })
             .collect();
-        let errors_before_links = self.diags.len();
+        let errors_before_links = self.doc.error_count();
         let links = self.links(raw.links, &seen);
-        let links_clean = self.diags.len() == errors_before_links;
+        let links_clean = self.doc.error_count() == errors_before_links;
         let services = self.services(raw.services, &seen);
+        let service_paths: Vec<(String, &str)> = services
+            .iter()
+            .map(|s| (s.path.clone(), s.name.as_str()))
+            .collect();
+        self.check_wire_keys(service_paths.into_iter(), "service name");
         let controllers = self.controllers(raw.controllers);
 
         let mut sorted: Vec<Node> = nodes.into_iter().map(|(_, n)| n).collect();
@@ -149,6 +129,11 @@ impl Compiler<'_> {
             .iter()
             .enumerate()
             .map(|(i, n)| (n.id.clone(), NodeIdx(i as u32)))
+            .collect();
+        let by_key: HashMap<u32, NodeIdx> = sorted
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (wire_key(&n.id), NodeIdx(i as u32)))
             .collect();
         let idx = |id: &str| by_id.get(id).copied();
 
@@ -174,6 +159,7 @@ impl Compiler<'_> {
             .into_iter()
             .filter_map(|s| {
                 Some(Service {
+                    key: wire_key(&s.name),
                     name: s.name,
                     protocol: s.protocol,
                     ingress_node: idx(&s.ingress_node)?,
@@ -186,42 +172,14 @@ impl Compiler<'_> {
             .collect();
 
         Some(Topology {
-            source: self.file.to_string(),
+            source: self.doc.file().to_string(),
             nodes: sorted,
             links,
             services,
             controllers,
             by_id,
+            by_key,
         })
-    }
-
-    /// Decodes one mapping into `T`, reporting every unknown key and then the first
-    /// other error (a wrong type or a missing field) with its path.
-    fn decode<T: DeserializeOwned>(&mut self, mut value: Value, path: &str) -> Option<T> {
-        // Each round removes one unknown key, so the loop ends; the bound is a backstop.
-        for _ in 0..256 {
-            let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-                Ok(t) => return Some(t),
-                Err(e) => e,
-            };
-            let mut segments: Vec<Segment> = err.path().iter().cloned().collect();
-            let message = plain_message(&err.inner().to_string());
-            if let Some(field) = unknown_field(&message) {
-                if matches!(segments.last(), Some(Segment::Map { key }) if key == &field) {
-                    segments.pop();
-                }
-                let map_path = join_segments(path, &segments);
-                self.error(&join_key(&map_path, &field), message);
-                if remove_key(&mut value, &segments, &field) {
-                    continue;
-                }
-                return None;
-            }
-            let full = join_segments(path, &segments);
-            self.error(&full, message);
-            return None;
-        }
-        None
     }
 
     fn nodes(&mut self, entries: Vec<Value>) -> Vec<(String, Node)> {
@@ -551,6 +509,7 @@ impl Compiler<'_> {
                 continue;
             };
             out.push(ServiceDraft {
+                path: format!("{p}.name"),
                 name,
                 protocol: match protocol {
                     RawProtocol::Udp => Protocol::Udp,
@@ -614,6 +573,22 @@ impl Compiler<'_> {
         }
     }
 
+    /// Node ids and service names travel on the wire as 32-bit keys; two names with
+    /// the same key would be confused, so that is an error (vanishingly rare).
+    fn check_wire_keys<'n>(&mut self, names: impl Iterator<Item = (String, &'n str)>, what: &str) {
+        let mut first: HashMap<u32, &str> = HashMap::new();
+        for (path, name) in names {
+            if let Some(other) = first.insert(wire_key(name), name) {
+                self.error(
+                    &path,
+                    format!(
+                        "{what} `{name}` has the same wire key as `{other}`; rename one of them"
+                    ),
+                );
+            }
+        }
+    }
+
     /// Reports each group of nodes that cannot reach the largest group.
     fn check_connected(
         &mut self,
@@ -659,7 +634,8 @@ impl Compiler<'_> {
                 if main == 1 { "" } else { "s" },
                 if group.len() == 1 { "it" } else { "them" },
             );
-            self.error_at(self.lines.of(&path), "links", msg);
+            let line = self.doc.line(&path);
+            self.doc.error_at(line, "links", msg);
         }
     }
 }
@@ -678,6 +654,7 @@ struct LinkDraft {
 
 /// A service that passed its own checks, before node ids become indices.
 struct ServiceDraft {
+    path: String,
     name: String,
     protocol: Protocol,
     ingress_node: String,
@@ -699,67 +676,4 @@ fn parse_net(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()
         .ok()
         .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
-}
-
-/// The field name in serde's "unknown field `x`, expected ..." message.
-fn unknown_field(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
-    Some(rest[..rest.find('`')?].to_string())
-}
-
-/// serde's messages name Rust types; say what a YAML author would write instead.
-fn plain_message(message: &str) -> String {
-    message
-        .replace("expected f64", "expected a number")
-        .replace("expected u64", "expected a whole number")
-        .replace("expected u32", "expected a whole number")
-        .replace("expected a sequence", "expected a list")
-        .replace(
-            "expected struct RawTopology",
-            "expected a mapping with `version`, `nodes` and `links`",
-        )
-        .replace("expected struct Raw", "expected a mapping (")
-        .replace("expected a mapping (", "expected a mapping for ")
-}
-
-fn join_key(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-fn join_segments(base: &str, segments: &[Segment]) -> String {
-    let mut out = base.to_string();
-    for s in segments {
-        match s {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => out = join_key(&out, key),
-            Segment::Unknown => {}
-        }
-    }
-    out
-}
-
-/// Removes `key` from the mapping at `segments` inside `value`; false if absent.
-fn remove_key(value: &mut Value, segments: &[Segment], key: &str) -> bool {
-    let mut cur = value;
-    for s in segments {
-        cur = match (s, cur) {
-            (Segment::Seq { index }, Value::Sequence(items)) => match items.get_mut(*index) {
-                Some(v) => v,
-                None => return false,
-            },
-            (Segment::Map { key }, Value::Mapping(map)) => match map.get_mut(key.as_str()) {
-                Some(v) => v,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
-    match cur {
-        Value::Mapping(map) => map.remove(key).is_some(),
-        _ => false,
-    }
 }

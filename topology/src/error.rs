@@ -29,16 +29,20 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Every problem found in one topology file, in file order.
+/// Every problem found in one config or topology file, in line order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct TopologyErrors {
+pub struct ConfigErrors {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-impl fmt::Display for TopologyErrors {
+impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.diagnostics.len();
-        writeln!(f, "{n} error{} in topology", if n == 1 { "" } else { "s" })?;
+        let file = self
+            .diagnostics
+            .first()
+            .map_or("the file", |d| d.file.as_str());
+        writeln!(f, "{n} error{} in {file}", if n == 1 { "" } else { "s" })?;
         for d in &self.diagnostics {
             writeln!(f, "  {d}")?;
         }
@@ -56,5 +60,5 @@ pub enum LoadError {
         source: std::io::Error,
     },
     #[error("{0}")]
-    Invalid(#[from] TopologyErrors),
+    Invalid(#[from] ConfigErrors),
 }

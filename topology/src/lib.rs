@@ -5,6 +5,7 @@
 
 mod compile;
 mod countries;
+pub mod doc;
 mod error;
 pub mod geo;
 mod model;
@@ -14,9 +15,10 @@ mod yaml;
 
 pub use compile::{is_valid_id, parse, SCHEMA_VERSION};
 pub use countries::is_iso_alpha2;
-pub use error::{Diagnostic, LoadError, TopologyErrors};
+pub use error::{ConfigErrors, Diagnostic, LoadError};
 pub use model::{
-    Controller, Link, LinkIdx, LinkKind, Node, NodeIdx, Protocol, Service, Topology, UnknownNode,
+    wire_key, Controller, Link, LinkIdx, LinkKind, Node, NodeIdx, Protocol, Service, Topology,
+    UnknownNode,
 };
 
 /// The shipped default topology (55 cities, 16 countries, 5 undersea lines), as text.
@@ -26,7 +28,7 @@ pub const WORLD_YAML: &str = include_str!("../world.yaml");
 pub const WORLD_SOURCE: &str = "topology/world.yaml (embedded)";
 
 /// The shipped default topology, validated.
-pub fn world() -> Result<Topology, TopologyErrors> {
+pub fn world() -> Result<Topology, ConfigErrors> {
     parse(WORLD_SOURCE, WORLD_YAML)
 }
 

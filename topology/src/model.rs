@@ -109,6 +109,8 @@ impl Link {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
+    /// `wire_key(name)`: how packets name the service.
+    pub key: u32,
     pub name: String,
     pub protocol: Protocol,
     pub ingress_node: NodeIdx,
@@ -136,6 +138,7 @@ pub struct Topology {
     pub services: Vec<Service>,
     pub controllers: Vec<Controller>,
     pub(crate) by_id: HashMap<String, NodeIdx>,
+    pub(crate) by_key: HashMap<u32, NodeIdx>,
 }
 
 impl Topology {
@@ -145,6 +148,21 @@ impl Topology {
 
     pub fn link(&self, idx: LinkIdx) -> &Link {
         &self.links[idx.get()]
+    }
+
+    /// Looks a node up by its wire key (`wire_key(id)`).
+    pub fn node_by_key(&self, key: u32) -> Option<NodeIdx> {
+        self.by_key.get(&key).copied()
+    }
+
+    /// The wire key of a node.
+    pub fn node_key(&self, idx: NodeIdx) -> u32 {
+        wire_key(&self.node(idx).id)
+    }
+
+    /// Looks a service up by its wire key.
+    pub fn service_by_key(&self, key: u32) -> Option<&Service> {
+        self.services.iter().find(|s| s.key == key)
     }
 
     /// Looks a node up by id.
@@ -176,6 +194,15 @@ impl Topology {
         c.dedup();
         c
     }
+}
+
+/// The 32-bit key that stands for a node id or service name in packet headers:
+/// FNV-1a of its bytes. Stable across topology versions (unlike an index), so
+/// relays running different revisions of the file still agree on it.
+pub fn wire_key(name: &str) -> u32 {
+    name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// A node id that the topology does not have.
@@ -214,6 +241,14 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_keys_are_fnv1a() {
+        // Published FNV-1a 32-bit test vectors.
+        assert_eq!(wire_key(""), 0x811c_9dc5);
+        assert_eq!(wire_key("a"), 0xe40c_292c);
+        assert_eq!(wire_key("foobar"), 0xbf9c_f968);
+    }
 
     #[test]
     fn suggestions_pick_a_near_id() {

@@ -73,7 +73,7 @@ fn errors_render_as_file_line_key_message() {
     let text = "version: 1\nnodes:\n  - { id: a, city: A, country: ZZ, region: r, lat: 0, lon: 0, addr: \"127.0.0.1:1\" }\n";
     let err = topology::parse("fleet.yaml", text).expect_err("ZZ is no country");
     let shown = err.to_string();
-    assert!(shown.starts_with("1 error in topology\n"), "{shown}");
+    assert!(shown.starts_with("1 error in fleet.yaml\n"), "{shown}");
     assert!(
         shown.contains("fleet.yaml:3: nodes[0].country: `ZZ` is not an ISO 3166-1"),
         "{shown}"
