@@ -1,2 +1,24 @@
-//! The relay daemon: QUIC peer links, probes, forwarding, service ingress and egress.
-//! Built in its own issue; the crate exists so the workspace layout is complete.
+//! The relay daemon: QUIC peer links with mutual TLS, the forwarding plane, and the
+//! ingress and egress of classroom services.
+//!
+//! Sans-IO cores: [`wire`] (header codec), [`fwd`] (forwarding table and decision).
+//! Drivers: [`node`] (start/run/shutdown), [`peers`], [`dispatch`], [`udp`],
+//! [`streams`], [`splice`], [`http`]. Also here: [`pki`], [`tls`], [`emulator`].
+
+pub mod config;
+pub mod dispatch;
+pub mod emulator;
+pub mod fwd;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod peers;
+pub mod pki;
+pub mod splice;
+pub mod streams;
+pub mod tls;
+pub mod udp;
+pub mod wire;
+
+pub use config::RelayConfig;
+pub use node::{run, start, RelayHandle, Status};

@@ -475,7 +475,8 @@ impl Compiler {
             }
             let listen = self.socket_addr(&format!("{p}.ingress.listen"), &listen);
             let target = self.socket_addr(&format!("{p}.egress.target"), &target);
-            if let Some(addr) = listen {
+            // Port 0 means "any free port" (tests, the lab): never a clash.
+            if let Some(addr) = listen.filter(|a| a.port() != 0) {
                 let key = (ingress_node.clone(), addr);
                 if let Some((other, other_path)) = first_listen.get(&key) {
                     ok = false;

@@ -1,0 +1,268 @@
+//! The relay's config file (`relay.yaml`): raw schema, defaults, and the compile
+//! step into a checked [`RelayConfig`]. Loading reads files but binds no port.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use topology::doc::Doc;
+use topology::{ConfigErrors, NodeIdx, Topology};
+
+use crate::tls::Identity;
+
+/// `relay.yaml` as written. Relative paths are relative to the file itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelayConfig {
+    /// This relay's node id in the topology, e.g. `sha`. Required.
+    node: String,
+    /// Path of the fleet's topology file. Required.
+    topology: String,
+    /// QUIC listen address. Default: the node's `addr` in the topology.
+    #[serde(default)]
+    listen: Option<String>,
+    /// This node's certificate (PEM), issued by `overlay pki issue`. Required.
+    cert: String,
+    /// This node's private key (PEM, mode 0600). Required; never printed.
+    key: String,
+    /// The fleet CA certificate (PEM). Required.
+    ca: String,
+    /// Admin HTTP listen address (`/healthz`, `/api/v1/status`). Default
+    /// `127.0.0.1:9900`; `off` disables it.
+    #[serde(default)]
+    admin: Option<String>,
+    /// A UDP flow with no packet for this long is forgotten and its socket
+    /// released. Default 30000 (30 s).
+    #[serde(default)]
+    flow_idle_timeout_ms: Option<u64>,
+    /// Most concurrent flows per service at this relay; beyond it new flows are
+    /// dropped and counted. Default 100000.
+    #[serde(default)]
+    max_flows_per_service: Option<u32>,
+    /// Dial this address for a peer instead of its topology `addr` (the lab and
+    /// tests put link emulators there). Default: none.
+    #[serde(default)]
+    dial: BTreeMap<String, String>,
+}
+
+/// Knobs with defaults; the lab and tests shorten the timers.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    pub flow_idle_timeout: Duration,
+    pub max_flows_per_service: usize,
+    /// QUIC keep-alive on peer links.
+    pub keep_alive: Duration,
+    /// A peer link silent this long is closed (a backstop: probes detect loss sooner).
+    pub link_idle_timeout: Duration,
+    /// Reconnect backoff bounds (doubling, with ±25% jitter).
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// Handshakes, stream headers and target connects must finish within this.
+    pub setup_timeout: Duration,
+    /// QUIC initial MTU. 1400 lets a 1200-byte video datagram plus headers through
+    /// from the first packet on ordinary 1500-byte paths.
+    pub initial_mtu: u16,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            flow_idle_timeout: Duration::from_secs(30),
+            max_flows_per_service: 100_000,
+            keep_alive: Duration::from_secs(1),
+            link_idle_timeout: Duration::from_secs(10),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            setup_timeout: Duration::from_secs(5),
+            initial_mtu: 1400,
+        }
+    }
+}
+
+/// A checked relay configuration, ready to run.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub topology: Arc<Topology>,
+    pub node: NodeIdx,
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub identity: Identity,
+    pub roots: Arc<rustls::RootCertStore>,
+    /// Dial overrides by peer node key.
+    pub dial: HashMap<u32, SocketAddr>,
+    pub tuning: Tuning,
+}
+
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9900";
+
+impl RelayConfig {
+    /// A config with defaults, for the lab and tests (no files involved).
+    pub fn new(
+        topology: Arc<Topology>,
+        node: NodeIdx,
+        identity: Identity,
+        roots: Arc<rustls::RootCertStore>,
+    ) -> Self {
+        RelayConfig {
+            listen: topology.node(node).addr,
+            topology,
+            node,
+            admin: None,
+            identity,
+            roots,
+            dial: HashMap::new(),
+            tuning: Tuning::default(),
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.topology.node(self.node).id
+    }
+
+    /// The address to dial for a peer: an override, or its topology address.
+    pub fn dial_addr(&self, peer: NodeIdx) -> SocketAddr {
+        let key = self.topology.node_key(peer);
+        self.dial
+            .get(&key)
+            .copied()
+            .unwrap_or(self.topology.node(peer).addr)
+    }
+
+    /// Reads and checks `relay.yaml` and everything it names: the topology, the
+    /// certificate, key and CA. Every problem is reported, each with its line.
+    pub fn load(path: &Path) -> Result<RelayConfig, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| single(&file, format!("cannot read {file}: {e}")))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&file, &text, &base)
+    }
+
+    /// As [`RelayConfig::load`], from text; relative paths resolve against `base`.
+    pub fn parse(file: &str, text: &str, base: &Path) -> Result<RelayConfig, ConfigErrors> {
+        let (mut doc, value) = Doc::parse(file, text)?;
+        let Some(raw) = doc.decode::<RawRelayConfig>(value, "") else {
+            doc.finish()?;
+            return Err(single(file, "unreadable config"));
+        };
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let topology = match topology::load(&resolve(&raw.topology)) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                doc.error("topology", format!("the topology file is not usable: {e}"));
+                None
+            }
+        };
+        let node = topology
+            .as_ref()
+            .and_then(|t| match t.require_node(&raw.node) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    doc.error("node", e.to_string());
+                    None
+                }
+            });
+        let listen = match (&raw.listen, &topology, node) {
+            (Some(text), _, _) => parse_addr(&mut doc, "listen", text),
+            (None, Some(t), Some(n)) => Some(t.node(n).addr),
+            _ => None,
+        };
+        let admin = match raw.admin.as_deref() {
+            Some("off") => None,
+            Some(text) => parse_addr(&mut doc, "admin", text),
+            None => DEFAULT_ADMIN.parse().ok(),
+        };
+        let identity = match Identity::load(&resolve(&raw.cert), &resolve(&raw.key)) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                doc.error("cert", format!("{e}; issue one with `overlay pki issue`"));
+                None
+            }
+        };
+        let roots = match crate::tls::load_roots(&resolve(&raw.ca)) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                doc.error("ca", format!("{e}; create the CA with `overlay pki init`"));
+                None
+            }
+        };
+        let mut dial = HashMap::new();
+        for (peer, addr) in &raw.dial {
+            let path = format!("dial.{peer}");
+            let Some(addr) = parse_addr(&mut doc, &path, addr) else {
+                continue;
+            };
+            match topology.as_ref().map(|t| t.require_node(peer)) {
+                Some(Ok(idx)) => {
+                    dial.insert(topology.as_ref().map_or(0, |t| t.node_key(idx)), addr);
+                }
+                Some(Err(e)) => doc.error(&path, e.to_string()),
+                None => {}
+            }
+        }
+        let mut tuning = Tuning::default();
+        if let Some(ms) = raw.flow_idle_timeout_ms {
+            if ms == 0 {
+                doc.error("flow_idle_timeout_ms", "must be above 0 ms");
+            }
+            tuning.flow_idle_timeout = Duration::from_millis(ms);
+        }
+        if let Some(n) = raw.max_flows_per_service {
+            if n == 0 {
+                doc.error("max_flows_per_service", "must be at least 1");
+            }
+            tuning.max_flows_per_service = n as usize;
+        }
+        doc.finish()?;
+        match (topology, node, listen, identity, roots) {
+            (Some(topology), Some(node), Some(listen), Some(identity), Some(roots)) => {
+                Ok(RelayConfig {
+                    topology,
+                    node,
+                    listen,
+                    admin,
+                    identity,
+                    roots,
+                    dial,
+                    tuning,
+                })
+            }
+            _ => Err(single(file, "incomplete config")), // every missing part was reported above
+        }
+    }
+}
+
+fn parse_addr(doc: &mut Doc, path: &str, text: &str) -> Option<SocketAddr> {
+    match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            doc.error(
+                path,
+                format!("`{text}` is not an address; expected ip:port such as `127.0.0.1:9900`"),
+            );
+            None
+        }
+    }
+}
+
+fn single(file: &str, message: impl Into<String>) -> ConfigErrors {
+    ConfigErrors {
+        diagnostics: vec![topology::Diagnostic {
+            file: file.to_string(),
+            line: 0,
+            key: String::new(),
+            message: message.into(),
+        }],
+    }
+}

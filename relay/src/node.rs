@@ -1,0 +1,431 @@
+//! A running relay: its shared state, start-up (endpoint, peer links, services,
+//! admin API), status, and shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use quinn::{Endpoint, EndpointConfig, TransportConfig};
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use topology::{NodeIdx, Protocol};
+
+use crate::config::RelayConfig;
+use crate::fwd::{Decision, DropReason, ForwardingTable};
+use crate::http::{self, Request, Response};
+use crate::metrics::{Counters, Metrics};
+use crate::peers::{self, Peers};
+use crate::streams;
+use crate::tls::{self, PeerPolicy};
+use crate::udp::{self, EgressFlows, UdpIngress};
+use crate::wire::Header;
+
+/// State shared by every task of one relay.
+#[derive(Debug)]
+pub struct Shared {
+    pub cfg: RelayConfig,
+    pub me: u32,
+    /// Neighbors: (node key, node id).
+    pub neighbors: Vec<(u32, String)>,
+    table: RwLock<Arc<ForwardingTable>>,
+    pub peers: Peers,
+    pub metrics: Metrics,
+    pub udp_ingress: HashMap<u32, Arc<UdpIngress>>,
+    pub udp_egress: EgressFlows,
+    pub cancel: CancellationToken,
+    started: Instant,
+}
+
+impl Shared {
+    /// The forwarding table in force (a cheap clone of an `Arc`).
+    pub fn table(&self) -> Arc<ForwardingTable> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the forwarding table at once: packets see the old or the new, never a mix.
+    pub fn set_table(&self, table: ForwardingTable) {
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    }
+
+    pub fn dial_addr(&self, peer: u32) -> Option<SocketAddr> {
+        self.cfg
+            .topology
+            .node_by_key(peer)
+            .map(|idx| self.cfg.dial_addr(idx))
+    }
+
+    pub fn count_delivered(&self, bytes: usize) {
+        Metrics::add(&self.metrics.datagrams_delivered, 1);
+        Metrics::add(&self.metrics.bytes_delivered, bytes as u64);
+    }
+
+    /// Sends a packet this node originates (UDP ingress, egress replies).
+    pub fn originate(&self, mut header: Header, payload: &[u8]) {
+        let table = self.table();
+        match table.next_hop(header.dst, header.ttl, |p| self.peers.is_up(p)) {
+            Decision::Forward {
+                next_hop,
+                ttl,
+                via_backup,
+            } => {
+                header.ttl = ttl;
+                self.send_to_peer(
+                    next_hop,
+                    Bytes::from(header.encode_with(payload)),
+                    via_backup,
+                );
+            }
+            Decision::Drop(reason) => self.metrics.drop(reason),
+            Decision::Deliver => self.metrics.drop(DropReason::NoRoute),
+        }
+    }
+
+    /// Hands an encoded packet to a neighbor's link without waiting: quinn queues
+    /// it (bounded, oldest dropped first) or it is dropped and counted here.
+    pub fn send_to_peer(&self, peer: u32, packet: Bytes, via_backup: bool) {
+        let Some(conn) = self.peers.get(peer) else {
+            return self.metrics.drop(DropReason::PeerDown);
+        };
+        if conn
+            .max_datagram_size()
+            .is_none_or(|max| packet.len() > max)
+        {
+            return self.metrics.drop(DropReason::TooBig);
+        }
+        let len = packet.len() as u64;
+        match conn.send_datagram(packet) {
+            Ok(()) => {
+                Metrics::add(&self.metrics.datagrams_sent, 1);
+                Metrics::add(&self.metrics.bytes_sent, len);
+                if via_backup {
+                    Metrics::add(&self.metrics.sent_via_backup, 1);
+                }
+            }
+            Err(quinn::SendDatagramError::TooLarge) => self.metrics.drop(DropReason::TooBig),
+            Err(quinn::SendDatagramError::ConnectionLost(_)) => {
+                self.metrics.drop(DropReason::PeerDown)
+            }
+            Err(_) => self.metrics.drop(DropReason::SendFailed),
+        }
+    }
+}
+
+/// What `GET /api/v1/status` returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub node: String,
+    pub uptime_s: f64,
+    pub quic_addr: SocketAddr,
+    pub peers: Vec<PeerStatus>,
+    pub flows: FlowStatus,
+    pub routes: Vec<RouteStatus>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub id: String,
+    pub state: &'static str,
+    pub rtt_ms: Option<f64>,
+    pub up_for_s: Option<f64>,
+    pub dialed_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlowStatus {
+    pub udp_ingress: usize,
+    pub udp_egress: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteStatus {
+    pub to: String,
+    pub next_hop: String,
+    pub backup: Option<String>,
+}
+
+/// A started relay. Dropping it does not stop it; call [`RelayHandle::shutdown`].
+#[derive(Debug)]
+pub struct RelayHandle {
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    tasks: JoinSet<()>,
+    pub quic_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    /// Where each UDP/TCP service with its ingress here listens, by service name.
+    pub ingress_addrs: HashMap<String, SocketAddr>,
+}
+
+fn transport(cfg: &RelayConfig) -> Arc<TransportConfig> {
+    let t = &cfg.tuning;
+    let mut tc = TransportConfig::default();
+    tc.keep_alive_interval(Some(t.keep_alive));
+    if let Ok(idle) = t.link_idle_timeout.try_into() {
+        tc.max_idle_timeout(Some(idle));
+    }
+    tc.initial_mtu(t.initial_mtu);
+    // Media: a little buffering absorbs bursts; stale media is worth less than none.
+    tc.datagram_receive_buffer_size(Some(4 * 1024 * 1024));
+    tc.datagram_send_buffer_size(1024 * 1024);
+    tc.max_concurrent_bidi_streams(100_000u32.into());
+    Arc::new(tc)
+}
+
+/// Starts a relay on an already bound UDP socket (QUIC) and, optionally, an
+/// already bound admin listener. Service ingress sockets are bound here, from the
+/// topology. Returns once everything listens; links come up in the background.
+pub async fn start(
+    cfg: RelayConfig,
+    socket: std::net::UdpSocket,
+    admin: Option<std::net::TcpListener>,
+) -> anyhow::Result<RelayHandle> {
+    let me_idx = cfg.node;
+    let topo = cfg.topology.clone();
+    let me_id = topo.node(me_idx).id.clone();
+    let neighbors: Vec<(u32, String)> = topo
+        .links
+        .iter()
+        .filter_map(|l| l.other(me_idx))
+        .map(|n| (topo.node_key(n), topo.node(n).id.clone()))
+        .collect();
+
+    let policy = PeerPolicy::new(neighbors.iter().map(|(_, id)| id.clone()));
+    let mut server = tls::server_config(cfg.identity.clone(), (*cfg.roots).clone(), policy)
+        .context("building the TLS server config")?;
+    server.transport_config(transport(&cfg));
+    let mut client = tls::client_config(cfg.identity.clone(), (*cfg.roots).clone())
+        .context("building the TLS client config")?;
+    client.transport_config(transport(&cfg));
+
+    socket.set_nonblocking(true)?;
+    let quic_addr = socket.local_addr()?;
+    let endpoint = Endpoint::new(
+        EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .context("starting the QUIC endpoint")?;
+
+    let mut udp_ingress = HashMap::new();
+    let mut tcp_listeners = Vec::new();
+    let mut ingress_addrs = HashMap::new();
+    for service in topo.services.iter().filter(|s| s.ingress_node == me_idx) {
+        let dst = topo.node_key(service.egress_node);
+        match service.protocol {
+            Protocol::Udp => {
+                let sock = std::net::UdpSocket::bind(service.listen).with_context(|| {
+                    format!(
+                        "binding UDP {} for service {}",
+                        service.listen, service.name
+                    )
+                })?;
+                ingress_addrs.insert(service.name.clone(), sock.local_addr()?);
+                let sock = udp::SplitSocket::new(sock)?;
+                udp_ingress.insert(
+                    service.key,
+                    Arc::new(UdpIngress::new(service.clone(), dst, sock)),
+                );
+            }
+            Protocol::Tcp => {
+                let listener = tokio::net::TcpListener::bind(service.listen)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "binding TCP {} for service {}",
+                            service.listen, service.name
+                        )
+                    })?;
+                ingress_addrs.insert(service.name.clone(), listener.local_addr()?);
+                tcp_listeners.push((service.clone(), listener));
+            }
+        }
+    }
+
+    let shared = Arc::new(Shared {
+        me: topo.node_key(me_idx),
+        table: RwLock::new(Arc::new(ForwardingTable::from_topology(&topo, me_idx))),
+        peers: Peers::new(&me_id),
+        metrics: Metrics::default(),
+        udp_ingress,
+        udp_egress: EgressFlows::default(),
+        cancel: CancellationToken::new(),
+        started: Instant::now(),
+        neighbors,
+        cfg,
+    });
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(peers::accept_loop(shared.clone(), endpoint.clone()));
+    for (key, id) in shared.neighbors.clone() {
+        tasks.spawn(peers::dial_loop(
+            shared.clone(),
+            endpoint.clone(),
+            client.clone(),
+            key,
+            id,
+        ));
+    }
+    for ingress in shared.udp_ingress.values() {
+        tasks.spawn(udp::run_ingress(shared.clone(), ingress.clone()));
+    }
+    for (service, listener) in tcp_listeners {
+        tasks.spawn(streams::run_ingress(shared.clone(), service, listener));
+    }
+    tasks.spawn(udp::expire_loop(shared.clone()));
+
+    let admin_addr = match admin {
+        Some(listener) => {
+            listener.set_nonblocking(true)?;
+            let addr = listener.local_addr()?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let s = shared.clone();
+            let handler: http::Handler = Arc::new(move |r: &Request| admin_response(&s, r));
+            tasks.spawn(http::serve(listener, handler, shared.cancel.clone()));
+            Some(addr)
+        }
+        None => None,
+    };
+    info!(node = %me_id, %quic_addr, ?admin_addr, "relay started");
+    Ok(RelayHandle {
+        shared,
+        endpoint,
+        tasks,
+        quic_addr,
+        admin_addr,
+        ingress_addrs,
+    })
+}
+
+fn admin_response(shared: &Arc<Shared>, r: &Request) -> Response {
+    if r.method != "GET" {
+        return Response::error(405, "only GET is served here");
+    }
+    match r.path.as_str() {
+        "/healthz" => Response::text(200, "ok\n"),
+        "/api/v1/status" => Response::json(&status(shared)),
+        other => Response::not_found(other),
+    }
+}
+
+fn status(shared: &Arc<Shared>) -> Status {
+    let topo = &shared.cfg.topology;
+    let name = |key: u32| {
+        topo.node_by_key(key)
+            .map_or_else(|| format!("{key:#x}"), |i: NodeIdx| topo.node(i).id.clone())
+    };
+    let links: HashMap<u32, peers::Link> = shared.peers.snapshot().into_iter().collect();
+    let mut peers: Vec<PeerStatus> = shared
+        .neighbors
+        .iter()
+        .map(
+            |(key, id)| match links.get(key).filter(|l| l.conn.close_reason().is_none()) {
+                Some(l) => PeerStatus {
+                    id: id.clone(),
+                    state: "up",
+                    rtt_ms: Some(l.conn.rtt().as_secs_f64() * 1000.0),
+                    up_for_s: Some(l.since.elapsed().as_secs_f64()),
+                    dialed_by: Some(if l.dialed_by_me {
+                        shared.cfg.node_id().to_string()
+                    } else {
+                        id.clone()
+                    }),
+                },
+                None => PeerStatus {
+                    id: id.clone(),
+                    state: "down",
+                    rtt_ms: None,
+                    up_for_s: None,
+                    dialed_by: None,
+                },
+            },
+        )
+        .collect();
+    peers.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut routes: Vec<RouteStatus> = shared
+        .table()
+        .routes()
+        .map(|(dst, r)| RouteStatus {
+            to: name(dst),
+            next_hop: name(r.primary),
+            backup: r.backup.map(name),
+        })
+        .collect();
+    routes.sort_by(|a, b| a.to.cmp(&b.to));
+    Status {
+        node: shared.cfg.node_id().to_string(),
+        uptime_s: shared.started.elapsed().as_secs_f64(),
+        quic_addr: shared.cfg.listen,
+        peers,
+        flows: FlowStatus {
+            udp_ingress: shared.udp_ingress.values().map(|i| i.flow_count()).sum(),
+            udp_egress: shared.udp_egress.flow_count(),
+        },
+        routes,
+        counters: shared.metrics.snapshot(),
+    }
+}
+
+impl RelayHandle {
+    pub fn status(&self) -> Status {
+        let mut s = status(&self.shared);
+        s.quic_addr = self.quic_addr;
+        s
+    }
+
+    pub fn node_id(&self) -> &str {
+        self.shared.cfg.node_id()
+    }
+
+    /// Whether the link to `peer` (a node id) is up.
+    pub fn peer_up(&self, peer: &str) -> bool {
+        self.shared.peers.is_up(topology::wire_key(peer))
+    }
+
+    /// Replaces the forwarding table (the controller's job; tests use it too).
+    pub fn set_table(&self, table: ForwardingTable) {
+        self.shared.set_table(table);
+    }
+
+    pub fn table(&self) -> Arc<ForwardingTable> {
+        self.shared.table()
+    }
+
+    /// Stops every task, closes every link, and waits (bounded) for the endpoint.
+    pub async fn shutdown(mut self) {
+        self.shared.cancel.cancel();
+        self.endpoint
+            .close(peers::CLOSE_SHUTDOWN.into(), b"relay shutting down");
+        let wait = async {
+            while self.tasks.join_next().await.is_some() {}
+            self.endpoint.wait_idle().await;
+        };
+        if tokio::time::timeout(Duration::from_secs(3), wait)
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+        }
+        info!(node = %self.shared.cfg.node_id(), "relay stopped");
+    }
+}
+
+/// Runs a relay until `shutdown` completes.
+pub async fn run(
+    cfg: RelayConfig,
+    socket: std::net::UdpSocket,
+    admin: Option<std::net::TcpListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let relay = start(cfg, socket, admin).await?;
+    shutdown.await;
+    relay.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! Joins two byte streams both ways (TCP ↔ QUIC stream, QUIC ↔ QUIC) with
+//! backpressure, half-close and reset propagation.
+//!
+//! Each direction copies through a fixed buffer, so a slow reader slows the
+//! writer instead of growing memory. End of stream on one side becomes a
+//! half-close (TCP FIN / QUIC FIN) on the other; an error or reset on either side
+//! aborts both (TCP RST / QUIC RESET_STREAM + STOP_SENDING).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// QUIC stream error code for an aborted relay stream.
+pub const STREAM_ABORTED: u32 = 1;
+/// QUIC stream error code: the egress could not connect to the target.
+pub const STREAM_REFUSED: u32 = 2;
+
+/// One end of a relayed byte stream.
+#[derive(Debug)]
+pub enum End {
+    Tcp(TcpStream),
+    Quic(quinn::SendStream, quinn::RecvStream),
+}
+
+#[derive(Debug)]
+enum Reader {
+    Tcp(OwnedReadHalf),
+    Quic(quinn::RecvStream),
+}
+
+#[derive(Debug)]
+enum Writer {
+    Tcp(OwnedWriteHalf),
+    Quic(quinn::SendStream),
+}
+
+impl End {
+    fn split(self) -> (Reader, Writer) {
+        match self {
+            End::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (Reader::Tcp(r), Writer::Tcp(w))
+            }
+            End::Quic(send, recv) => (Reader::Quic(recv), Writer::Quic(send)),
+        }
+    }
+}
+
+impl Reader {
+    fn abort(&mut self, code: u32) {
+        if let Reader::Quic(r) = self {
+            let _ = r.stop(code.into());
+        }
+    }
+}
+
+impl Writer {
+    fn abort(&mut self, code: u32) {
+        match self {
+            Writer::Quic(w) => {
+                let _ = w.reset(code.into());
+            }
+            // Linger 0: closing the socket (when both halves drop) sends RST.
+            // (Deprecated because a non-zero linger blocks on drop; zero does not.)
+            #[allow(deprecated)]
+            Writer::Tcp(w) => {
+                let _ = w.as_ref().set_linger(Some(Duration::ZERO));
+            }
+        }
+    }
+}
+
+impl AsyncRead for Reader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Reader::Tcp(r) => Pin::new(r).poll_read(cx, buf),
+            Reader::Quic(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Writer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Writer::Tcp(w) => Pin::new(w).poll_write(cx, buf),
+            Writer::Quic(w) => Pin::new(w).poll_write(cx, buf).map_err(io::Error::from),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Writer::Tcp(w) => Pin::new(w).poll_flush(cx),
+            Writer::Quic(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Writer::Tcp(w) => Pin::new(w).poll_shutdown(cx),
+            Writer::Quic(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Copies until end of stream, then half-closes the writer.
+async fn pump(r: &mut Reader, w: &mut Writer) -> io::Result<u64> {
+    let n = tokio::io::copy(r, w).await?;
+    w.shutdown().await?;
+    Ok(n)
+}
+
+/// Bytes carried each way by a finished splice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Carried {
+    pub a_to_b: u64,
+    pub b_to_a: u64,
+}
+
+/// Relays bytes between `a` and `b` until both directions end. On an error or
+/// reset in either direction both ends are aborted and the error returned.
+pub async fn splice(a: End, b: End) -> io::Result<Carried> {
+    let (mut ar, mut aw) = a.split();
+    let (mut br, mut bw) = b.split();
+    let result = tokio::try_join!(pump(&mut ar, &mut bw), pump(&mut br, &mut aw));
+    match result {
+        Ok((a_to_b, b_to_a)) => Ok(Carried { a_to_b, b_to_a }),
+        Err(e) => {
+            ar.abort(STREAM_ABORTED);
+            br.abort(STREAM_ABORTED);
+            aw.abort(STREAM_ABORTED);
+            bw.abort(STREAM_ABORTED);
+            Err(e)
+        }
+    }
+}
+
+/// Refuses a relayed stream: resets its sending side and stops its receiving side.
+pub fn refuse(mut send: quinn::SendStream, mut recv: quinn::RecvStream, code: u32) {
+    let _ = send.reset(code.into());
+    let _ = recv.stop(code.into());
+}
+
+/// Closes a client's TCP connection with RST (the overlay could not carry it).
+#[allow(deprecated)] // linger 0 sends RST at once; only a non-zero linger blocks
+pub fn reset_tcp(stream: TcpStream) {
+    let _ = stream.set_linger(Some(Duration::ZERO));
+    drop(stream);
+}

@@ -1,0 +1,193 @@
+//! UDP services end to end: datagrams through a chain of relays to the target,
+//! replies back to the right sender, and idle flows expiring.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use relay::emulator::LinkParams;
+use support::{bounded, Fleet, FleetSpec, UdpEcho};
+use tokio::net::UdpSocket;
+
+fn service(name: &str, ingress: &str, egress: &str, target: std::net::SocketAddr) -> String {
+    format!(
+        "  - name: {name}\n    protocol: udp\n    ingress: {{ node: {ingress}, listen: \"127.0.0.1:0\" }}\n    egress: {{ node: {egress}, target: \"{target}\" }}\n"
+    )
+}
+
+/// Sends `count` numbered datagrams from `socket` and collects the replies.
+async fn exchange(
+    socket: &UdpSocket,
+    to: std::net::SocketAddr,
+    tag: &str,
+    count: usize,
+) -> Vec<Vec<u8>> {
+    let mut replies = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    for i in 0..count {
+        let payload = format!("{tag}:{i:04}:{}", "m".repeat(150 + i % 50));
+        socket.send_to(payload.as_bytes(), to).await.expect("send");
+        // Pace like media (one packet per ms) and pick up replies as they come.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::ZERO, socket.recv(&mut buf)).await {
+            replies.push(buf[..n].to_vec());
+        }
+    }
+    // The rest of the replies, until a quiet half second.
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf)).await
+    {
+        replies.push(buf[..n].to_vec());
+    }
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_through_three_relays_arrives_unchanged_and_replies_reach_the_right_sender() {
+    bounded(60, async {
+        let echo = UdpEcho::start().await;
+        let fleet = Fleet::start(FleetSpec {
+            nodes: &["aaa", "bbb", "ccc"],
+            links: &[("aaa", "bbb"), ("bbb", "ccc")],
+            services: service("media", "aaa", "ccc", echo.addr),
+            ..Default::default()
+        })
+        .await;
+        let ingress = fleet.ingress("aaa", "media");
+        let alice = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let bob = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let (a, b) = tokio::join!(
+            exchange(&alice, ingress, "alice", 200),
+            exchange(&bob, ingress, "bob", 200)
+        );
+
+        for (who, replies) in [("alice", &a), ("bob", &b)] {
+            let got: HashSet<&[u8]> = replies.iter().map(Vec::as_slice).collect();
+            assert_eq!(
+                replies.len(),
+                200,
+                "{who}: every datagram came back exactly once"
+            );
+            for i in 0..200 {
+                let want = format!("echo:{who}:{i:04}:{}", "m".repeat(150 + i % 50));
+                assert!(
+                    got.contains(want.as_bytes()),
+                    "{who}: reply {i} arrived unchanged"
+                );
+            }
+        }
+        // Two senders are two flows; the target saw two distinct sources.
+        assert_eq!(echo.sources.lock().expect("lock").len(), 2);
+        let transit = fleet.relay("bbb").status().counters;
+        assert!(
+            transit.datagrams_sent >= 800,
+            "bbb forwarded both ways: {transit:?}"
+        );
+        assert_eq!(transit.total_drops(), 0, "{transit:?}");
+        fleet.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_over_emulated_links_takes_their_delay() {
+    bounded(60, async {
+        let echo = UdpEcho::start().await;
+        let delay =
+            LinkParams::new(Duration::from_millis(10), Duration::ZERO, 0.0).expect("params");
+        let fleet = Fleet::start(FleetSpec {
+            nodes: &["aaa", "bbb", "ccc"],
+            links: &[("aaa", "bbb"), ("bbb", "ccc")],
+            services: service("media", "aaa", "ccc", echo.addr),
+            emulate: Some(delay),
+            ..Default::default()
+        })
+        .await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let ingress = fleet.ingress("aaa", "media");
+        let mut buf = [0u8; 512];
+        for i in 0..10 {
+            let started = tokio::time::Instant::now();
+            client
+                .send_to(format!("ping {i}").as_bytes(), ingress)
+                .await
+                .expect("send");
+            let n = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf))
+                .await
+                .expect("reply within 2 s")
+                .expect("recv");
+            let rtt = started.elapsed();
+            assert_eq!(&buf[..n], format!("echo:ping {i}").as_bytes());
+            // Two emulated links each way at 10 ms: at least 40 ms round trip.
+            assert!(rtt >= Duration::from_millis(40), "rtt {rtt:?}");
+            assert!(rtt < Duration::from_millis(400), "rtt {rtt:?}");
+        }
+        fleet.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_flows_expire_and_release_their_sockets() {
+    bounded(60, async {
+        let echo = UdpEcho::start().await;
+        let fleet = Fleet::start(FleetSpec {
+            nodes: &["aaa", "bbb"],
+            links: &[("aaa", "bbb")],
+            services: service("media", "aaa", "bbb", echo.addr),
+            tune: |cfg| cfg.tuning.flow_idle_timeout = Duration::from_millis(300),
+            ..Default::default()
+        })
+        .await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let ingress = fleet.ingress("aaa", "media");
+        let mut buf = [0u8; 64];
+        let fleet_ref = &fleet;
+        let round_trip = |tag: &'static str| {
+            let client = &client;
+            let fleet = fleet_ref;
+            async move {
+                client.send_to(tag.as_bytes(), ingress).await.expect("send");
+                let n = match tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf))
+                    .await
+                {
+                    Ok(r) => r.expect("recv"),
+                    Err(_) => panic!(
+                        "no reply for {tag}: aaa {:?}\nbbb {:?}",
+                        fleet.relay("aaa").status().counters,
+                        fleet.relay("bbb").status().counters
+                    ),
+                };
+                assert_eq!(&buf[..n], format!("echo:{tag}").as_bytes());
+            }
+        };
+        round_trip("first").await;
+        assert_eq!(fleet.relay("aaa").status().flows.udp_ingress, 1);
+        assert_eq!(fleet.relay("bbb").status().flows.udp_egress, 1);
+
+        // Idle past the timeout: both ends forget the flow.
+        let wait = async {
+            while fleet.relay("aaa").status().flows.udp_ingress
+                + fleet.relay("bbb").status().flows.udp_egress
+                > 0
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(3), wait)
+            .await
+            .expect("flows expired within 3 s");
+
+        // The egress socket was released: a new flow reaches the target from a new port.
+        round_trip("second").await;
+        let sources = echo.sources.lock().expect("lock").clone();
+        assert_eq!(
+            sources.len(),
+            2,
+            "a fresh egress socket after expiry: {sources:?}"
+        );
+        fleet.shutdown().await;
+    })
+    .await;
+}
