@@ -19,6 +19,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TopologyCommand,
     },
+    /// Create the fleet's private CA and issue node certificates for mutual TLS.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,5 +53,33 @@ pub enum TopologyCommand {
         /// How many loop-free paths to list, best first.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
         k: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create a new fleet CA: ca.pem and ca.key (mode 0600) in DIR.
+    Init {
+        /// Directory to write into; created (mode 0700) if missing.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace existing ca.pem and ca.key (every issued certificate stops verifying).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a certificate for a node or the controller: ID.pem (leaf only) and ID.key (mode 0600).
+    Issue {
+        /// The CA directory made by `overlay pki init`.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// Node id the certificate names (subject CN and DNS name), e.g. `sha` or `controller`.
+        #[arg(long, value_name = "ID")]
+        node: String,
+        /// Directory to write into; created (mode 0700) if missing.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace existing ID.pem and ID.key.
+        #[arg(long)]
+        force: bool,
     },
 }

@@ -8,10 +8,11 @@ use clap::Parser;
 
 mod cli;
 mod failure;
+mod pki_cmd;
 mod table;
 mod topology_cmd;
 
-use cli::{Cli, Command, TopologyCommand};
+use cli::{Cli, Command, PkiCommand, TopologyCommand};
 use failure::Failure;
 
 fn main() -> ExitCode {
@@ -60,6 +61,15 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 third,
                 k,
             } => topology_cmd::path(&first, &second, third.as_deref(), k),
+        },
+        Command::Pki { command } => match command {
+            PkiCommand::Init { out, force } => pki_cmd::init(&out, force),
+            PkiCommand::Issue {
+                ca,
+                node,
+                out,
+                force,
+            } => pki_cmd::issue(&ca, &node, &out, force),
         },
     }
 }

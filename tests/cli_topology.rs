@@ -1,28 +1,12 @@
 //! `overlay topology ...` as an operator runs it: exit codes, stdout and stderr.
 
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+
+mod support;
 
 use topology::paths::{Graph, Metric, Routes};
 
-/// Runs the built `overlay` binary with `args`, bounded in time.
-fn overlay(args: &[&str]) -> Output {
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_overlay"))
-        .args(args)
-        .output()
-        .expect("overlay runs");
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "overlay {args:?} took too long"
-    );
-    out
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{overlay, text};
 
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
