@@ -35,7 +35,8 @@ enum Reader {
 
 #[derive(Debug)]
 enum Writer {
-    Tcp(OwnedWriteHalf),
+    /// `None` once aborted: the half was forgotten so that dropping it sends no FIN.
+    Tcp(Option<OwnedWriteHalf>),
     Quic(quinn::SendStream),
 }
 
@@ -44,7 +45,7 @@ impl End {
         match self {
             End::Tcp(s) => {
                 let (r, w) = s.into_split();
-                (Reader::Tcp(r), Writer::Tcp(w))
+                (Reader::Tcp(r), Writer::Tcp(Some(w)))
             }
             End::Quic(send, recv) => (Reader::Quic(recv), Writer::Quic(send)),
         }
@@ -65,11 +66,15 @@ impl Writer {
             Writer::Quic(w) => {
                 let _ = w.reset(code.into());
             }
-            // Linger 0: closing the socket (when both halves drop) sends RST.
-            // (Deprecated because a non-zero linger blocks on drop; zero does not.)
+            // Linger 0, and forget the write half (dropping it would send FIN):
+            // closing the socket when the read half drops then sends only RST.
+            // (set_linger is deprecated because a non-zero linger blocks on drop.)
             #[allow(deprecated)]
-            Writer::Tcp(w) => {
-                let _ = w.as_ref().set_linger(Some(Duration::ZERO));
+            Writer::Tcp(half) => {
+                if let Some(w) = half.take() {
+                    let _ = w.as_ref().set_linger(Some(Duration::ZERO));
+                    w.forget();
+                }
             }
         }
     }
@@ -88,6 +93,10 @@ impl AsyncRead for Reader {
     }
 }
 
+fn aborted() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "relayed stream aborted")
+}
+
 impl AsyncWrite for Writer {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -95,21 +104,24 @@ impl AsyncWrite for Writer {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Writer::Tcp(w) => Pin::new(w).poll_write(cx, buf),
+            Writer::Tcp(Some(w)) => Pin::new(w).poll_write(cx, buf),
+            Writer::Tcp(None) => Poll::Ready(Err(aborted())),
             Writer::Quic(w) => Pin::new(w).poll_write(cx, buf).map_err(io::Error::from),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Writer::Tcp(w) => Pin::new(w).poll_flush(cx),
+            Writer::Tcp(Some(w)) => Pin::new(w).poll_flush(cx),
+            Writer::Tcp(None) => Poll::Ready(Err(aborted())),
             Writer::Quic(w) => Pin::new(w).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Writer::Tcp(w) => Pin::new(w).poll_shutdown(cx),
+            Writer::Tcp(Some(w)) => Pin::new(w).poll_shutdown(cx),
+            Writer::Tcp(None) => Poll::Ready(Err(aborted())),
             Writer::Quic(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
