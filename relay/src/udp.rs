@@ -239,10 +239,11 @@ struct EgressFlow {
     _reader: AbortOnDrop,
 }
 
-/// Flows whose egress is this node, keyed by (ingress node key, flow id).
+/// Flows whose egress is this node, keyed by (ingress node, service, flow id):
+/// flow ids are numbered per service at the ingress, so all three are needed.
 #[derive(Debug, Default)]
 pub struct EgressFlows {
-    flows: Mutex<HashMap<(u32, u32), EgressFlow>>,
+    flows: Mutex<HashMap<(u32, u32, u32), EgressFlow>>,
     per_service: Mutex<HashMap<u32, usize>>,
 }
 
@@ -253,7 +254,7 @@ impl EgressFlows {
 
     fn expire(&self, cutoff: Instant) -> usize {
         let mut flows = lock(&self.flows);
-        let stale: Vec<(u32, u32)> = flows
+        let stale: Vec<(u32, u32, u32)> = flows
             .iter()
             .filter(|(_, f)| *lock(&f.last_seen) < cutoff)
             .map(|(k, _)| *k)
@@ -264,7 +265,7 @@ impl EgressFlows {
             flows.remove(key);
         }
         per_service.clear();
-        for (_, service) in flows.keys() {
+        for (_, service, _) in flows.keys() {
             *per_service.entry(*service).or_default() += 1;
         }
         stale.len()
@@ -278,7 +279,7 @@ pub fn deliver_to_target(shared: &Arc<Shared>, header: &Header, payload: &[u8]) 
         Some(s) if s.protocol == Protocol::Udp && s.egress_node == shared.cfg.node => s,
         _ => return shared.metrics.drop(DropReason::UnknownFlow),
     };
-    let key = (header.src, header.flow);
+    let key = (header.src, header.service, header.flow);
     let socket = {
         let mut flows = lock(&shared.udp_egress.flows);
         match flows.get(&key) {

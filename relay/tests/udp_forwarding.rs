@@ -191,3 +191,41 @@ async fn idle_flows_expire_and_release_their_sockets() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_between_the_same_nodes_keep_their_flows_apart() {
+    bounded(60, async {
+        let (one, two) = (UdpEcho::start().await, UdpEcho::start().await);
+        let services =
+            service("one", "aaa", "bbb", one.addr) + &service("two", "aaa", "bbb", two.addr);
+        let fleet = Fleet::start(FleetSpec {
+            nodes: &["aaa", "bbb"],
+            links: &[("aaa", "bbb")],
+            services,
+            ..Default::default()
+        })
+        .await;
+        // The first flow of each service gets the same flow id at the ingress.
+        for (name, echo) in [("one", &one), ("two", &two)] {
+            let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+            client
+                .send_to(name.as_bytes(), fleet.ingress("aaa", name))
+                .await
+                .expect("send");
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf))
+                .await
+                .expect("reply")
+                .expect("recv");
+            assert_eq!(&buf[..n], format!("echo:{name}").as_bytes());
+            assert_eq!(
+                echo.sources.lock().expect("lock").len(),
+                1,
+                "service {name} reached its own target"
+            );
+        }
+        assert_eq!(fleet.relay("bbb").status().flows.udp_egress, 2);
+        fleet.shutdown().await;
+    })
+    .await;
+}
