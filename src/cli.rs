@@ -24,6 +24,25 @@ pub enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// Run the whole overlay on this machine: a relay per node, emulated links,
+    /// synthetic classes, and a latency and loss report at the end.
+    Lab {
+        /// Topology file; the embedded 55-city world when left out.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// How long classes stream, e.g. 30s, 2m.
+        #[arg(long, default_value = "30s", value_parser = crate::lab::parse_duration)]
+        duration: std::time::Duration,
+        /// How many 1-on-1 classes to run.
+        #[arg(long, default_value_t = 20)]
+        classes: usize,
+        /// Random packet loss on every link, 0.0 to 1.0.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Seed for choosing class cities (same seed, same classes).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

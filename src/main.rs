@@ -8,6 +8,7 @@ use clap::Parser;
 
 mod cli;
 mod failure;
+mod lab;
 mod pki_cmd;
 mod table;
 mod topology_cmd;
@@ -71,5 +72,25 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 force,
             } => pki_cmd::issue(&ca, &node, &out, force),
         },
+        Command::Lab {
+            topology,
+            duration,
+            classes,
+            loss,
+            seed,
+        } => {
+            if !(0.0..=1.0).contains(&loss) {
+                return Err(Failure::usage(format!(
+                    "--loss {loss}: give a fraction from 0.0 to 1.0"
+                )));
+            }
+            lab::run(&lab::LabOptions {
+                topology,
+                duration,
+                classes,
+                loss,
+                seed,
+            })
+        }
     }
 }

@@ -1,0 +1,164 @@
+//! Synthetic classes: a student at an Asian city streams audio-sized UDP packets
+//! through the overlay to a teacher's server in North America, which echoes each
+//! one back. The teacher's side measures one-way latency and loss from the
+//! sequence number and send time carried in each packet.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+/// Audio: 50 packets per second of 200 bytes (20 ms Opus frames plus headers).
+pub const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
+pub const AUDIO_BYTES: usize = 200;
+/// Bytes of the payload that carry (class, seq, send time).
+const STAMP: usize = 16;
+
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// What one class measured.
+#[derive(Debug)]
+pub struct ClassStats {
+    pub sent: u64,
+    pub received: u64,
+    pub echoed: u64,
+    /// One-way latency student → teacher, µs.
+    pub one_way_us: Histogram<u64>,
+    /// Round trip student → teacher → student, µs.
+    pub round_trip_us: Histogram<u64>,
+}
+
+/// A latency histogram in µs up to 60 s, 3 significant digits: bounded memory
+/// whatever is recorded (larger values are clamped by `saturating_record`).
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
+}
+
+impl ClassStats {
+    fn new() -> Self {
+        ClassStats {
+            sent: 0,
+            received: 0,
+            echoed: 0,
+            one_way_us: latency_histogram(),
+            round_trip_us: latency_histogram(),
+        }
+    }
+
+    pub fn loss(&self) -> f64 {
+        if self.sent == 0 {
+            return 0.0;
+        }
+        1.0 - self.received.min(self.sent) as f64 / self.sent as f64
+    }
+}
+
+/// One running class.
+pub struct Class {
+    pub name: String,
+    pub student_city: String,
+    pub teacher_city: String,
+    pub stats: Arc<Mutex<ClassStats>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Class {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The teacher's server: records and echoes each packet.
+pub async fn teacher() -> std::io::Result<(UdpSocket, SocketAddr)> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let addr = socket.local_addr()?;
+    Ok((socket, addr))
+}
+
+impl Class {
+    /// Starts streaming from a student socket to `ingress` until dropped.
+    pub async fn start(
+        name: String,
+        student_city: String,
+        teacher_city: String,
+        teacher_socket: UdpSocket,
+        ingress: SocketAddr,
+    ) -> std::io::Result<Class> {
+        let stats = Arc::new(Mutex::new(ClassStats::new()));
+        let student = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+
+        let s = stats.clone();
+        let teacher_task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, from)) = teacher_socket.recv_from(&mut buf).await {
+                if n < STAMP {
+                    continue;
+                }
+                let sent_us = u64::from_be_bytes(buf[8..16].try_into().unwrap_or_default());
+                {
+                    let mut st = s.lock().unwrap_or_else(|p| p.into_inner());
+                    st.received += 1;
+                    st.one_way_us
+                        .saturating_record(now_us().saturating_sub(sent_us).max(1));
+                }
+                let _ = teacher_socket.send_to(&buf[..n], from).await;
+            }
+        });
+
+        let s = stats.clone();
+        let rx = student.clone();
+        let echo_task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok(n) = rx.recv(&mut buf).await {
+                if n < STAMP {
+                    continue;
+                }
+                let sent_us = u64::from_be_bytes(buf[8..16].try_into().unwrap_or_default());
+                let mut st = s.lock().unwrap_or_else(|p| p.into_inner());
+                st.echoed += 1;
+                st.round_trip_us
+                    .saturating_record(now_us().saturating_sub(sent_us).max(1));
+            }
+        });
+
+        let s = stats.clone();
+        let send_task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(AUDIO_INTERVAL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut packet = vec![0u8; AUDIO_BYTES];
+            for seq in 0u32.. {
+                ticker.tick().await;
+                packet[4..8].copy_from_slice(&seq.to_be_bytes());
+                packet[8..16].copy_from_slice(&now_us().to_be_bytes());
+                if student.send_to(&packet, ingress).await.is_ok() {
+                    s.lock().unwrap_or_else(|p| p.into_inner()).sent += 1;
+                }
+            }
+        });
+
+        Ok(Class {
+            name,
+            student_city,
+            teacher_city,
+            stats,
+            tasks: vec![teacher_task, echo_task, send_task],
+        })
+    }
+
+    /// Stops sending; receivers keep running until the class is dropped.
+    pub fn stop_sending(&self) {
+        if let Some(t) = self.tasks.last() {
+            t.abort();
+        }
+    }
+}

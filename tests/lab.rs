@@ -1,0 +1,95 @@
+//! `overlay lab` as a user runs it, on a small fleet with known link delays: the
+//! report's measured latency must match the paths and delays, with no loss.
+
+mod support;
+
+use std::path::Path;
+
+use support::{overlay, text};
+
+/// (class, path, expected ms, p50 ms, p99 ms, loss %) for each class row.
+fn class_rows(report: &str) -> Vec<(String, String, f64, f64, f64, f64)> {
+    report
+        .lines()
+        .filter(|l| l.starts_with("class-"))
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let n = cols.len();
+            let num = |s: &str| s.trim_end_matches('%').parse::<f64>().expect("number");
+            (
+                cols[0].to_string(),
+                cols[1..n - 7].join(" "),
+                num(cols[n - 7]),
+                num(cols[n - 6]),
+                num(cols[n - 5]),
+                num(cols[n - 2]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn lab_on_a_small_fleet_measures_the_latency_its_links_imply() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-triangle.yaml");
+    let out = overlay(&[
+        "lab",
+        "--topology",
+        &file.display().to_string(),
+        "--duration",
+        "3s",
+        "--classes",
+        "4",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{stdout}",
+        text(&out.stderr)
+    );
+    let rows = class_rows(&stdout);
+    assert_eq!(rows.len(), 4, "{stdout}");
+    for (class, path, expected, p50, p99, loss) in rows {
+        // Students are in Asia (tyo); teachers in North America. To lax the
+        // route goes through sea (30 ms), not over the 50 ms internet link.
+        let (want_path, want_ms) = if class.ends_with("-lax") {
+            ("tyo sea lax", 30.0)
+        } else {
+            ("tyo sea", 20.0)
+        };
+        assert_eq!(path, want_path, "{class}");
+        assert_eq!(expected, want_ms, "{class}");
+        assert!(
+            p50 >= want_ms,
+            "{class}: p50 {p50} ms below the links' delay"
+        );
+        assert!(
+            p50 < want_ms + 10.0,
+            "{class}: p50 {p50} ms, far above {want_ms}"
+        );
+        assert!(p99 < want_ms + 20.0, "{class}: p99 {p99} ms");
+        assert_eq!(loss, 0.0, "{class}: no loss on clean links");
+    }
+    assert!(
+        stdout.contains("4 of 4 classes within the 200 ms budget"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn lab_rejects_bad_options_with_exit_64() {
+    for args in [
+        &["lab", "--duration", "soon"][..],
+        &["lab", "--classes", "0"][..],
+        &["lab", "--loss", "1.5"][..],
+        &["lab", "--topology", "/nonexistent.yaml"][..],
+    ] {
+        let out = overlay(args);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
