@@ -229,3 +229,40 @@ async fn two_services_between_the_same_nodes_keep_their_flows_apart() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datagram_larger_than_the_path_carries_is_dropped_and_counted() {
+    bounded(60, async {
+        let echo = UdpEcho::start().await;
+        let fleet = Fleet::start(FleetSpec {
+            nodes: &["aaa", "bbb"],
+            links: &[("aaa", "bbb")],
+            services: service("media", "aaa", "bbb", echo.addr),
+            ..Default::default()
+        })
+        .await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let ingress = fleet.ingress("aaa", "media");
+        // Far above any QUIC datagram size on a 1500-byte-class path.
+        client
+            .send_to(&vec![7u8; 4000], ingress)
+            .await
+            .expect("send");
+        client.send_to(b"small one", ingress).await.expect("send");
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf))
+            .await
+            .expect("reply")
+            .expect("recv");
+        assert_eq!(
+            &buf[..n],
+            b"echo:small one",
+            "the small datagram still goes through"
+        );
+        let c = fleet.relay("aaa").status().counters;
+        assert_eq!(c.drop_count(relay::fwd::DropReason::TooBig), 1, "{c:?}");
+        assert_eq!(echo.sources.lock().expect("lock").len(), 1);
+        fleet.shutdown().await;
+    })
+    .await;
+}

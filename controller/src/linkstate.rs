@@ -1,0 +1,307 @@
+//! The link-state database: relays' per-link reports merged into one view per link,
+//! with freshness, state-change timestamps, and the cost a measured view implies.
+//!
+//! Sans-IO: no sockets, no clock. Every input carries its `now`; reports come in
+//! through [`LinkStateDb::handle_report`], the passage of time through
+//! [`LinkStateDb::handle_timeout`], and [`LinkStateDb::poll_timeout`] says when a
+//! report next goes stale so a driver can sleep until then.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use topology::paths::Cost;
+use topology::{LinkIdx, NodeIdx, Topology};
+
+/// How long a report counts once received, unless configured otherwise.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// The cost one unit of loss (100 %) adds, µs: 1 % loss costs as much as 5 ms of delay.
+pub const LOSS_PENALTY_US: u64 = 500_000;
+
+/// What a relay measured on one of its links, from its end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkReport {
+    /// The reporting relay; must be one of the link's ends.
+    pub from: NodeIdx,
+    pub link: LinkIdx,
+    /// Whether the relay can use the link (its connection to the far end is alive).
+    pub up: bool,
+    /// Smoothed round-trip time, if measured yet.
+    pub rtt: Option<Duration>,
+    /// Lowest round-trip time seen recently.
+    pub min_rtt: Option<Duration>,
+    /// Variation of the round-trip time.
+    pub jitter: Option<Duration>,
+    /// Fraction of probes lost, in `0.0..=1.0`.
+    pub loss: f64,
+}
+
+/// Why a report was refused. Nothing in the database changes when one is.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReportError {
+    #[error("report from node index {from}: the topology has only {nodes} nodes")]
+    UnknownNode { from: u32, nodes: usize },
+    #[error("report from node `{node}` about link index {link}: the topology has only {links} links")]
+    UnknownLink {
+        node: String,
+        link: u32,
+        links: usize,
+    },
+    #[error("report from node `{node}` about link {link} ({a}–{b}): `{node}` is not an end of that link")]
+    NotAnEnd {
+        node: String,
+        link: u32,
+        a: String,
+        b: String,
+    },
+    #[error("report from node `{node}` about link {link} ({a}–{b}): loss {loss} is not a fraction in 0..=1")]
+    BadLoss {
+        node: String,
+        link: u32,
+        a: String,
+        b: String,
+        loss: f64,
+    },
+}
+
+/// The merged state of one link, as of the database's latest `handle_*` call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkView {
+    /// False if any fresh report says down. A link nobody has reported on yet is up:
+    /// the topology says it exists, and a controller that just started must not
+    /// blackhole the fleet.
+    pub up: bool,
+    /// Mean of the fresh reports' smoothed RTTs; `None` if none has one.
+    pub rtt: Option<Duration>,
+    /// Lowest of the fresh reports' minimum RTTs.
+    pub min_rtt: Option<Duration>,
+    /// Highest of the fresh reports' loss.
+    pub loss: f64,
+    /// Highest of the fresh reports' jitter.
+    pub jitter: Option<Duration>,
+    /// No fresh report from either end: the fields above are the last merged state.
+    /// Losing contact with relays is not a link failure, so a stale link keeps it.
+    pub stale: bool,
+    /// When `up` last changed; `None` if it has not since the database started.
+    pub since: Option<Instant>,
+}
+
+impl LinkView {
+    const UNKNOWN: LinkView = LinkView {
+        up: true,
+        rtt: None,
+        min_rtt: None,
+        loss: 0.0,
+        jitter: None,
+        stale: true,
+        since: None,
+    };
+}
+
+/// The latest report from one end of a link and when it arrived.
+#[derive(Debug, Clone, Copy)]
+struct EndReport {
+    at: Instant,
+    report: LinkReport,
+}
+
+#[derive(Debug, Clone)]
+struct LinkEntry {
+    /// The latest report from each end: `[from a, from b]`.
+    ends: [Option<EndReport>; 2],
+    view: LinkView,
+}
+
+/// Per-link reports from both ends, merged.
+#[derive(Debug, Clone)]
+pub struct LinkStateDb {
+    topology: Arc<Topology>,
+    stale_after: Duration,
+    links: Vec<LinkEntry>,
+    /// The latest `now` seen, for `poll_timeout`.
+    now: Option<Instant>,
+}
+
+impl LinkStateDb {
+    /// A database where reports stay fresh for [`DEFAULT_STALE_AFTER`].
+    pub fn new(topology: Arc<Topology>) -> Self {
+        Self::with_stale_after(topology, DEFAULT_STALE_AFTER)
+    }
+
+    /// A database where a report counts for `stale_after` after it arrives.
+    pub fn with_stale_after(topology: Arc<Topology>, stale_after: Duration) -> Self {
+        let entry = LinkEntry {
+            ends: [None, None],
+            view: LinkView::UNKNOWN,
+        };
+        LinkStateDb {
+            links: vec![entry; topology.links.len()],
+            topology,
+            stale_after,
+            now: None,
+        }
+    }
+
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
+    }
+
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after
+    }
+
+    /// Records a report received at `now`, then brings every view up to `now`.
+    pub fn handle_report(&mut self, report: LinkReport, now: Instant) -> Result<(), ReportError> {
+        let end = self.check(&report)?;
+        self.links[report.link.get()].ends[end] = Some(EndReport { at: now, report });
+        self.refresh(now);
+        Ok(())
+    }
+
+    /// Brings every view up to `now`: reports older than `stale_after` stop counting.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.refresh(now);
+    }
+
+    /// When a report that counts now goes stale (call `handle_timeout` then).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let now = self.now?;
+        self.links
+            .iter()
+            .flat_map(|e| e.ends.iter().flatten())
+            .map(|r| r.at + self.stale_after)
+            .filter(|&t| t > now)
+            .min()
+    }
+
+    /// The merged view of `link`. Panics if `link` is not a link of the topology.
+    pub fn view(&self, link: LinkIdx) -> LinkView {
+        self.links[link.get()].view
+    }
+
+    /// Every link with its merged view, in link order.
+    pub fn links(&self) -> impl Iterator<Item = (LinkIdx, LinkView)> + '_ {
+        self.links
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (LinkIdx(i as u32), e.view))
+    }
+
+    /// Validates a report; returns which end of its link sent it (0 = `a`, 1 = `b`).
+    fn check(&self, r: &LinkReport) -> Result<usize, ReportError> {
+        let t = &self.topology;
+        let node = t
+            .nodes
+            .get(r.from.get())
+            .map(|n| n.id.clone())
+            .ok_or(ReportError::UnknownNode {
+                from: r.from.0,
+                nodes: t.nodes.len(),
+            })?;
+        let Some(link) = t.links.get(r.link.get()) else {
+            return Err(ReportError::UnknownLink {
+                node,
+                link: r.link.0,
+                links: t.links.len(),
+            });
+        };
+        let a = t.node(link.a).id.clone();
+        let b = t.node(link.b).id.clone();
+        let end = if r.from == link.a {
+            0
+        } else if r.from == link.b {
+            1
+        } else {
+            let link = r.link.0;
+            return Err(ReportError::NotAnEnd { node, link, a, b });
+        };
+        if !(0.0..=1.0).contains(&r.loss) {
+            let (link, loss) = (r.link.0, r.loss);
+            return Err(ReportError::BadLoss {
+                node,
+                link,
+                a,
+                b,
+                loss,
+            });
+        }
+        Ok(end)
+    }
+
+    fn refresh(&mut self, now: Instant) {
+        self.now = Some(self.now.map_or(now, |t| t.max(now)));
+        for entry in &mut self.links {
+            let old = entry.view;
+            let fresh: Vec<&LinkReport> = entry
+                .ends
+                .iter()
+                .flatten()
+                .filter(|r| now.saturating_duration_since(r.at) < self.stale_after)
+                .map(|r| &r.report)
+                .collect();
+            let mut view = if fresh.is_empty() {
+                LinkView { stale: true, ..old }
+            } else {
+                merge(&fresh, old.since)
+            };
+            if view.up != old.up {
+                view.since = Some(now);
+            }
+            entry.view = view;
+        }
+    }
+}
+
+/// Merges fresh reports (at least one): down if any says down, mean RTT, worst loss
+/// and jitter, best minimum RTT.
+fn merge(fresh: &[&LinkReport], since: Option<Instant>) -> LinkView {
+    let rtts: Vec<Duration> = fresh.iter().filter_map(|r| r.rtt).collect();
+    let rtt = (!rtts.is_empty()).then(|| rtts.iter().sum::<Duration>() / rtts.len() as u32);
+    LinkView {
+        up: fresh.iter().all(|r| r.up),
+        rtt,
+        min_rtt: fresh.iter().filter_map(|r| r.min_rtt).min(),
+        loss: fresh.iter().map(|r| r.loss).fold(0.0, f64::max),
+        jitter: fresh.iter().filter_map(|r| r.jitter).max(),
+        stale: false,
+        since,
+    }
+}
+
+/// The cost of a link as measured, in µs of "effective one-way delay"; `None` if down.
+///
+/// ```text
+/// cost = one_way + 2 × jitter + loss × 500 ms        (at least 1)
+/// one_way = rtt / 2, or `expected_delay_us` (the topology's) before any RTT
+/// ```
+///
+/// Live classroom media suffers from loss and jitter far more than from a few ms of
+/// extra delay: a lost packet is a glitch or a retransmission a whole RTT late, and
+/// jitter grows the receiver's playout buffer, which adds delay to every packet.
+/// So jitter counts twice, and 1 % loss costs as much as 5 ms of path delay: a path
+/// a little longer but clean beats a short one that drops or wobbles.
+pub fn measured_cost(view: &LinkView, expected_delay_us: u64) -> Option<Cost> {
+    if !view.up {
+        return None;
+    }
+    let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let one_way = view.rtt.map_or(expected_delay_us, |r| micros(r) / 2);
+    let jitter = view.jitter.map_or(0, micros);
+    // Loss is validated to 0..=1 on the way in; clamp anyway so a NaN cannot leak.
+    let loss = if view.loss.is_nan() {
+        0.0
+    } else {
+        view.loss.clamp(0.0, 1.0)
+    };
+    let loss_cost = (loss * LOSS_PENALTY_US as f64).round() as u64;
+    Some(
+        one_way
+            .saturating_add(jitter.saturating_mul(2))
+            .saturating_add(loss_cost)
+            .max(1),
+    )
+}
+
+#[cfg(test)]
+#[path = "linkstate_tests.rs"]
+pub(crate) mod tests;

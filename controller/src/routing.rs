@@ -1,0 +1,334 @@
+//! Route selection with stability: the per-link costs in force (damped measurements),
+//! the forwarding tables they give every node, and table diffs.
+//!
+//! Stability is applied to the metric, never to each node's choice of next hop: all
+//! tables come from one metric, so they agree with each other and are loop-free.
+//! (Per-node hysteresis lets two nodes keep different views and point at each other.)
+//!
+//! Sans-IO: measurements come in through [`RouteSelector::update`] or
+//! [`RouteSelector::handle_link_views`] with their `now`; [`RouteSelector::poll_timeout`]
+//! says when a hold or hold-down expires, so a driver can sleep until then.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use topology::paths::{Cost, Graph, Hop, Metric, Routes};
+use topology::{LinkIdx, NodeIdx, Topology};
+
+use crate::linkstate::{measured_cost, LinkStateDb, LinkView};
+
+/// How much and for how long a measurement must differ before routes follow it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StabilityConfig {
+    /// A change smaller than this fraction of the cost in force is noise. Default 0.10.
+    pub relative: f64,
+    /// A change this small is noise whatever the cost (so short links do not flap on
+    /// a millisecond). Default 5 ms. The band is `max(relative × in force, absolute)`.
+    pub absolute: Duration,
+    /// How long a measurement must stay outside the band, continuously, before it
+    /// takes effect. Default 3 s.
+    pub hold: Duration,
+    /// How long a link that came back up must stay up before it is used again; going
+    /// down always takes effect at once. Default 10 s.
+    pub hold_down: Duration,
+}
+
+impl Default for StabilityConfig {
+    fn default() -> Self {
+        StabilityConfig {
+            relative: 0.10,
+            absolute: Duration::from_millis(5),
+            hold: Duration::from_secs(3),
+            hold_down: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What one node does with traffic for one destination.
+///
+/// Hops name the neighbor by `NodeIdx` and the link by `LinkIdx`, both indexes into the
+/// selector's topology; whoever sends tables to relays translates them (e.g. to
+/// `topology::wire_key` of the node id), since indexes mean nothing across revisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableEntry {
+    pub primary: Hop,
+    /// A loop-free alternate for when the primary link fails (see `paths::RouteEntry`).
+    pub backup: Option<Hop>,
+}
+
+/// One node's forwarding table: destination → next hops. Holds only destinations
+/// the node can reach, never the node itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeTable {
+    pub entries: BTreeMap<NodeIdx, TableEntry>,
+}
+
+/// Every node's table, indexed by `NodeIdx`, and the version they belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTables {
+    /// Starts at 1; grows by one each time some table changes, and only then.
+    pub version: u64,
+    pub tables: Vec<NodeTable>,
+}
+
+impl RouteTables {
+    /// The table of `node`. Panics if `node` is not in the topology.
+    pub fn node(&self, node: NodeIdx) -> &NodeTable {
+        &self.tables[node.get()]
+    }
+}
+
+/// What turns one node table into another.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableDiff {
+    /// Destinations that are new, with their entries; sorted by destination.
+    pub to_add: Vec<(NodeIdx, TableEntry)>,
+    /// Destinations whose primary or backup changed, with the new entries; sorted.
+    pub to_change: Vec<(NodeIdx, TableEntry)>,
+    /// Destinations no longer reachable; sorted.
+    pub to_remove: Vec<NodeIdx>,
+}
+
+impl TableDiff {
+    pub fn is_empty(&self) -> bool {
+        self.to_add.is_empty() && self.to_change.is_empty() && self.to_remove.is_empty()
+    }
+}
+
+/// The changes that turn `old` into `new`.
+pub fn diff(old: &NodeTable, new: &NodeTable) -> TableDiff {
+    let mut d = TableDiff::default();
+    for (&dst, entry) in &new.entries {
+        match old.entries.get(&dst) {
+            None => d.to_add.push((dst, *entry)),
+            Some(before) if before != entry => d.to_change.push((dst, *entry)),
+            Some(_) => {}
+        }
+    }
+    d.to_remove = old
+        .entries
+        .keys()
+        .filter(|dst| !new.entries.contains_key(dst))
+        .copied()
+        .collect();
+    d
+}
+
+/// Damping state of one link.
+#[derive(Debug, Clone, Copy)]
+struct LinkCtl {
+    /// The cost routes use; `None` while down or held down.
+    in_force: Option<Cost>,
+    /// Since when the measurement has been outside the band, and whether above it.
+    pending: Option<(Instant, bool)>,
+    /// For a link held down that is up again: when it may be used.
+    restore_at: Option<Instant>,
+}
+
+/// Keeps the metric in force and the tables computed from it.
+#[derive(Debug, Clone)]
+pub struct RouteSelector {
+    topology: Arc<Topology>,
+    config: StabilityConfig,
+    graph: Graph,
+    links: Vec<LinkCtl>,
+    metric: Metric,
+    routes: Routes,
+    tables: RouteTables,
+    /// The `now` of the latest update, to notice a down-and-up we were not shown.
+    last_update: Option<Instant>,
+}
+
+impl RouteSelector {
+    /// Starts with every link up at its expected delay from the topology.
+    pub fn new(topology: Arc<Topology>, config: StabilityConfig) -> Self {
+        let graph = Graph::from_topology(&topology);
+        let links: Vec<LinkCtl> = topology
+            .links
+            .iter()
+            .map(|l| LinkCtl {
+                in_force: Some(l.delay_us.max(1)),
+                pending: None,
+                restore_at: None,
+            })
+            .collect();
+        let metric = Metric::new(links.iter().map(|c| c.in_force).collect());
+        let routes = Routes::compute(&graph, &metric);
+        let tables = RouteTables {
+            version: 1,
+            tables: tables_of(&routes),
+        };
+        RouteSelector {
+            topology,
+            config,
+            graph,
+            links,
+            metric,
+            routes,
+            tables,
+            last_update: None,
+        }
+    }
+
+    pub fn config(&self) -> &StabilityConfig {
+        &self.config
+    }
+
+    /// Takes in every link's merged view from `db` at `now`; true if any cost in
+    /// force changed. Call it after each report and when `poll_timeout` (this one's
+    /// or the database's) is reached.
+    pub fn update(&mut self, db: &LinkStateDb, now: Instant) -> bool {
+        self.handle_link_views(db.links(), now)
+    }
+
+    /// Takes in views of some links at `now`; links not given keep their state.
+    /// Returns true if any cost in force changed; the tables are recomputed then, and
+    /// their version grows if some table differs.
+    pub fn handle_link_views(
+        &mut self,
+        views: impl IntoIterator<Item = (LinkIdx, LinkView)>,
+        now: Instant,
+    ) -> bool {
+        let mut changed = false;
+        for (link, view) in views {
+            let Some(l) = self.topology.links.get(link.get()) else {
+                continue;
+            };
+            let measured = measured_cost(&view, l.delay_us);
+            let ctl = &mut self.links[link.get()];
+            changed |= step(ctl, &self.config, &view, measured, self.last_update, now);
+        }
+        self.last_update = Some(self.last_update.map_or(now, |t| t.max(now)));
+        if changed {
+            self.metric = Metric::new(self.links.iter().map(|c| c.in_force).collect());
+            self.routes = Routes::compute(&self.graph, &self.metric);
+            let tables = tables_of(&self.routes);
+            if tables != self.tables.tables {
+                self.tables.tables = tables;
+                self.tables.version += 1;
+            }
+        }
+        changed
+    }
+
+    /// When `update` next needs calling even if no report arrives: the earliest
+    /// expiry of a hold or a hold-down. `None` when nothing is pending.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.links
+            .iter()
+            .flat_map(|c| [c.pending.map(|(t, _)| t + self.config.hold), c.restore_at])
+            .flatten()
+            .min()
+    }
+
+    /// Every node's forwarding table, from the metric in force.
+    pub fn routes(&self) -> &RouteTables {
+        &self.tables
+    }
+
+    /// The full route computation behind the tables (with path costs).
+    pub fn paths(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// The per-link costs in force.
+    pub fn metric(&self) -> &Metric {
+        &self.metric
+    }
+
+    /// The cost in force on `link`; `None` if down or held down.
+    pub fn in_force(&self, link: LinkIdx) -> Option<Cost> {
+        self.metric.cost(link)
+    }
+}
+
+/// Advances one link's damping state; true if its cost in force changed.
+fn step(
+    ctl: &mut LinkCtl,
+    cfg: &StabilityConfig,
+    view: &LinkView,
+    measured: Option<Cost>,
+    last_update: Option<Instant>,
+    now: Instant,
+) -> bool {
+    let Some(m) = measured else {
+        // Down: at once.
+        ctl.pending = None;
+        ctl.restore_at = None;
+        return ctl.in_force.take().is_some();
+    };
+    // Up now, but it changed state after our last look: it went down and came back
+    // in between. Treat it as we would have: held down from when it came back.
+    let unseen_flap = ctl.in_force.is_some()
+        && matches!((view.since, last_update), (Some(s), Some(u)) if s > u);
+    if ctl.in_force.is_none() || unseen_flap {
+        ctl.pending = None;
+        let at = match view.since {
+            Some(s) => s + cfg.hold_down,
+            None => *ctl.restore_at.get_or_insert(now + cfg.hold_down),
+        };
+        let before = ctl.in_force;
+        if now >= at {
+            ctl.restore_at = None;
+            ctl.in_force = Some(m);
+        } else {
+            ctl.restore_at = Some(at);
+            ctl.in_force = None;
+        }
+        return ctl.in_force != before;
+    }
+    let Some(c) = ctl.in_force else {
+        return false;
+    };
+    let band = (cfg.relative * c as f64).max(cfg.absolute.as_micros() as f64);
+    if (m.abs_diff(c) as f64) <= band {
+        ctl.pending = None;
+        return false;
+    }
+    let above = m > c;
+    let since = match ctl.pending {
+        Some((t, dir)) if dir == above => t,
+        _ => now,
+    };
+    if now.saturating_duration_since(since) >= cfg.hold {
+        ctl.pending = None;
+        ctl.in_force = Some(m);
+        true
+    } else {
+        ctl.pending = Some((since, above));
+        false
+    }
+}
+
+/// Per node, the table `Routes` gives: every reachable destination's next hops.
+fn tables_of(routes: &Routes) -> Vec<NodeTable> {
+    let n = routes.node_count();
+    (0..n)
+        .map(|s| NodeTable {
+            entries: (0..n)
+                .filter(|&d| d != s)
+                .filter_map(|d| {
+                    let (s, d) = (NodeIdx(s as u32), NodeIdx(d as u32));
+                    let e = routes.get(s, d);
+                    let primary = e.primary?;
+                    Some((
+                        d,
+                        TableEntry {
+                            primary,
+                            backup: e.backup,
+                        },
+                    ))
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "routing_tests.rs"]
+mod tests;
+
+#[cfg(test)]
+#[path = "routing_props_tests.rs"]
+mod props;
