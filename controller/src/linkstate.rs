@@ -41,7 +41,9 @@ pub struct LinkReport {
 pub enum ReportError {
     #[error("report from node index {from}: the topology has only {nodes} nodes")]
     UnknownNode { from: u32, nodes: usize },
-    #[error("report from node `{node}` about link index {link}: the topology has only {links} links")]
+    #[error(
+        "report from node `{node}` about link index {link}: the topology has only {links} links"
+    )]
     UnknownLink {
         node: String,
         link: u32,
@@ -190,14 +192,14 @@ impl LinkStateDb {
     /// Validates a report; returns which end of its link sent it (0 = `a`, 1 = `b`).
     fn check(&self, r: &LinkReport) -> Result<usize, ReportError> {
         let t = &self.topology;
-        let node = t
-            .nodes
-            .get(r.from.get())
-            .map(|n| n.id.clone())
-            .ok_or(ReportError::UnknownNode {
-                from: r.from.0,
-                nodes: t.nodes.len(),
-            })?;
+        let node =
+            t.nodes
+                .get(r.from.get())
+                .map(|n| n.id.clone())
+                .ok_or(ReportError::UnknownNode {
+                    from: r.from.0,
+                    nodes: t.nodes.len(),
+                })?;
         let Some(link) = t.links.get(r.link.get()) else {
             return Err(ReportError::UnknownLink {
                 node,

@@ -260,8 +260,8 @@ fn step(
     };
     // Up now, but it changed state after our last look: it went down and came back
     // in between. Treat it as we would have: held down from when it came back.
-    let unseen_flap = ctl.in_force.is_some()
-        && matches!((view.since, last_update), (Some(s), Some(u)) if s > u);
+    let unseen_flap =
+        ctl.in_force.is_some() && matches!((view.since, last_update), (Some(s), Some(u)) if s > u);
     if ctl.in_force.is_none() || unseen_flap {
         ctl.pending = None;
         let at = match view.since {

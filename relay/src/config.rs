@@ -65,6 +65,8 @@ pub struct Tuning {
     /// QUIC initial MTU. 1400 lets a 1200-byte video datagram plus headers through
     /// from the first packet on ordinary 1500-byte paths.
     pub initial_mtu: u16,
+    /// Link probing: interval, loss timeouts and up/down hysteresis.
+    pub probe: crate::probe::ProbeConfig,
 }
 
 impl Default for Tuning {
@@ -78,6 +80,7 @@ impl Default for Tuning {
             reconnect_max: Duration::from_secs(5),
             setup_timeout: Duration::from_secs(5),
             initial_mtu: 1400,
+            probe: crate::probe::ProbeConfig::default(),
         }
     }
 }
@@ -93,6 +96,8 @@ pub struct RelayConfig {
     pub roots: Arc<rustls::RootCertStore>,
     /// Dial overrides by peer node key.
     pub dial: HashMap<u32, SocketAddr>,
+    /// Dial this address for the controller instead of the topology's (lab, tests).
+    pub controller_addr: Option<SocketAddr>,
     pub tuning: Tuning,
 }
 
@@ -114,6 +119,7 @@ impl RelayConfig {
             identity,
             roots,
             dial: HashMap::new(),
+            controller_addr: None,
             tuning: Tuning::default(),
         }
     }
@@ -235,6 +241,7 @@ impl RelayConfig {
                     identity,
                     roots,
                     dial,
+                    controller_addr: None,
                     tuning,
                 })
             }

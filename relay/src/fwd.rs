@@ -293,3 +293,117 @@ mod tests {
         assert!(neighbors.contains(&first), "the next hop is a neighbor");
     }
 }
+
+impl ForwardingTable {
+    /// A new table: this one with `set` entries added or replaced and `remove`
+    /// entries dropped; with `full`, only `set` (the controller's whole table).
+    pub fn updated(
+        &self,
+        full: bool,
+        set: impl IntoIterator<Item = (u32, Route)>,
+        remove: impl IntoIterator<Item = u32>,
+    ) -> ForwardingTable {
+        let mut routes = if full {
+            BTreeMap::new()
+        } else {
+            self.routes.clone()
+        };
+        for dst in remove {
+            routes.remove(&dst);
+        }
+        routes.extend(set);
+        routes.remove(&self.me);
+        ForwardingTable {
+            me: self.me,
+            routes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod update_tests {
+    use super::*;
+
+    #[test]
+    fn updates_add_change_remove_and_replace() {
+        let mut routes = BTreeMap::new();
+        routes.insert(
+            20,
+            Route {
+                primary: 2,
+                backup: None,
+            },
+        );
+        routes.insert(
+            30,
+            Route {
+                primary: 3,
+                backup: None,
+            },
+        );
+        let t = ForwardingTable::new(1, routes);
+        let diff = t.updated(
+            false,
+            [
+                (
+                    20,
+                    Route {
+                        primary: 3,
+                        backup: Some(2),
+                    },
+                ),
+                (
+                    40,
+                    Route {
+                        primary: 2,
+                        backup: None,
+                    },
+                ),
+            ],
+            [30],
+        );
+        assert_eq!(
+            diff.route(20),
+            Some(&Route {
+                primary: 3,
+                backup: Some(2)
+            })
+        );
+        assert_eq!(
+            diff.route(40),
+            Some(&Route {
+                primary: 2,
+                backup: None
+            })
+        );
+        assert_eq!(diff.route(30), None);
+        let full = t.updated(
+            true,
+            [(
+                50,
+                Route {
+                    primary: 2,
+                    backup: None,
+                },
+            )],
+            [],
+        );
+        assert_eq!(full.routes().count(), 1);
+        // A route to ourselves is never installed.
+        assert_eq!(
+            t.updated(
+                false,
+                [(
+                    1,
+                    Route {
+                        primary: 2,
+                        backup: None
+                    }
+                )],
+                []
+            )
+            .route(1),
+            None
+        );
+    }
+}

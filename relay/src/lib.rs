@@ -6,6 +6,8 @@
 //! [`streams`], [`splice`], [`http`]. Also here: [`pki`], [`tls`], [`emulator`].
 
 pub mod config;
+pub mod control;
+pub mod controller_link;
 pub mod dispatch;
 pub mod emulator;
 pub mod fwd;
@@ -14,6 +16,7 @@ pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod pki;
+pub mod probe;
 pub mod splice;
 pub mod streams;
 pub mod tls;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use quinn::{Endpoint, EndpointConfig, TransportConfig};
 use serde::Serialize;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +42,10 @@ pub struct Shared {
     pub udp_ingress: HashMap<u32, Arc<UdpIngress>>,
     pub udp_egress: EgressFlows,
     pub cancel: CancellationToken,
+    /// Version of the table in force: 0 for the topology's own, then the controller's.
+    pub table_version: AtomicU64,
+    /// Woken when a link's state changes, so the controller hears at once.
+    pub links_changed: Notify,
     started: Instant,
 }
 
@@ -52,6 +58,28 @@ impl Shared {
     /// Replaces the forwarding table at once: packets see the old or the new, never a mix.
     pub fn set_table(&self, table: ForwardingTable) {
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    }
+
+    /// What this relay tells the controller about each of its links.
+    pub fn link_reports(&self) -> Vec<crate::control::LinkReport> {
+        self.neighbors
+            .iter()
+            .map(|(key, id)| {
+                let measured = self
+                    .peers
+                    .health(*key)
+                    .map(|h| h.measured())
+                    .unwrap_or_default();
+                crate::control::LinkReport {
+                    peer: id.clone(),
+                    up: self.peers.is_up(*key),
+                    rtt_ms: measured.rtt_ms,
+                    min_rtt_ms: measured.min_rtt_ms,
+                    jitter_ms: measured.jitter_ms,
+                    loss: measured.loss,
+                }
+            })
+            .collect()
     }
 
     pub fn dial_addr(&self, peer: u32) -> Option<SocketAddr> {
@@ -121,6 +149,8 @@ impl Shared {
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub node: String,
+    /// 0: the topology's own routes; else the controller's table version.
+    pub table_version: u64,
     pub uptime_s: f64,
     pub quic_addr: SocketAddr,
     pub peers: Vec<PeerStatus>,
@@ -132,9 +162,11 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerStatus {
     pub id: String,
+    /// `up` (probes pass), `probing` (connected, probes not passing), or `down`.
     pub state: &'static str,
-    pub rtt_ms: Option<f64>,
-    pub up_for_s: Option<f64>,
+    /// The probes' RTT, min RTT, jitter and loss.
+    pub measured: Option<crate::peers::Measured>,
+    pub connected_for_s: Option<f64>,
     pub dialed_by: Option<String>,
 }
 
@@ -257,6 +289,8 @@ pub async fn start(
         udp_ingress,
         udp_egress: EgressFlows::default(),
         cancel: CancellationToken::new(),
+        table_version: AtomicU64::new(0),
+        links_changed: Notify::new(),
         started: Instant::now(),
         neighbors,
         cfg,
@@ -280,6 +314,11 @@ pub async fn start(
         tasks.spawn(streams::run_ingress(shared.clone(), service, listener));
     }
     tasks.spawn(udp::expire_loop(shared.clone()));
+    tasks.spawn(crate::controller_link::controller_loop(
+        shared.clone(),
+        endpoint.clone(),
+        client.clone(),
+    ));
 
     let admin_addr = match admin {
         Some(listener) => {
@@ -329,9 +368,10 @@ fn status(shared: &Arc<Shared>) -> Status {
             |(key, id)| match links.get(key).filter(|l| l.conn.close_reason().is_none()) {
                 Some(l) => PeerStatus {
                     id: id.clone(),
-                    state: "up",
-                    rtt_ms: Some(l.conn.rtt().as_secs_f64() * 1000.0),
-                    up_for_s: Some(l.since.elapsed().as_secs_f64()),
+                    // Connected is not enough: traffic uses a link once its probes pass.
+                    state: if l.health.is_up() { "up" } else { "probing" },
+                    measured: Some(l.health.measured()),
+                    connected_for_s: Some(l.since.elapsed().as_secs_f64()),
                     dialed_by: Some(if l.dialed_by_me {
                         shared.cfg.node_id().to_string()
                     } else {
@@ -341,8 +381,8 @@ fn status(shared: &Arc<Shared>) -> Status {
                 None => PeerStatus {
                     id: id.clone(),
                     state: "down",
-                    rtt_ms: None,
-                    up_for_s: None,
+                    measured: None,
+                    connected_for_s: None,
                     dialed_by: None,
                 },
             },
@@ -361,6 +401,9 @@ fn status(shared: &Arc<Shared>) -> Status {
     routes.sort_by(|a, b| a.to.cmp(&b.to));
     Status {
         node: shared.cfg.node_id().to_string(),
+        table_version: shared
+            .table_version
+            .load(std::sync::atomic::Ordering::Relaxed),
         uptime_s: shared.started.elapsed().as_secs_f64(),
         quic_addr: shared.cfg.listen,
         peers,
@@ -384,7 +427,7 @@ impl RelayHandle {
         self.shared.cfg.node_id()
     }
 
-    /// Whether the link to `peer` (a node id) is up.
+    /// Whether the link to `peer` (a node id) carries traffic: connected, probes passing.
     pub fn peer_up(&self, peer: &str) -> bool {
         self.shared.peers.is_up(topology::wire_key(peer))
     }

@@ -9,6 +9,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
 use quinn::{Connection, Endpoint, Incoming};
 use rand::Rng;
 use tokio::time::Instant;
@@ -16,6 +19,8 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::metrics::Metrics;
 use crate::node::Shared;
+use crate::probe::{LinkEvent, LinkProbe};
+use crate::wire::{Header, Kind};
 
 /// QUIC application close codes on peer links.
 pub const CLOSE_SHUTDOWN: u32 = 0;
@@ -34,6 +39,36 @@ fn retire(conn: Connection) {
     });
 }
 
+/// What the link's probes say, shared between its actor and the forwarding path.
+#[derive(Debug, Default)]
+pub struct LinkHealth {
+    /// Probes say the link carries traffic (hysteresis on both edges).
+    pub up: std::sync::atomic::AtomicBool,
+    pub measured: Mutex<Measured>,
+}
+
+/// The latest probe figures of a link.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Measured {
+    pub rtt_ms: Option<f64>,
+    pub min_rtt_ms: Option<f64>,
+    pub jitter_ms: Option<f64>,
+    pub loss: f64,
+}
+
+impl LinkHealth {
+    pub fn is_up(&self) -> bool {
+        self.up.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn measured(&self) -> Measured {
+        self.measured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 /// A live link to a neighbor.
 #[derive(Debug, Clone)]
 pub struct Link {
@@ -41,6 +76,7 @@ pub struct Link {
     pub conn: Connection,
     pub dialed_by_me: bool,
     pub since: Instant,
+    pub health: Arc<LinkHealth>,
 }
 
 /// The registry of live links, by peer node key.
@@ -64,8 +100,15 @@ impl Peers {
         self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The live connection to a peer, if any.
+    /// The connection to a peer, if it is open and its probes say it is up.
     pub fn get(&self, key: u32) -> Option<Connection> {
+        let links = self.lock();
+        let link = links.get(&key)?;
+        (link.conn.close_reason().is_none() && link.health.is_up()).then(|| link.conn.clone())
+    }
+
+    /// The open connection to a peer whether or not probes pass.
+    pub fn connected(&self, key: u32) -> Option<Connection> {
         let links = self.lock();
         let link = links.get(&key)?;
         link.conn
@@ -74,8 +117,14 @@ impl Peers {
             .then(|| link.conn.clone())
     }
 
+    /// Whether traffic can go to this peer now.
     pub fn is_up(&self, key: u32) -> bool {
         self.get(key).is_some()
+    }
+
+    /// The health record of the link to `key`, if connected.
+    pub fn health(&self, key: u32) -> Option<Arc<LinkHealth>> {
+        self.lock().get(&key).map(|l| l.health.clone())
     }
 
     /// Whether this node is the one whose dial wins when both sides dial.
@@ -85,7 +134,14 @@ impl Peers {
 
     /// Makes `conn` the link to this peer, unless a live connection that the
     /// duplicate rule prefers exists; the loser is closed. Returns whether `conn` won.
-    pub fn register(&self, key: u32, id: &str, conn: Connection, dialed_by_me: bool) -> bool {
+    pub fn register(
+        &self,
+        key: u32,
+        id: &str,
+        conn: Connection,
+        dialed_by_me: bool,
+        health: Arc<LinkHealth>,
+    ) -> bool {
         let keeper_dialed_by_me = self.me_id.as_str() < id;
         let preferred = |by_me: bool| by_me == keeper_dialed_by_me;
         let mut links = self.lock();
@@ -104,6 +160,7 @@ impl Peers {
             conn,
             dialed_by_me,
             since: Instant::now(),
+            health,
         };
         links.insert(key, link);
         true
@@ -150,7 +207,7 @@ pub async fn dial_loop(
         tuning.setup_timeout / 5
     };
     loop {
-        if let Some(conn) = shared.peers.get(peer) {
+        if let Some(conn) = shared.peers.connected(peer) {
             tokio::select! {
                 biased;
                 _ = shared.cancel.cancelled() => return,
@@ -165,7 +222,7 @@ pub async fn dial_loop(
                 _ = shared.cancel.cancelled() => return,
                 _ = tokio::time::sleep(jittered(defer.max(backoff))) => {}
             }
-            if shared.peers.is_up(peer) {
+            if shared.peers.connected(peer).is_some() {
                 continue;
             }
         }
@@ -187,9 +244,19 @@ pub async fn dial_loop(
             Ok(Ok(conn)) => {
                 failures = 0;
                 backoff = tuning.reconnect_min;
-                if shared.peers.register(peer, &peer_id, conn.clone(), true) {
-                    info!(peer = %peer_id, %addr, "link up (dialed)");
-                    tokio::spawn(run_link(shared.clone(), peer, peer_id.clone(), conn));
+                let health = Arc::new(LinkHealth::default());
+                if shared
+                    .peers
+                    .register(peer, &peer_id, conn.clone(), true, health.clone())
+                {
+                    info!(peer = %peer_id, %addr, "connected (dialed)");
+                    tokio::spawn(run_link(
+                        shared.clone(),
+                        peer,
+                        peer_id.clone(),
+                        conn,
+                        health,
+                    ));
                 }
                 continue;
             }
@@ -254,28 +321,61 @@ async fn accept_one(shared: Arc<Shared>, incoming: Incoming) {
         return;
     };
     let key = topology::wire_key(&id);
-    if shared.peers.register(key, &id, conn.clone(), false) {
-        info!(peer = %id, %remote, "link up (accepted)");
-        run_link(shared, key, id, conn).await;
+    let health = Arc::new(LinkHealth::default());
+    if shared
+        .peers
+        .register(key, &id, conn.clone(), false, health.clone())
+    {
+        info!(peer = %id, %remote, "connected (accepted)");
+        run_link(shared, key, id, conn, health).await;
     }
 }
 
-/// The actor of one peer connection: reads datagrams and accepts streams until the
-/// connection ends or the relay shuts down.
-pub async fn run_link(shared: Arc<Shared>, key: u32, id: String, conn: Connection) {
+/// The actor of one peer connection: probes the link, answers the peer's probes,
+/// reads datagrams and accepts streams until the connection ends or the relay
+/// shuts down. Probe verdicts (with hysteresis) decide whether traffic may use it.
+pub async fn run_link(
+    shared: Arc<Shared>,
+    key: u32,
+    id: String,
+    conn: Connection,
+    health: Arc<LinkHealth>,
+) {
     let span = tracing::info_span!("peer", peer = %id);
     async {
+        let mut probe = LinkProbe::new(shared.cfg.tuning.probe.clone(), std::time::Instant::now());
         loop {
+            let wake = Instant::from_std(probe.poll_timeout());
             tokio::select! {
                 biased;
                 _ = shared.cancel.cancelled() => {
                     conn.close(CLOSE_SHUTDOWN.into(), b"relay shutting down");
                     break;
                 }
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = std::time::Instant::now();
+                    probe.handle_timeout(now);
+                    while let Some(seq) = probe.poll_transmit(now) {
+                        let header = probe_header(Kind::Probe, key, shared.me, seq);
+                        let _ = conn.send_datagram(Bytes::copy_from_slice(&header.encode()));
+                    }
+                    after_probe(&shared, &id, &mut probe, &health, now);
+                }
                 d = conn.read_datagram() => match d {
-                    Ok(packet) => crate::dispatch::on_datagram(&shared, packet),
+                    Ok(packet) => match Header::decode(&packet) {
+                        Ok((h, _)) if h.kind == Kind::Probe => {
+                            let reply = probe_header(Kind::ProbeReply, key, shared.me, h.seq);
+                            let _ = conn.send_datagram(Bytes::copy_from_slice(&reply.encode()));
+                        }
+                        Ok((h, _)) if h.kind == Kind::ProbeReply => {
+                            let now = std::time::Instant::now();
+                            probe.handle_reply(h.seq, now);
+                            after_probe(&shared, &id, &mut probe, &health, now);
+                        }
+                        _ => crate::dispatch::on_datagram(&shared, packet),
+                    },
                     Err(e) => {
-                        info!("link down: {e}");
+                        info!("connection closed: {e}");
                         break;
                     }
                 },
@@ -284,14 +384,68 @@ pub async fn run_link(shared: Arc<Shared>, key: u32, id: String, conn: Connectio
                         tokio::spawn(crate::streams::relay_stream(shared.clone(), send, recv));
                     }
                     Err(e) => {
-                        info!("link down: {e}");
+                        info!("connection closed: {e}");
                         break;
                     }
                 },
             }
         }
+        if health.up.swap(false, Ordering::Relaxed) {
+            warn!("link down: connection closed");
+            shared.links_changed.notify_one();
+        }
         shared.peers.remove(key, conn.stable_id());
     }
     .instrument(span)
     .await;
+}
+
+fn probe_header(kind: Kind, dst: u32, src: u32, seq: u32) -> Header {
+    Header {
+        kind,
+        ttl: 1,
+        flags: 0,
+        dst,
+        src,
+        service: 0,
+        flow: 0,
+        seq,
+        timestamp_us: 0,
+    }
+}
+
+/// Publishes the probe's verdicts and figures: state edges flip the link's
+/// health (the forwarding path reads it) and wake the controller report.
+fn after_probe(
+    shared: &Shared,
+    peer: &str,
+    probe: &mut LinkProbe,
+    health: &LinkHealth,
+    now: std::time::Instant,
+) {
+    let stats = probe.stats();
+    *health.measured.lock().unwrap_or_else(|p| p.into_inner()) = Measured {
+        rtt_ms: stats.srtt.map(|d| d.as_secs_f64() * 1000.0),
+        min_rtt_ms: stats.min_rtt.map(|d| d.as_secs_f64() * 1000.0),
+        jitter_ms: stats.jitter.map(|d| d.as_secs_f64() * 1000.0),
+        loss: stats.loss,
+    };
+    let _ = now;
+    while let Some(event) = probe.poll_event() {
+        match event {
+            LinkEvent::Up => {
+                health.up.store(true, Ordering::Relaxed);
+                info!(peer, rtt_ms = ?health.measured().rtt_ms, "link up: probes answered");
+            }
+            LinkEvent::Down { .. } => {
+                health.up.store(false, Ordering::Relaxed);
+                warn!(
+                    peer,
+                    loss = stats.loss,
+                    "link down: probes lost; traffic moves to backups"
+                );
+            }
+        }
+        shared.links_changed.notify_one();
+    }
 }

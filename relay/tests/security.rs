@@ -113,6 +113,33 @@ async fn a_fleet_node_that_is_not_a_neighbor_is_refused() {
     .await;
 }
 
+/// Plays a relay's part in link probing (answers probes) on a test-held
+/// connection, and hands every other datagram to the test.
+fn answer_probes(conn: quinn::Connection) -> tokio::sync::mpsc::Receiver<bytes::Bytes> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Ok(d) = conn.read_datagram().await {
+            match Header::decode(&d) {
+                Ok((h, _)) if h.kind == Kind::Probe => {
+                    let reply = Header {
+                        kind: Kind::ProbeReply,
+                        dst: h.src,
+                        src: h.dst,
+                        ..h
+                    };
+                    let _ = conn.send_datagram(reply.encode().to_vec().into());
+                }
+                _ => {
+                    if tx.send(d).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
 fn media(dst: &str, ttl: u8) -> Header {
     Header {
         kind: Kind::Media,
@@ -146,6 +173,14 @@ async fn hostile_packets_from_an_authenticated_peer_are_counted_drops() {
         .await;
         let aaa = client(fleet.ca.issue("aaa"), &fleet.ca);
         let conn = dial(&aaa, fleet.addrs["bbb"], "bbb").await.expect("aaa is bbb's neighbor");
+        let mut inbox = answer_probes(conn.clone());
+        // bbb sends to aaa only once its probes pass.
+        let up = async {
+            while !fleet.relay("bbb").peer_up("aaa") {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), up).await.expect("bbb sees aaa up");
 
         let mut bad_version = media("ccc", 5).encode_with(b"x");
         bad_version[0] = 9;
@@ -186,7 +221,7 @@ async fn hostile_packets_from_an_authenticated_peer_are_counted_drops() {
         // The valid packet went on to ccc and out to the target, and its reply came
         // back to `aaa`; both relays are still up.
         assert_eq!(fleet.relay("ccc").status().counters.datagrams_delivered, 1);
-        let reply = tokio::time::timeout(Duration::from_secs(5), conn.read_datagram())
+        let reply = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
             .await
             .expect("reply within 5 s")
             .expect("reply datagram");

@@ -1,0 +1,223 @@
+//! The controller's config file (`controller.yaml`): raw schema with defaults and
+//! the compile step into a checked [`ControllerConfig`]. Loading binds no port.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use relay::tls::Identity;
+use serde::Deserialize;
+use topology::doc::Doc;
+use topology::{ConfigErrors, Diagnostic, Topology};
+
+use crate::routing::StabilityConfig;
+
+/// `controller.yaml` as written. Relative paths are relative to the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControllerConfig {
+    /// This controller's id: one of the topology's `controllers[].id`, and the
+    /// name in its certificate. Required.
+    id: String,
+    /// Path of the fleet's topology file. Required.
+    topology: String,
+    /// QUIC listen address. Default: this controller's `addr` in the topology.
+    #[serde(default)]
+    listen: Option<String>,
+    /// Certificate, key (mode 0600) and fleet CA, as for relays. Required.
+    cert: String,
+    key: String,
+    ca: String,
+    /// Admin HTTP API. Default `127.0.0.1:9000`; `off` disables it.
+    #[serde(default)]
+    admin: Option<String>,
+    /// Route stability. Default: see each field.
+    #[serde(default)]
+    stability: Option<RawStability>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStability {
+    /// A link's cost changes only when it moves by more than this fraction... (default 0.10)
+    #[serde(default)]
+    relative: Option<f64>,
+    /// ...and by more than this many ms (default 5)...
+    #[serde(default)]
+    absolute_ms: Option<u64>,
+    /// ...for at least this long (default 3000 ms).
+    #[serde(default)]
+    hold_ms: Option<u64>,
+    /// A link that failed is not reused until up this long (default 10000 ms).
+    #[serde(default)]
+    hold_down_ms: Option<u64>,
+}
+
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9000";
+
+/// A checked controller configuration.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub id: String,
+    pub topology: Arc<Topology>,
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub identity: Identity,
+    pub roots: Arc<rustls::RootCertStore>,
+    pub stability: StabilityConfig,
+}
+
+impl ControllerConfig {
+    /// For the lab and tests: the topology's first controller, default stability.
+    pub fn new(
+        topology: Arc<Topology>,
+        id: &str,
+        identity: Identity,
+        roots: Arc<rustls::RootCertStore>,
+    ) -> Self {
+        let listen = topology
+            .controllers
+            .iter()
+            .find(|c| c.id == id)
+            .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.addr);
+        ControllerConfig {
+            id: id.to_string(),
+            topology,
+            listen,
+            admin: None,
+            identity,
+            roots,
+            stability: StabilityConfig::default(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<ControllerConfig, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| single(&file, format!("cannot read {file}: {e}")))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&file, &text, &base)
+    }
+
+    pub fn parse(file: &str, text: &str, base: &Path) -> Result<ControllerConfig, ConfigErrors> {
+        let (mut doc, value) = Doc::parse(file, text)?;
+        let Some(raw) = doc.decode::<RawControllerConfig>(value, "") else {
+            doc.finish()?;
+            return Err(single(file, "unreadable config"));
+        };
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let topology = match topology::load(&resolve(&raw.topology)) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                doc.error("topology", format!("the topology file is not usable: {e}"));
+                None
+            }
+        };
+        let in_topology = topology
+            .as_ref()
+            .and_then(|t| t.controllers.iter().find(|c| c.id == raw.id).cloned());
+        if topology.is_some() && in_topology.is_none() {
+            let known: Vec<String> = topology
+                .iter()
+                .flat_map(|t| t.controllers.iter().map(|c| c.id.clone()))
+                .collect();
+            doc.error(
+                "id",
+                format!(
+                    "no controller `{}` in the topology's `controllers:` (it has: {})",
+                    raw.id,
+                    known.join(", ")
+                ),
+            );
+        }
+        let listen = match &raw.listen {
+            Some(text) => addr(&mut doc, "listen", text),
+            None => in_topology.as_ref().map(|c| c.addr),
+        };
+        let admin = match raw.admin.as_deref() {
+            Some("off") => None,
+            Some(text) => addr(&mut doc, "admin", text),
+            None => DEFAULT_ADMIN.parse().ok(),
+        };
+        let identity = match Identity::load(&resolve(&raw.cert), &resolve(&raw.key)) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                doc.error(
+                    "cert",
+                    format!("{e}; issue one with `overlay pki issue --node {}`", raw.id),
+                );
+                None
+            }
+        };
+        let roots = match relay::tls::load_roots(&resolve(&raw.ca)) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                doc.error("ca", format!("{e}; create the CA with `overlay pki init`"));
+                None
+            }
+        };
+        let mut stability = StabilityConfig::default();
+        if let Some(s) = raw.stability {
+            if let Some(r) = s.relative {
+                if !(r.is_finite() && (0.0..=10.0).contains(&r)) {
+                    doc.error("stability.relative", "give a fraction such as 0.10");
+                }
+                stability.relative = r;
+            }
+            if let Some(ms) = s.absolute_ms {
+                stability.absolute = Duration::from_millis(ms);
+            }
+            if let Some(ms) = s.hold_ms {
+                stability.hold = Duration::from_millis(ms);
+            }
+            if let Some(ms) = s.hold_down_ms {
+                stability.hold_down = Duration::from_millis(ms);
+            }
+        }
+        doc.finish()?;
+        match (topology, listen, identity, roots) {
+            (Some(topology), Some(listen), Some(identity), Some(roots)) => Ok(ControllerConfig {
+                id: raw.id,
+                topology,
+                listen,
+                admin,
+                identity,
+                roots,
+                stability,
+            }),
+            _ => Err(single(file, "incomplete config")),
+        }
+    }
+}
+
+fn addr(doc: &mut Doc, path: &str, text: &str) -> Option<SocketAddr> {
+    match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            doc.error(
+                path,
+                format!("`{text}` is not an address; expected ip:port such as `127.0.0.1:9000`"),
+            );
+            None
+        }
+    }
+}
+
+fn single(file: &str, message: impl Into<String>) -> ConfigErrors {
+    ConfigErrors {
+        diagnostics: vec![Diagnostic {
+            file: file.to_string(),
+            line: 0,
+            key: String::new(),
+            message: message.into(),
+        }],
+    }
+}

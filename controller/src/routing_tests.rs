@@ -1,0 +1,346 @@
+//! Tests of route selection on small topologies with a fake clock: hold, immediate
+//! failover, hold-down, flap resistance, timeouts, and table diffs.
+
+use std::time::{Duration, Instant};
+
+use topology::paths::Hop;
+use topology::{LinkIdx, NodeIdx};
+
+use super::*;
+use crate::linkstate::tests::{down, topology, up};
+use crate::linkstate::LinkStateDb;
+
+const A: NodeIdx = NodeIdx(0);
+const B: NodeIdx = NodeIdx(1);
+const C: NodeIdx = NodeIdx(2);
+const D: NodeIdx = NodeIdx(3);
+const AB: LinkIdx = LinkIdx(0);
+const BD: LinkIdx = LinkIdx(1);
+const AC: LinkIdx = LinkIdx(2);
+const CD: LinkIdx = LinkIdx(3);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// a — b — d at 10 + 10 ms (fast), a — c — d at 15 + 15 ms (slow).
+fn diamond() -> (LinkStateDb, RouteSelector) {
+    let t = topology(
+        &["a", "b", "c", "d"],
+        &[
+            ("a", "b", 10.0),
+            ("b", "d", 10.0),
+            ("a", "c", 15.0),
+            ("c", "d", 15.0),
+        ],
+    );
+    let db = LinkStateDb::new(t.clone());
+    (db, RouteSelector::new(t, StabilityConfig::default()))
+}
+
+fn next(sel: &RouteSelector, from: NodeIdx, to: NodeIdx) -> Option<NodeIdx> {
+    sel.routes()
+        .node(from)
+        .entries
+        .get(&to)
+        .map(|e| e.primary.node)
+}
+
+/// Both ends of `link` report it up with this RTT, then the selector updates.
+fn report_both(
+    db: &mut LinkStateDb,
+    sel: &mut RouteSelector,
+    link: LinkIdx,
+    rtt: Duration,
+    now: Instant,
+) {
+    let l = db.topology().link(link).clone();
+    db.handle_report(up(l.a, link, rtt), now).unwrap();
+    db.handle_report(up(l.b, link, rtt), now).unwrap();
+    sel.update(db, now);
+}
+
+#[test]
+fn starts_on_expected_delays_with_a_backup() {
+    let (_, sel) = diamond();
+    let e = sel.routes().node(A).entries[&D];
+    assert_eq!(e.primary, Hop { node: B, link: AB });
+    assert_eq!(e.backup, Some(Hop { node: C, link: AC }));
+    assert_eq!(sel.routes().version, 1);
+    assert_eq!(sel.in_force(BD), Some(10_000));
+    assert_eq!(sel.poll_timeout(), None);
+    assert!(!sel.routes().node(A).entries.contains_key(&A));
+}
+
+#[test]
+fn a_lasting_degradation_moves_the_route_after_hold_and_not_before() {
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    // b — d at 5× its delay: 50 ms one way, RTT 100 ms.
+    for step in 0..30u64 {
+        let now = t0 + ms(100 * step);
+        report_both(&mut db, &mut sel, BD, ms(100), now);
+        assert_eq!(next(&sel, A, D), Some(B), "moved early, at {step}00 ms");
+        assert_eq!(sel.poll_timeout(), Some(t0 + ms(3000)));
+    }
+    assert_eq!(sel.in_force(BD), Some(10_000));
+    report_both(&mut db, &mut sel, BD, ms(100), t0 + ms(3000));
+    assert_eq!(next(&sel, A, D), Some(C));
+    assert_eq!(next(&sel, B, D), Some(A), "b — a — c — d: 45 ms < 50 ms");
+    assert_eq!(sel.in_force(BD), Some(50_000));
+    assert_eq!(sel.routes().version, 2);
+    assert_eq!(sel.poll_timeout(), None);
+}
+
+#[test]
+fn the_hold_expires_without_a_new_report() {
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    report_both(&mut db, &mut sel, BD, ms(100), t0);
+    let at = sel.poll_timeout().expect("a hold is running");
+    assert_eq!(at, t0 + StabilityConfig::default().hold);
+    assert!(sel.update(&db, at));
+    assert_eq!(next(&sel, A, D), Some(C));
+}
+
+#[test]
+fn a_measurement_back_inside_the_band_restarts_the_hold() {
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    report_both(&mut db, &mut sel, BD, ms(100), t0);
+    report_both(&mut db, &mut sel, BD, ms(100), t0 + ms(2000));
+    // 12 ms one way: within 5 ms of the 10 ms in force.
+    report_both(&mut db, &mut sel, BD, ms(24), t0 + ms(2500));
+    assert_eq!(sel.poll_timeout(), None);
+    report_both(&mut db, &mut sel, BD, ms(100), t0 + ms(3000));
+    report_both(&mut db, &mut sel, BD, ms(100), t0 + ms(5999));
+    assert_eq!(next(&sel, A, D), Some(B));
+    report_both(&mut db, &mut sel, BD, ms(100), t0 + ms(6000));
+    assert_eq!(next(&sel, A, D), Some(C));
+}
+
+#[test]
+fn an_improvement_is_held_too() {
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    // a — c and c — d turn out at 4 ms each: 8 ms beats 20 ms, but only once lasting.
+    for step in 0..=30u64 {
+        let now = t0 + ms(100 * step);
+        report_both(&mut db, &mut sel, AC, ms(8), now);
+        report_both(&mut db, &mut sel, CD, ms(8), now);
+        let expect = if step < 30 { B } else { C };
+        assert_eq!(next(&sel, A, D), Some(expect), "at {step}00 ms");
+    }
+}
+
+#[test]
+fn a_link_going_down_moves_the_route_at_once() {
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    report_both(&mut db, &mut sel, BD, ms(20), t0);
+    let now = t0 + ms(1000);
+    db.handle_report(down(B, BD), now).unwrap();
+    assert!(sel.update(&db, now));
+    assert_eq!(next(&sel, A, D), Some(C));
+    assert_eq!(next(&sel, B, D), Some(A));
+    assert_eq!(sel.in_force(BD), None);
+    assert_eq!(sel.routes().version, 2);
+    // Nothing uses the dead link, not even as a backup.
+    for table in &sel.routes().tables {
+        for e in table.entries.values() {
+            assert_ne!(e.primary.link, BD);
+            assert_ne!(e.backup.map(|h| h.link), Some(BD));
+        }
+    }
+}
+
+#[test]
+fn a_restored_link_is_held_down_before_reuse() {
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    db.handle_report(down(D, BD), t0).unwrap();
+    sel.update(&db, t0);
+    assert_eq!(next(&sel, A, D), Some(C));
+    let back = t0 + ms(1000);
+    let hold_down = StabilityConfig::default().hold_down;
+    let mut now = back;
+    while now < back + hold_down {
+        report_both(&mut db, &mut sel, BD, ms(20), now);
+        assert_eq!(
+            next(&sel, A, D),
+            Some(C),
+            "reused early, {:?} after",
+            now - back
+        );
+        assert_eq!(sel.in_force(BD), None);
+        assert_eq!(sel.poll_timeout(), Some(back + hold_down));
+        now += ms(250);
+    }
+    assert_eq!(now, back + hold_down);
+    report_both(&mut db, &mut sel, BD, ms(20), now);
+    assert_eq!(next(&sel, A, D), Some(B));
+    assert_eq!(sel.in_force(BD), Some(10_000));
+    assert_eq!(sel.poll_timeout(), None);
+}
+
+#[test]
+fn a_down_and_up_between_updates_is_still_held_down() {
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    report_both(&mut db, &mut sel, BD, ms(20), t0);
+    db.handle_report(down(B, BD), t0 + ms(100)).unwrap();
+    db.handle_report(up(B, BD, ms(20)), t0 + ms(200)).unwrap();
+    assert!(sel.update(&db, t0 + ms(300)));
+    assert_eq!(sel.in_force(BD), None);
+    assert_eq!(sel.poll_timeout(), Some(t0 + ms(200) + ms(10_000)));
+}
+
+/// xorshift64: deterministic noise for the flap test.
+fn noise(state: &mut u64) -> f64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    (*state >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Feeds ±10 % RTT noise on every link, from both ends, every 100 ms for 60 s, and
+/// counts how often some node's primary next hop changes.
+fn primary_changes_under_noise(config: StabilityConfig) -> usize {
+    // Two paths a → d: 60 + 60 ms via b and 63 + 63 ms via c, 5 % apart.
+    let t = topology(
+        &["a", "b", "c", "d"],
+        &[
+            ("a", "b", 60.0),
+            ("b", "d", 60.0),
+            ("a", "c", 63.0),
+            ("c", "d", 63.0),
+        ],
+    );
+    let mut db = LinkStateDb::new(t.clone());
+    let mut sel = RouteSelector::new(t.clone(), config);
+    let mut seed = 0x5eed_1234_abcd_0001u64;
+    let t0 = Instant::now();
+    let mut changes = 0;
+    for step in 0..600u64 {
+        let now = t0 + ms(100 * step);
+        for (i, l) in t.links.iter().enumerate() {
+            for end in [l.a, l.b] {
+                let factor = 1.0 + (noise(&mut seed) * 0.2 - 0.1);
+                let rtt = Duration::from_micros((2.0 * l.delay_us as f64 * factor) as u64);
+                db.handle_report(up(end, LinkIdx(i as u32), rtt), now)
+                    .unwrap();
+            }
+        }
+        let before = sel.routes().clone();
+        sel.update(&db, now);
+        for (old, new) in before.tables.iter().zip(&sel.routes().tables) {
+            changes += old
+                .entries
+                .iter()
+                .filter(|(dst, e)| new.entries.get(dst).map(|n| n.primary) != Some(e.primary))
+                .count();
+        }
+    }
+    changes
+}
+
+#[test]
+fn noise_within_the_band_never_moves_a_route() {
+    let changes = primary_changes_under_noise(StabilityConfig::default());
+    assert!(changes <= 1, "{changes} primary next-hop changes");
+    assert_eq!(changes, 0);
+}
+
+#[test]
+fn without_stability_the_same_noise_flaps() {
+    // The control: proves the noise is enough to move routes when nothing damps it.
+    let none = StabilityConfig {
+        relative: 0.0,
+        absolute: Duration::ZERO,
+        hold: Duration::ZERO,
+        hold_down: Duration::ZERO,
+    };
+    let changes = primary_changes_under_noise(none);
+    assert!(
+        changes > 20,
+        "only {changes} changes: the flap test proves nothing"
+    );
+}
+
+fn entry(node: u32, link: u32, backup: Option<(u32, u32)>) -> TableEntry {
+    TableEntry {
+        primary: Hop {
+            node: NodeIdx(node),
+            link: LinkIdx(link),
+        },
+        backup: backup.map(|(n, l)| Hop {
+            node: NodeIdx(n),
+            link: LinkIdx(l),
+        }),
+    }
+}
+
+fn table(entries: &[(u32, TableEntry)]) -> NodeTable {
+    NodeTable {
+        entries: entries.iter().map(|&(d, e)| (NodeIdx(d), e)).collect(),
+    }
+}
+
+#[test]
+fn diff_finds_adds_changes_and_removes() {
+    let old = table(&[
+        (1, entry(1, 0, None)),
+        (2, entry(1, 0, Some((3, 2)))),
+        (3, entry(3, 2, None)),
+        (4, entry(3, 2, None)),
+    ]);
+    let new = table(&[
+        (1, entry(1, 0, None)),         // same
+        (2, entry(1, 0, None)),         // backup gone: change
+        (4, entry(1, 0, None)),         // primary moved: change
+        (5, entry(3, 2, Some((1, 0)))), // new
+    ]);
+    let d = diff(&old, &new);
+    assert_eq!(d.to_add, vec![(NodeIdx(5), entry(3, 2, Some((1, 0))))]);
+    assert_eq!(
+        d.to_change,
+        vec![
+            (NodeIdx(2), entry(1, 0, None)),
+            (NodeIdx(4), entry(1, 0, None))
+        ]
+    );
+    assert_eq!(d.to_remove, vec![NodeIdx(3)]);
+    assert!(!d.is_empty());
+}
+
+#[test]
+fn diff_of_a_table_with_itself_is_empty() {
+    let t = table(&[(1, entry(1, 0, None)), (2, entry(1, 0, Some((3, 2))))]);
+    assert!(diff(&t, &t).is_empty());
+    assert_eq!(diff(&t, &t), TableDiff::default());
+    let empty = NodeTable::default();
+    assert!(diff(&empty, &empty).is_empty());
+    assert_eq!(diff(&empty, &t).to_add.len(), 2);
+    assert_eq!(diff(&t, &empty).to_remove, vec![NodeIdx(1), NodeIdx(2)]);
+}
+
+#[test]
+fn diff_of_selector_tables_matches_a_failover() {
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    let before = sel.routes().clone();
+    db.handle_report(down(B, BD), t0).unwrap();
+    sel.update(&db, t0);
+    let d = diff(before.node(A), sel.routes().node(A));
+    assert!(d.to_add.is_empty() && d.to_remove.is_empty());
+    assert_eq!(
+        d.to_change,
+        vec![(
+            D,
+            TableEntry {
+                primary: Hop { node: C, link: AC },
+                backup: None
+            }
+        )]
+    );
+}

@@ -1,0 +1,598 @@
+//! Per-link probe bookkeeping (sans-IO): when to send a probe on a peer link, matching the
+//! peer's echoes, declaring probes lost, the link's RTT, jitter and loss, and its Up/Down state.
+//!
+//! A driver elsewhere owns the socket and the timer. It sends one probe datagram per `seq`
+//! returned by [`LinkProbe::poll_transmit`], feeds echoes to [`LinkProbe::handle_reply`],
+//! sleeps until [`LinkProbe::poll_timeout`], then calls [`LinkProbe::handle_timeout`] and
+//! drains `poll_transmit` and [`LinkProbe::poll_event`]. No clock is read here: every
+//! method that needs the time takes `now`.
+//!
+//! Rules, in one place:
+//! - A probe is **lost** when no reply arrived within `timeout` of its send, with
+//!   `timeout = clamp(srtt + max(G, 4·rttvar), min_timeout, max_timeout)` (RFC 6298, with
+//!   its clock granularity term `G` = [`GRANULARITY`] = 10 ms, evaluated with the estimate
+//!   current when the check runs), or `max_timeout` before any RTT sample. Without `G` a
+//!   perfectly steady link (rttvar decays to 0) would call a reply 1 µs behind srtt lost.
+//! - Probe outcomes drive the state machine and the loss window **in send order**: an
+//!   outcome is consumed once its probe and every earlier probe are resolved. So
+//!   "consecutive" means consecutive seqs, not the order in which answers and timeouts
+//!   happen to land. Loss declarations are never delayed by this (an earlier probe's
+//!   deadline is always earlier); only answers can wait, at most one timeout.
+//! - A **late** reply (its probe already declared lost) stays a loss for the state machine
+//!   and the loss window, but its RTT does feed srtt/rttvar/jitter: this is what lets a link
+//!   whose RTT stepped up (an underlay reroute) recover instead of timing out forever.
+//!   Late replies are accepted until `2 × max_timeout` after the send.
+//! - Duplicates, never-sent seqs and seqs older than that are counted in
+//!   `ignored_replies` and otherwise ignored.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Probe schedule, hysteresis and timeout bounds for one link.
+///
+/// # Detection time with the defaults
+///
+/// A blackholed Up link goes Down when its `down_after`-th consecutive unanswered probe
+/// times out: `(down_after − 1) × interval + timeout` = `100 ms + timeout` after the first
+/// unanswered probe was sent. On a link with a steady **150 ms RTT**, an Up link has had at
+/// least `up_after` = 5 samples, so rttvar ≤ 75 ms × (3/4)⁴ ≈ 23.7 ms, timeout ≤ 245 ms and
+/// **detection ≤ 345 ms** (260 ms once rttvar has decayed below `G`/4). Even with rttvar at its
+/// first-sample value RTT/2 the timeout is 450 ms and detection ≤ 550 ms. The hard ceiling
+/// for any link is `100 ms + max_timeout` = 1.1 s, reached only when srtt + 4·rttvar ≥ 1 s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Time between two probes on the link. Default 50 ms (20 probes/s each way, a 32-byte
+    /// header each plus QUIC framing). Clamped to [1 ms, 1 h] by [`LinkProbe::new`].
+    pub interval: Duration,
+    /// Consecutive lost probes that take an Up link Down. Default 3: one or two lost
+    /// datagrams are ordinary, three in a row at 50 ms spacing are an outage. At least 1.
+    pub down_after: u32,
+    /// Consecutive answered probes that bring a Down link Up. Default 5 (250 ms of clean
+    /// probing): a link answering only now and then stays Down. At least 1.
+    pub up_after: u32,
+    /// Floor of the loss timeout. Default 100 ms, so that a short, steady RTT (tiny rttvar)
+    /// does not declare a probe lost for a few ms of scheduling delay. At least 1 ms.
+    pub min_timeout: Duration,
+    /// Ceiling of the loss timeout, and the timeout before the first RTT sample. Default
+    /// 1 s: a link slower than that is useless for live classrooms. At least `min_timeout`,
+    /// at most 1 h.
+    pub max_timeout: Duration,
+    /// Resolved probes over which `loss` and `min_rtt` are computed. Default 100 (5 s at
+    /// the default interval). Clamped to [1, 65 536].
+    pub window: usize,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            interval: Duration::from_millis(50),
+            down_after: 3,
+            up_after: 5,
+            min_timeout: Duration::from_millis(100),
+            max_timeout: Duration::from_secs(1),
+            window: 100,
+        }
+    }
+}
+
+/// RFC 6298's clock granularity `G`: the least margin the timeout keeps above srtt.
+pub const GRANULARITY: Duration = Duration::from_millis(10);
+
+const MIN_DURATION: Duration = Duration::from_millis(1);
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+const MAX_WINDOW: usize = 1 << 16;
+/// Hard cap on the probe table, whatever the config says.
+const MAX_TABLE: usize = 4096;
+/// Unpolled events kept; older Up/Down pairs are dropped two at a time (even, so the queue
+/// still alternates and still starts with the edge that follows the driver's last view).
+const MAX_EVENTS: usize = 16;
+
+/// A [`ProbeConfig`] value out of range, for config loaders that reject rather than clamp.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeConfigError {
+    #[error("probe interval {0:?} is outside 1 ms..=1 h")]
+    Interval(Duration),
+    #[error("probe {0} must be at least 1")]
+    ZeroCount(&'static str),
+    #[error("probe timeouts need 1 ms <= min_timeout ({min:?}) <= max_timeout ({max:?}) <= 1 h")]
+    Timeouts { min: Duration, max: Duration },
+    #[error("probe window {0} is outside 1..=65536")]
+    Window(usize),
+}
+
+impl ProbeConfig {
+    /// Checks every field against the ranges [`LinkProbe::new`] would clamp to.
+    pub fn validate(&self) -> Result<(), ProbeConfigError> {
+        if !(MIN_DURATION..=MAX_DURATION).contains(&self.interval) {
+            return Err(ProbeConfigError::Interval(self.interval));
+        }
+        if self.down_after == 0 {
+            return Err(ProbeConfigError::ZeroCount("down_after"));
+        }
+        if self.up_after == 0 {
+            return Err(ProbeConfigError::ZeroCount("up_after"));
+        }
+        if self.min_timeout < MIN_DURATION
+            || self.min_timeout > self.max_timeout
+            || self.max_timeout > MAX_DURATION
+        {
+            return Err(ProbeConfigError::Timeouts {
+                min: self.min_timeout,
+                max: self.max_timeout,
+            });
+        }
+        if !(1..=MAX_WINDOW).contains(&self.window) {
+            return Err(ProbeConfigError::Window(self.window));
+        }
+        Ok(())
+    }
+
+    fn clamped(self) -> Self {
+        let min_timeout = self.min_timeout.clamp(MIN_DURATION, MAX_DURATION);
+        ProbeConfig {
+            interval: self.interval.clamp(MIN_DURATION, MAX_DURATION),
+            down_after: self.down_after.max(1),
+            up_after: self.up_after.max(1),
+            min_timeout,
+            max_timeout: self.max_timeout.clamp(min_timeout, MAX_DURATION),
+            window: self.window.clamp(1, MAX_WINDOW),
+        }
+    }
+}
+
+/// Whether the link carries traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkState {
+    /// Not (or no longer) answering reliably; the initial state.
+    Down,
+    /// Answered `up_after` consecutive probes and has not since lost `down_after` in a row.
+    Up,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Down => "down",
+            LinkState::Up => "up",
+        }
+    }
+}
+
+/// Why an Up link went Down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DownReason {
+    /// This many consecutive probes (= `down_after`) went unanswered within the timeout.
+    ProbesLost { consecutive: u32 },
+}
+
+/// A state edge. Events alternate, and the first one is always `Up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkEvent {
+    Up,
+    Down { reason: DownReason },
+}
+
+/// What [`LinkProbe::handle_reply`] made of a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyOutcome {
+    /// Answered in time; `rtt` was sampled.
+    Answered { rtt: Duration },
+    /// Its probe was already declared lost: `rtt` was sampled, the loss stands.
+    Late { rtt: Duration },
+    /// Duplicate, never sent, or too old: counted in `ignored_replies`.
+    Ignored,
+}
+
+/// A snapshot of one link's probe statistics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeStats {
+    /// Smoothed RTT (RFC 6298, alpha 1/8); `None` before the first sample.
+    pub srtt: Option<Duration>,
+    /// RTT variation (RFC 6298, beta 1/4); `None` before the first sample.
+    pub rttvar: Option<Duration>,
+    /// Smallest RTT among the answered probes in the loss window (not all time, so that it
+    /// follows a rerouted underlay); `None` when the window holds no answered probe.
+    pub min_rtt: Option<Duration>,
+    /// RFC 3550-style jitter of consecutive RTT samples, `J += (|D| − J)/16` from 0;
+    /// `None` before the second sample.
+    pub jitter: Option<Duration>,
+    /// Lost fraction of the last `window` resolved probes, in [0, 1]; 0 when none.
+    pub loss: f64,
+    /// The loss timeout in force now.
+    pub timeout: Duration,
+    /// Probes handed out by `poll_transmit`.
+    pub sent: u64,
+    /// Probes answered within the timeout.
+    pub answered: u64,
+    /// Probes declared lost (timed out, or evicted from a full table).
+    pub lost: u64,
+    /// Probes sent and neither answered nor lost yet.
+    pub outstanding: u64,
+    /// Replies to probes already declared lost (also counted in `lost`).
+    pub late_replies: u64,
+    /// Duplicate, never-sent or too-old replies.
+    pub ignored_replies: u64,
+    pub state: LinkState,
+    /// When `state` last changed (creation time if it never did).
+    pub since: Instant,
+}
+
+/// [`ProbeStats`] in JSON-friendly units.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProbeSummary {
+    pub state: &'static str,
+    pub rtt_ms: Option<f64>,
+    pub min_rtt_ms: Option<f64>,
+    pub jitter_ms: Option<f64>,
+    pub loss: f64,
+    /// Seconds in the current state, as of the `now` given to [`ProbeStats::summary`].
+    pub since_s: f64,
+    pub sent: u64,
+    pub answered: u64,
+    pub lost: u64,
+    pub late_replies: u64,
+    pub ignored_replies: u64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl ProbeStats {
+    pub fn summary(&self, now: Instant) -> ProbeSummary {
+        ProbeSummary {
+            state: self.state.as_str(),
+            rtt_ms: self.srtt.map(ms),
+            min_rtt_ms: self.min_rtt.map(ms),
+            jitter_ms: self.jitter.map(ms),
+            loss: self.loss,
+            since_s: now.saturating_duration_since(self.since).as_secs_f64(),
+            sent: self.sent,
+            answered: self.answered,
+            lost: self.lost,
+            late_replies: self.late_replies,
+            ignored_replies: self.ignored_replies,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Outstanding,
+    Answered(Duration),
+    Lost,
+    /// Declared lost, then a reply came: further replies are duplicates.
+    LostThenAnswered,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    sent: Instant,
+    status: Status,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RttEstimate {
+    srtt: Duration,
+    rttvar: Duration,
+}
+
+/// Probe state of one peer link. See the module docs for the rules.
+#[derive(Debug, Clone)]
+pub struct LinkProbe {
+    config: ProbeConfig,
+    state: LinkState,
+    since: Instant,
+    next_send: Instant,
+    /// Seq of the next probe; the table holds the seqs just before it, contiguous.
+    next_seq: u32,
+    /// Sent probes, oldest first; `table[i]` has seq `next_seq − len + i` (wrapping).
+    table: VecDeque<Slot>,
+    /// `table[..fed]` have had their outcome consumed by the state machine and window.
+    fed: usize,
+    table_cap: usize,
+    /// How long a resolved probe is kept to recognise late and duplicate replies.
+    retention: Duration,
+    consecutive_answered: u32,
+    consecutive_lost: u32,
+    rtt: Option<RttEstimate>,
+    last_sample: Option<Duration>,
+    jitter: Option<Duration>,
+    /// Outcomes of the last `window` consumed probes: `Some(rtt)` answered, `None` lost.
+    window: VecDeque<Option<Duration>>,
+    window_lost: usize,
+    events: VecDeque<LinkEvent>,
+    sent: u64,
+    answered: u64,
+    lost: u64,
+    late_replies: u64,
+    ignored_replies: u64,
+}
+
+/// `t + d`, or `None` past the end of `Instant`'s range (never with clamped configs).
+fn deadline(t: Instant, d: Duration) -> Option<Instant> {
+    t.checked_add(d)
+}
+
+impl LinkProbe {
+    /// A Down link whose first probe is due at `now`. Out-of-range config values are
+    /// clamped (see [`ProbeConfig::validate`] for the ranges).
+    pub fn new(config: ProbeConfig, now: Instant) -> Self {
+        let config = config.clamped();
+        let retention = config.max_timeout * 2;
+        let per_interval = retention.as_nanos().div_ceil(config.interval.as_nanos());
+        // Sends are at least `interval` apart in schedule, so at most
+        // ceil(retention / interval) + 1 fall within `retention`; one more for the new probe.
+        let table_cap = usize::try_from(per_interval)
+            .unwrap_or(MAX_TABLE)
+            .saturating_add(2)
+            .min(MAX_TABLE);
+        LinkProbe {
+            state: LinkState::Down,
+            since: now,
+            next_send: now,
+            next_seq: 0,
+            table: VecDeque::with_capacity(table_cap),
+            fed: 0,
+            table_cap,
+            retention,
+            consecutive_answered: 0,
+            consecutive_lost: 0,
+            rtt: None,
+            last_sample: None,
+            jitter: None,
+            window: VecDeque::with_capacity(config.window),
+            window_lost: 0,
+            events: VecDeque::new(),
+            sent: 0,
+            answered: 0,
+            lost: 0,
+            late_replies: 0,
+            ignored_replies: 0,
+            config,
+        }
+    }
+
+    /// The config in force (after clamping).
+    pub fn config(&self) -> &ProbeConfig {
+        &self.config
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state == LinkState::Up
+    }
+
+    /// The loss timeout in force now.
+    pub fn timeout(&self) -> Duration {
+        match self.rtt {
+            None => self.config.max_timeout,
+            Some(e) => e
+                .srtt
+                .saturating_add(e.rttvar.saturating_mul(4).max(GRANULARITY))
+                .clamp(self.config.min_timeout, self.config.max_timeout),
+        }
+    }
+
+    /// Probes sent and not yet answered or declared lost.
+    pub fn outstanding(&self) -> usize {
+        self.table
+            .iter()
+            .skip(self.fed)
+            .filter(|s| s.status == Status::Outstanding)
+            .count()
+    }
+
+    /// The most probes (resolved ones included) the table ever holds.
+    pub fn table_capacity(&self) -> usize {
+        self.table_cap
+    }
+
+    /// The seq to send now, if a probe is due; the send is recorded at `now`. First runs
+    /// [`handle_timeout`](Self::handle_timeout)`(now)`. Never more than one probe per call;
+    /// a late driver does not get a burst.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<u32> {
+        self.handle_timeout(now);
+        if now < self.next_send {
+            return None;
+        }
+        if self.table.len() >= self.table_cap {
+            // Only reachable with a clamped table or a clock that jumps: drop the oldest,
+            // as lost if it is still outstanding.
+            if let Some(front) = self.table.front_mut() {
+                if front.status == Status::Outstanding {
+                    front.status = Status::Lost;
+                    self.lost += 1;
+                }
+            }
+            self.advance(now);
+            self.table.pop_front();
+            self.fed = self.fed.saturating_sub(1);
+        }
+        let seq = self.next_seq;
+        self.table.push_back(Slot {
+            sent: now,
+            status: Status::Outstanding,
+        });
+        self.next_seq = seq.wrapping_add(1);
+        self.sent += 1;
+        let interval = self.config.interval;
+        self.next_send = match deadline(self.next_send, interval) {
+            Some(next) if next > now => next,
+            _ => deadline(now, interval).unwrap_or(now),
+        };
+        Some(seq)
+    }
+
+    /// The peer echoed probe `seq` at `now`. Runs `handle_timeout(now)` before (so a reply
+    /// past its probe's deadline is late however late the driver's timer fired) and after
+    /// (so the new RTT estimate's timeout applies at once).
+    pub fn handle_reply(&mut self, seq: u32, now: Instant) -> ReplyOutcome {
+        self.handle_timeout(now);
+        let base = self.next_seq.wrapping_sub(self.table.len() as u32);
+        let idx = seq.wrapping_sub(base) as usize;
+        let Some(slot) = self.table.get_mut(idx) else {
+            self.ignored_replies += 1;
+            return ReplyOutcome::Ignored;
+        };
+        let rtt = now.saturating_duration_since(slot.sent);
+        let outcome = match slot.status {
+            Status::Outstanding => {
+                slot.status = Status::Answered(rtt);
+                self.answered += 1;
+                ReplyOutcome::Answered { rtt }
+            }
+            Status::Lost => {
+                slot.status = Status::LostThenAnswered;
+                self.late_replies += 1;
+                ReplyOutcome::Late { rtt }
+            }
+            Status::Answered(_) | Status::LostThenAnswered => {
+                self.ignored_replies += 1;
+                return ReplyOutcome::Ignored;
+            }
+        };
+        self.sample(rtt);
+        // Consume the outcome, and apply the new estimate's timeout at once.
+        self.handle_timeout(now);
+        outcome
+    }
+
+    /// Declares lost every outstanding probe older than the timeout, and forgets resolved
+    /// probes older than `2 × max_timeout`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.timeout();
+        for slot in self.table.iter_mut().skip(self.fed) {
+            if slot.status == Status::Outstanding
+                && deadline(slot.sent, timeout).is_some_and(|d| d <= now)
+            {
+                slot.status = Status::Lost;
+                self.lost += 1;
+            }
+        }
+        self.advance(now);
+        while self.fed > 0 {
+            match self.table.front() {
+                Some(s) if now.saturating_duration_since(s.sent) >= self.retention => {
+                    self.table.pop_front();
+                    self.fed -= 1;
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// When the driver must next call `handle_timeout` and `poll_transmit`: the next send
+    /// or the earliest probe deadline. After `handle_timeout(now)` and a `poll_transmit(now)`
+    /// that returned `None`, this is later than `now`.
+    pub fn poll_timeout(&self) -> Instant {
+        let timeout = self.timeout();
+        self.table
+            .iter()
+            .skip(self.fed)
+            .filter(|s| s.status == Status::Outstanding)
+            .filter_map(|s| deadline(s.sent, timeout))
+            .fold(self.next_send, Instant::min)
+    }
+
+    /// The next state edge, oldest first.
+    pub fn poll_event(&mut self) -> Option<LinkEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn stats(&self) -> ProbeStats {
+        let loss = if self.window.is_empty() {
+            0.0
+        } else {
+            self.window_lost as f64 / self.window.len() as f64
+        };
+        let outstanding = self.outstanding() as u64;
+        ProbeStats {
+            srtt: self.rtt.map(|e| e.srtt),
+            rttvar: self.rtt.map(|e| e.rttvar),
+            min_rtt: self.window.iter().flatten().min().copied(),
+            jitter: self.jitter,
+            loss,
+            timeout: self.timeout(),
+            sent: self.sent,
+            answered: self.answered,
+            lost: self.lost,
+            outstanding,
+            late_replies: self.late_replies,
+            ignored_replies: self.ignored_replies,
+            state: self.state,
+            since: self.since,
+        }
+    }
+
+    /// RFC 6298 estimator and RFC 3550-style jitter, fed in arrival order.
+    fn sample(&mut self, rtt: Duration) {
+        self.rtt = Some(match self.rtt {
+            None => RttEstimate {
+                srtt: rtt,
+                rttvar: rtt / 2,
+            },
+            Some(e) => RttEstimate {
+                rttvar: e.rttvar * 3 / 4 + e.srtt.abs_diff(rtt) / 4,
+                srtt: e.srtt * 7 / 8 + rtt / 8,
+            },
+        });
+        if let Some(last) = self.last_sample {
+            let d = last.abs_diff(rtt);
+            let j = self.jitter.unwrap_or(Duration::ZERO);
+            self.jitter = Some(if d >= j {
+                j + (d - j) / 16
+            } else {
+                j - (j - d) / 16
+            });
+        }
+        self.last_sample = Some(rtt);
+    }
+
+    /// Consumes resolved outcomes in send order into the loss window and state machine.
+    fn advance(&mut self, now: Instant) {
+        while let Some(slot) = self.table.get(self.fed) {
+            let rtt = match slot.status {
+                Status::Outstanding => break,
+                Status::Answered(rtt) => Some(rtt),
+                Status::Lost | Status::LostThenAnswered => None,
+            };
+            self.fed += 1;
+            if self.window.len() >= self.config.window && self.window.pop_front() == Some(None) {
+                self.window_lost -= 1;
+            }
+            self.window.push_back(rtt);
+            if rtt.is_some() {
+                self.consecutive_lost = 0;
+                self.consecutive_answered = self.consecutive_answered.saturating_add(1);
+                if self.state == LinkState::Down
+                    && self.consecutive_answered >= self.config.up_after
+                {
+                    self.set_state(LinkState::Up, LinkEvent::Up, now);
+                }
+            } else {
+                self.window_lost += 1;
+                self.consecutive_answered = 0;
+                self.consecutive_lost = self.consecutive_lost.saturating_add(1);
+                if self.state == LinkState::Up && self.consecutive_lost >= self.config.down_after {
+                    let reason = DownReason::ProbesLost {
+                        consecutive: self.consecutive_lost,
+                    };
+                    self.set_state(LinkState::Down, LinkEvent::Down { reason }, now);
+                }
+            }
+        }
+    }
+
+    fn set_state(&mut self, state: LinkState, event: LinkEvent, now: Instant) {
+        self.state = state;
+        self.since = now;
+        if self.events.len() >= MAX_EVENTS {
+            self.events.drain(..2);
+        }
+        self.events.push_back(event);
+    }
+}
+
+#[cfg(test)]
+#[path = "probe_tests.rs"]
+mod tests;
