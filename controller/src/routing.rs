@@ -124,6 +124,10 @@ struct LinkCtl {
     pending: Option<(Instant, bool)>,
     /// For a link held down that is up again: when it may be used.
     restore_at: Option<Instant>,
+    /// Whether any report has shown it up. Hold-down is for links that failed;
+    /// a link reported down only while its relays were still starting (probes not
+    /// yet passing) is used as soon as it first comes up.
+    ever_up: bool,
 }
 
 /// Keeps the metric in force and the tables computed from it.
@@ -151,6 +155,7 @@ impl RouteSelector {
                 in_force: Some(l.delay_us.max(1)),
                 pending: None,
                 restore_at: None,
+                ever_up: false,
             })
             .collect();
         let metric = Metric::new(links.iter().map(|c| c.in_force).collect());
@@ -258,6 +263,18 @@ fn step(
         ctl.restore_at = None;
         return ctl.in_force.take().is_some();
     };
+    // First sight of it up after being reported down before it ever came up
+    // (relays starting): use it at once. Otherwise the band rules below apply.
+    // (A link nobody has reported on yet shows as up but stale: that is not a sighting.)
+    if !ctl.ever_up && !view.stale {
+        ctl.ever_up = true;
+        if ctl.in_force.is_none() {
+            ctl.pending = None;
+            ctl.restore_at = None;
+            ctl.in_force = Some(m);
+            return true;
+        }
+    }
     // Up now, but it changed state after our last look: it went down and came back
     // in between. Treat it as we would have: held down from when it came back.
     let unseen_flap =

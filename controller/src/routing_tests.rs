@@ -157,7 +157,9 @@ fn a_link_going_down_moves_the_route_at_once() {
 #[test]
 fn a_restored_link_is_held_down_before_reuse() {
     let (mut db, mut sel) = diamond();
-    let t0 = Instant::now();
+    let start = Instant::now();
+    report_both(&mut db, &mut sel, BD, ms(20), start); // up, then it fails
+    let t0 = start + ms(10);
     db.handle_report(down(D, BD), t0).unwrap();
     sel.update(&db, t0);
     assert_eq!(next(&sel, A, D), Some(C));
@@ -343,4 +345,21 @@ fn diff_of_selector_tables_matches_a_failover() {
             }
         )]
     );
+}
+
+#[test]
+fn a_link_down_only_while_relays_start_is_used_as_soon_as_it_comes_up() {
+    // Relays report their links down until probes pass; that is not a failure.
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    db.handle_report(down(D, BD), t0).unwrap();
+    sel.update(&db, t0);
+    assert_eq!(next(&sel, A, D), Some(C));
+    report_both(&mut db, &mut sel, BD, ms(20), t0 + ms(500));
+    assert_eq!(
+        next(&sel, A, D),
+        Some(B),
+        "no hold-down for a link that never failed"
+    );
+    assert_eq!(sel.in_force(BD), Some(10_000));
 }

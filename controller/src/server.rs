@@ -405,10 +405,9 @@ async fn send_table(
             remove: Vec::new(),
         },
         Some(old) => {
+            // Sent even when empty: the relay then reports the version it holds,
+            // so operators can see which relays are current.
             let d = diff(old, &new);
-            if d.is_empty() {
-                return Ok(new);
-            }
             TableUpdate {
                 version: tables.version,
                 full: false,

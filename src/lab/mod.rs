@@ -4,7 +4,6 @@
 //! the run ends with a per-class latency and loss report.
 
 mod classes;
-mod fleet;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -18,7 +17,7 @@ use topology::{NodeIdx, Protocol, Service, Topology};
 use crate::failure::Failure;
 use crate::table::{ms, Table};
 use classes::Class;
-use fleet::LabFleet;
+use overlay::fleet::{Fleet, FleetOptions};
 
 /// How a lab run is set up.
 #[derive(Debug, Clone)]
@@ -139,8 +138,12 @@ async fn run_async(base: Topology, opts: &LabOptions) -> anyhow::Result<String> 
         topology.links.len(),
         topology.source
     );
-    let fleet = LabFleet::start(topology.clone(), opts.loss).await?;
-    fleet.wait_links_up(Duration::from_secs(60)).await?;
+    let options = FleetOptions {
+        loss: opts.loss,
+        ..FleetOptions::default()
+    };
+    let fleet = Fleet::start((*topology).clone(), options).await?;
+    fleet.wait_ready(Duration::from_secs(60)).await?;
     let setup = started.elapsed();
     eprintln!(
         "lab: all {} links up after {:.1} s; {} classes for {:?}",

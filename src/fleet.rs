@@ -1,0 +1,252 @@
+//! An in-process fleet on loopback: one relay per node of a topology, every link
+//! through a link emulator with the link's own delay, and optionally the
+//! controller. The lab runs on it; so do the end-to-end tests.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use controller::{ControllerConfig, ControllerHandle};
+use relay::emulator::{EmulatedLink, LinkHandle, LinkParams};
+use relay::pki::TestCa;
+use relay::{RelayConfig, RelayHandle};
+use topology::Topology;
+
+/// The controller's id inside a fleet.
+pub const CONTROLLER_ID: &str = "controller";
+
+/// How a fleet is set up.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Random loss on every emulated link, 0.0 to 1.0.
+    pub loss: f64,
+    /// Jitter on every link as a fraction of its delay (uniform ±).
+    pub jitter: f64,
+    /// Start a controller (and point every relay at it).
+    pub controller: bool,
+    /// Adjusts each relay's config before it starts.
+    pub tune_relay: fn(&mut RelayConfig),
+    /// Adjusts the controller's config before it starts.
+    pub tune_controller: fn(&mut ControllerConfig),
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        FleetOptions {
+            loss: 0.0,
+            jitter: 0.01,
+            controller: true,
+            tune_relay: |_| {},
+            tune_controller: |_| {},
+        }
+    }
+}
+
+/// The emulator parameters for a link: its expected delay with the given jitter.
+pub fn link_params(delay_us: u64, jitter: f64, loss: f64) -> anyhow::Result<LinkParams> {
+    let delay = Duration::from_micros(delay_us);
+    Ok(LinkParams::new(
+        delay,
+        delay.mul_f64(jitter.clamp(0.0, 1.0)),
+        loss,
+    )?)
+}
+
+/// A running fleet.
+pub struct Fleet {
+    pub topology: Arc<Topology>,
+    pub relays: BTreeMap<String, RelayHandle>,
+    /// Emulated links, in the topology's link order.
+    pub links: Vec<EmulatedLink>,
+    pub controller: Option<ControllerHandle>,
+    controller_addr: Option<SocketAddr>,
+    ca: TestCa,
+    options: FleetOptions,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("relays", &self.relays.len())
+            .field("links", &self.links.len())
+            .field("controller", &self.controller.is_some())
+            .finish()
+    }
+}
+
+impl Fleet {
+    /// Binds every socket, starts the emulators, the controller (if asked) and
+    /// every relay. Links come up in the background; see [`Fleet::wait_links_up`].
+    pub async fn start(topology: Topology, options: FleetOptions) -> anyhow::Result<Fleet> {
+        let mut topology = topology;
+        let ca = TestCa::new();
+        let controller_socket = if options.controller {
+            let socket = UdpSocket::bind("127.0.0.1:0").context("binding the controller socket")?;
+            topology.controllers = vec![topology::Controller {
+                id: CONTROLLER_ID.into(),
+                addr: socket.local_addr()?,
+            }];
+            Some(socket)
+        } else {
+            topology.controllers.clear();
+            None
+        };
+        let topology = Arc::new(topology);
+
+        let mut sockets = Vec::new();
+        for _ in &topology.nodes {
+            sockets.push(UdpSocket::bind("127.0.0.1:0").context("binding a relay socket")?);
+        }
+        let addrs: Vec<_> = sockets
+            .iter()
+            .map(|s| s.local_addr())
+            .collect::<Result<_, _>>()?;
+        let mut links = Vec::new();
+        for (i, l) in topology.links.iter().enumerate() {
+            let params = link_params(l.delay_us, options.jitter, options.loss)?;
+            let link =
+                EmulatedLink::start(addrs[l.a.get()], addrs[l.b.get()], params, i as u64 + 1)
+                    .await
+                    .context("starting a link emulator")?;
+            links.push(link);
+        }
+
+        let mut fleet = Fleet {
+            topology: topology.clone(),
+            relays: BTreeMap::new(),
+            links,
+            controller: None,
+            controller_addr: None,
+            ca,
+            options,
+        };
+        if let Some(socket) = controller_socket {
+            fleet.controller_addr = Some(socket.local_addr()?);
+            fleet.start_controller_on(socket).await?;
+        }
+        let roots = Arc::new(fleet.ca.roots());
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let idx = topology::NodeIdx(i as u32);
+            let id = topology.node(idx).id.clone();
+            let mut cfg =
+                RelayConfig::new(topology.clone(), idx, fleet.ca.issue(&id), roots.clone());
+            cfg.listen = addrs[i];
+            cfg.tuning.reconnect_max = Duration::from_secs(1);
+            for (l, link) in topology.links.iter().zip(&fleet.links) {
+                if l.a == idx {
+                    cfg.dial.insert(topology.node_key(l.b), link.front_for_a());
+                } else if l.b == idx {
+                    cfg.dial.insert(topology.node_key(l.a), link.front_for_b());
+                }
+            }
+            (fleet.options.tune_relay)(&mut cfg);
+            let relay = relay::start(cfg, socket, None)
+                .await
+                .with_context(|| format!("starting relay {id}"))?;
+            fleet.relays.insert(id, relay);
+        }
+        Ok(fleet)
+    }
+
+    async fn start_controller_on(&mut self, socket: UdpSocket) -> anyhow::Result<()> {
+        let identity = self.ca.issue(CONTROLLER_ID);
+        let mut cfg = ControllerConfig::new(
+            self.topology.clone(),
+            CONTROLLER_ID,
+            identity,
+            Arc::new(self.ca.roots()),
+        );
+        cfg.listen = socket.local_addr()?;
+        (self.options.tune_controller)(&mut cfg);
+        self.controller = Some(
+            controller::start(cfg, socket, None)
+                .await
+                .context("starting the controller")?,
+        );
+        Ok(())
+    }
+
+    /// Stops the controller (relays keep forwarding on their last tables).
+    pub async fn stop_controller(&mut self) {
+        if let Some(c) = self.controller.take() {
+            c.shutdown().await;
+        }
+    }
+
+    /// Starts the controller again on its address; it rebuilds state from reports.
+    pub async fn start_controller(&mut self) -> anyhow::Result<()> {
+        let addr = self
+            .controller_addr
+            .context("this fleet has no controller")?;
+        let socket =
+            UdpSocket::bind(addr).with_context(|| format!("rebinding the controller on {addr}"))?;
+        self.start_controller_on(socket).await
+    }
+
+    pub fn relay(&self, id: &str) -> &RelayHandle {
+        &self.relays[id]
+    }
+
+    /// The emulator handle of the link between `a` and `b`.
+    pub fn link(&self, a: &str, b: &str) -> Option<LinkHandle> {
+        let (a, b) = (self.topology.node_idx(a)?, self.topology.node_idx(b)?);
+        let l = self.topology.link_between(a, b)?;
+        Some(self.links[l.get()].handle())
+    }
+
+    /// How many links are up (probes passing) on both ends.
+    pub fn links_up(&self) -> usize {
+        let t = &self.topology;
+        t.links
+            .iter()
+            .filter(|l| {
+                let (a, b) = (&t.node(l.a).id, &t.node(l.b).id);
+                self.relays[a].peer_up(b) && self.relays[b].peer_up(a)
+            })
+            .count()
+    }
+
+    /// Waits until every link is up and, with a controller, every relay has a
+    /// table from it; fails after `limit`.
+    pub async fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let links_ok = self.links_up() == self.topology.links.len();
+            // Every relay holds the controller's current tables (not an early,
+            // emptier version pushed while links were still coming up).
+            let tables_ok = match &self.controller {
+                None => true,
+                Some(c) => {
+                    let version = c.tables().version;
+                    self.relays
+                        .values()
+                        .all(|r| r.status().table_version == version)
+                }
+            };
+            if links_ok && tables_ok {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                anyhow::bail!(
+                    "not ready within {limit:?}: {} of {} links up, controller tables {}",
+                    self.links_up(),
+                    self.topology.links.len(),
+                    if tables_ok { "in force" } else { "missing" }
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops every relay and the controller at once.
+    pub async fn shutdown(mut self) {
+        self.stop_controller().await;
+        let mut stopping = tokio::task::JoinSet::new();
+        for (_, r) in std::mem::take(&mut self.relays) {
+            stopping.spawn(r.shutdown());
+        }
+        while stopping.join_next().await.is_some() {}
+    }
+}
