@@ -208,7 +208,12 @@ impl RouteSelector {
         if changed {
             self.metric = Metric::new(self.links.iter().map(|c| c.in_force).collect());
             self.routes = Routes::compute(&self.graph, &self.metric);
-            let tables = tables_of(&self.routes);
+            let tables = sticky_tables(
+                &self.routes,
+                &self.metric,
+                &self.tables.tables,
+                &self.config,
+            );
             if tables != self.tables.tables {
                 self.tables.tables = tables;
                 self.tables.version += 1;
@@ -316,6 +321,55 @@ fn step(
         ctl.pending = Some((since, above));
         false
     }
+}
+
+/// Per node, every reachable destination's next hops, keeping a node's current
+/// primary when the best path is better only within the stability band.
+///
+/// Damping link costs stops noise from moving routes, but two nearly equal paths
+/// can still swap back and forth as one link's cost and then another's is
+/// updated. So a node keeps its current next hop `n` toward `d` while (1) the link
+/// to `n` is usable, (2) going via `n` costs at most the best plus the band, and
+/// (3) `n` is strictly closer to `d` than this node is. (3) keeps every table
+/// loop-free: along any route the distance to `d` strictly falls.
+fn sticky_tables(
+    routes: &Routes,
+    metric: &Metric,
+    old: &[NodeTable],
+    cfg: &StabilityConfig,
+) -> Vec<NodeTable> {
+    let mut tables = tables_of(routes);
+    for (s, table) in tables.iter_mut().enumerate() {
+        let Some(previous) = old.get(s) else { continue };
+        for (d, entry) in table.entries.iter_mut() {
+            let Some(kept) = previous.entries.get(d).map(|e| e.primary) else {
+                continue;
+            };
+            if kept.node == entry.primary.node {
+                continue;
+            }
+            let src = NodeIdx(s as u32);
+            let (Some(best), Some(w), Some(via)) = (
+                routes.get(src, *d).cost,
+                metric.cost(kept.link),
+                routes.get(kept.node, *d).cost,
+            ) else {
+                continue;
+            };
+            let band = (cfg.relative * best as f64).max(cfg.absolute.as_micros() as f64);
+            let closer = via < best;
+            let good_enough = (w.saturating_add(via) as f64) <= best as f64 + band;
+            if closer && good_enough {
+                // The new best is loop-free by construction; it makes a fine backup.
+                let best_hop = entry.primary;
+                entry.primary = kept;
+                if entry.backup.is_none_or(|b| b.node == kept.node) {
+                    entry.backup = Some(best_hop);
+                }
+            }
+        }
+    }
+    tables
 }
 
 /// Per node, the table `Routes` gives: every reachable destination's next hops.

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses part of this
 
+pub mod diamond;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

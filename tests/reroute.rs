@@ -1,0 +1,211 @@
+//! Rerouting end to end: a diamond of relays with emulated links, a controller,
+//! and a media stream. Traffic takes the best path, moves when a path degrades or
+//! dies, comes back only after the hold-down, survives the controller's absence,
+//! and does not flap under jitter.
+
+mod support;
+
+use std::time::Duration;
+
+use support::diamond::{self, forwarded, ttl_drops, wait_forwarding};
+use tokio::time::Instant;
+
+async fn bounded<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_takes_the_lower_delay_path() {
+    bounded(60, async {
+        let (fleet, stream) = diamond::start().await;
+        let (b0, c0) = (forwarded(&fleet, "bbb"), forwarded(&fleet, "ccc"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (b, c) = (forwarded(&fleet, "bbb") - b0, forwarded(&fleet, "ccc") - c0);
+        assert!(b >= 150, "bbb carried the stream: {b}");
+        assert_eq!(c, 0, "nothing through the slow side");
+        let route = controller::api::route(
+            &fleet.controller.as_ref().expect("controller").shared,
+            "aaa",
+            "ddd",
+        )
+        .expect("route");
+        assert_eq!(route.path, ["aaa", "bbb", "ddd"]);
+        assert_eq!(route.backup_next_hop.as_deref(), Some("ccc"));
+        assert!(stream.received() > 150);
+        fleet.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slower_path_is_left_for_a_better_one_and_the_move_is_timed() {
+    bounded(60, async {
+        let (fleet, _stream) = diamond::start().await;
+        let link = fleet.link("aaa", "bbb").expect("link");
+        let c0 = forwarded(&fleet, "ccc");
+        let started = Instant::now();
+        // 10 ms → 100 ms: the fast side becomes 110 ms against 50 ms.
+        link.impair(Duration::from_millis(100), Duration::ZERO, 0.0)
+            .expect("impair");
+        let took = wait_forwarding(&fleet, "ccc", c0, 100, Duration::from_secs(20)).await;
+        let took = took.expect("routes moved to the other path within 20 s");
+        println!(
+            "route moved {:.2} s after the delay rose",
+            took.as_secs_f64()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let b1 = forwarded(&fleet, "bbb");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            forwarded(&fleet, "bbb") - b1 < 5,
+            "the slow path is no longer used"
+        );
+        assert!(started.elapsed() < Duration::from_secs(25));
+        fleet.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_link_fails_over_in_under_a_second_and_returns_after_hold_down() {
+    bounded(90, async {
+        let (fleet, stream) = diamond::start().await;
+        let link = fleet.link("aaa", "bbb").expect("link");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let c0 = forwarded(&fleet, "ccc");
+        let cut_at = Instant::now();
+        link.cut();
+        wait_forwarding(&fleet, "ccc", c0, 100, Duration::from_secs(5))
+            .await
+            .expect("traffic moved to ccc");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let gap = stream.longest_gap(cut_at, Instant::now());
+        println!("delivery gap after the cut: {} ms", gap.as_millis());
+        assert!(gap < Duration::from_secs(1), "gap {gap:?}");
+        assert_eq!(ttl_drops(&fleet), 0, "no packet looped");
+
+        // Restore: the link is usable again only after the hold-down (3 s here).
+        let b0 = forwarded(&fleet, "bbb");
+        let restored_at = Instant::now();
+        link.restore();
+        let back = wait_forwarding(&fleet, "bbb", b0, 50, Duration::from_secs(15))
+            .await
+            .expect("traffic came back");
+        println!(
+            "traffic returned {:.2} s after the restore",
+            back.as_secs_f64()
+        );
+        assert!(
+            back >= Duration::from_secs(3),
+            "reused before the hold-down: {back:?}"
+        );
+        assert!(restored_at.elapsed() < Duration::from_secs(15));
+        assert_eq!(stream.duplicates(), 0);
+        assert_eq!(ttl_drops(&fleet), 0);
+        fleet.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_on_every_link_for_a_minute_does_not_flap_routes() {
+    bounded(120, async {
+        let (fleet, stream) = diamond::start().await;
+        let controller = &fleet.controller.as_ref().expect("controller").shared;
+        for (l, link) in fleet.topology.links.iter().zip(&fleet.links) {
+            let delay = Duration::from_micros(l.delay_us);
+            link.handle().impair(delay, delay / 10, 0.0).expect("±10% jitter");
+        }
+        // Every node's primary next hop to every destination, sampled every 100 ms.
+        let primaries = || -> Vec<Vec<(u32, u32)>> {
+            controller
+                .tables()
+                .tables
+                .iter()
+                .map(|t| t.entries.iter().map(|(d, e)| (d.0, e.primary.node.0)).collect())
+                .collect()
+        };
+        let start_version = controller.tables().version;
+        let mut last = primaries();
+        let mut changes = 0;
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = primaries();
+            if now != last {
+                changes += 1;
+                last = now;
+            }
+        }
+        let versions = controller.tables().version - start_version;
+        // Versions may move once as the jitter raises link costs (backups can shift);
+        // what must not happen is primaries moving back and forth.
+        println!("primary next-hop changes in 60 s of ±10% jitter: {changes}; table versions: {versions}");
+        assert!(changes <= 1, "{changes} changes of primary next hops");
+        assert!(stream.received() > 10_000);
+        fleet.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_controller_relays_keep_forwarding_and_fail_over_locally() {
+    bounded(90, async {
+        let (mut fleet, stream) = diamond::start().await;
+        let version = fleet.relay("aaa").status().table_version;
+        fleet.stop_controller().await;
+
+        // Still forwarding on the last table.
+        let n0 = stream.received();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(stream.received() - n0 > 150, "traffic kept flowing");
+        assert_eq!(fleet.relay("aaa").status().table_version, version);
+
+        // A cut now: the relay moves to its loop-free backup on its own.
+        let c0 = forwarded(&fleet, "ccc");
+        let cut_at = Instant::now();
+        fleet.link("aaa", "bbb").expect("link").cut();
+        wait_forwarding(&fleet, "ccc", c0, 100, Duration::from_secs(5))
+            .await
+            .expect("local failover");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let gap = stream.longest_gap(cut_at, Instant::now());
+        println!("gap with the controller away: {} ms", gap.as_millis());
+        assert!(gap < Duration::from_secs(1), "gap {gap:?}");
+        assert!(fleet.relay("aaa").status().counters.sent_via_backup > 0);
+
+        // The controller comes back: it rebuilds from reports and pushes tables
+        // that route around the dead link (primary, not just backup).
+        fleet.start_controller().await.expect("controller restarts");
+        let shared = fleet
+            .controller
+            .as_ref()
+            .expect("controller")
+            .shared
+            .clone();
+        let rebuilt = async {
+            loop {
+                let route = controller::api::route(&shared, "aaa", "ddd").expect("route");
+                let relay_has =
+                    fleet.relay("aaa").status().table_version == shared.tables().version;
+                if route.path == ["aaa", "ccc", "ddd"] && relay_has {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(15), rebuilt)
+            .await
+            .expect("state rebuilt and pushed");
+        let links = controller::api::links(&shared);
+        let ab = links
+            .iter()
+            .find(|l| l.a == "aaa" && l.b == "bbb")
+            .expect("aaa-bbb");
+        assert_eq!(ab.state, "down");
+        fleet.shutdown().await;
+    })
+    .await;
+}
