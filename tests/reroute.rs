@@ -209,3 +209,94 @@ async fn without_the_controller_relays_keep_forwarding_and_fail_over_locally() {
     })
     .await;
 }
+
+/// An echo session: sends a 1 KiB chunk every 10 ms and checks each echo.
+/// Returns bytes echoed intact, and how the session ended.
+async fn echo_session(
+    mut client: tokio::net::TcpStream,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (usize, Result<(), String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut total = 0;
+    let mut i = 0u8;
+    while !*stop.borrow() {
+        let chunk = vec![i; 1024];
+        i = i.wrapping_add(1);
+        if let Err(e) = client.write_all(&chunk).await {
+            return (total, Err(format!("write: {e}")));
+        }
+        let mut back = vec![0u8; 1024];
+        match tokio::time::timeout(Duration::from_secs(15), client.read_exact(&mut back)).await {
+            Ok(Ok(_)) if back == chunk => total += 1024,
+            Ok(Ok(_)) => return (total, Err("corrupted echo".into())),
+            Ok(Err(e)) => return (total, Err(format!("read: {e}"))),
+            Err(_) => return (total, Err("hung: no echo for 15 s".into())),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (total, Ok(()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_sessions_survive_cuts_elsewhere_and_end_cleanly_when_their_own_path_is_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(90, async {
+        let (fleet, _stream) = diamond::start().await;
+        // The TCP service targets the same address as the media receiver, on TCP.
+        let target = fleet.topology.services.iter().find(|s| s.name == "signal").expect("signal").target;
+        let listener = tokio::net::TcpListener::bind(target).await.expect("bind the TCP target");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            let mut echoed = 0usize;
+            // Echo until the overlay ends the session; report how it ended.
+            let end = loop {
+                match tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await {
+                    Ok(Ok(0)) => break "eof",
+                    Ok(Ok(n)) => {
+                        if s.write_all(&buf[..n]).await.is_err() {
+                            break "reset";
+                        }
+                        echoed += n;
+                    }
+                    Ok(Err(_)) => break "reset",
+                    Err(_) => break "hung",
+                }
+            };
+            (echoed, end)
+        });
+        let client = tokio::net::TcpStream::connect(fleet.relay("aaa").ingress_addrs["signal"]).await.expect("connect");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let session = tokio::spawn(echo_session(client, stop_rx));
+
+        // A cut on the other side of the diamond: the session does not notice.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fleet.link("ccc", "ddd").expect("link").cut();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!session.is_finished(), "a cut elsewhere ended the session");
+
+        // A cut on its own path: both ends see the session end, nothing hangs.
+        let cut_at = Instant::now();
+        fleet.link("aaa", "bbb").expect("link").cut();
+        let (echoed_to_client, outcome) =
+            tokio::time::timeout(Duration::from_secs(30), session).await.expect("client side ended").expect("task");
+        let client_ended = cut_at.elapsed();
+        let (echoed_by_server, server_end) =
+            tokio::time::timeout(Duration::from_secs(30), server).await.expect("server side ended").expect("task");
+        drop(stop_tx);
+        println!(
+            "path cut: client ended after {:.1} s ({outcome:?}), server saw {server_end}; {echoed_to_client} bytes intact",
+            client_ended.as_secs_f64()
+        );
+        assert!(outcome.is_err(), "the client saw the session end");
+        assert_ne!(server_end, "hung");
+        assert!(client_ended < Duration::from_secs(20), "ended in {client_ended:?}");
+        // Every byte the client got back before the cut was intact, and the
+        // session ran through the first cut: 3 s at one 1 KiB round trip (~40 ms
+        // over the overlay) plus a 10 ms pause each, so about 60 KiB.
+        assert!(echoed_to_client >= 40 * 1024, "{echoed_to_client}");
+        assert!(echoed_by_server >= echoed_to_client);
+        fleet.shutdown().await;
+    })
+    .await;
+}
