@@ -24,6 +24,24 @@ pub enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// Summary of a running controller: relays connected, links up, tables.
+    Status {
+        /// The controller's admin API (or the lab's).
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        api: std::net::SocketAddr,
+    },
+    /// Every link with its live RTT, loss, jitter, state and cost in force.
+    Links {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        api: std::net::SocketAddr,
+    },
+    /// The route in force from one node to another, hop by hop, and its backup.
+    Routes {
+        from: String,
+        to: String,
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        api: std::net::SocketAddr,
+    },
     /// Run the whole overlay on this machine: a relay per node, emulated links,
     /// synthetic classes, and a latency and loss report at the end.
     Lab {
@@ -42,6 +60,13 @@ pub enum Command {
         /// Seed for choosing class cities (same seed, same classes).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Timed link events (YAML). Default: cut the busiest undersea line at a
+        /// third of the run and restore it at two thirds; `none` for no events.
+        #[arg(long)]
+        scenario: Option<String>,
+        /// Where the lab serves the controller's API and its own link controls.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        api: std::net::SocketAddr,
     },
 }
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod api_cmd;
 mod cli;
 mod failure;
 mod lab;
@@ -72,24 +73,36 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 force,
             } => pki_cmd::issue(&ca, &node, &out, force),
         },
+        Command::Status { api } => api_cmd::status(api),
+        Command::Links { api } => api_cmd::links(api),
+        Command::Routes { from, to, api } => api_cmd::routes(api, &from, &to),
         Command::Lab {
             topology,
             duration,
             classes,
             loss,
             seed,
+            scenario,
+            api,
         } => {
             if !(0.0..=1.0).contains(&loss) {
                 return Err(Failure::usage(format!(
                     "--loss {loss}: give a fraction from 0.0 to 1.0"
                 )));
             }
+            let scenario = match scenario.as_deref() {
+                None => lab::Scenario::Default,
+                Some("none") => lab::Scenario::None,
+                Some(path) => lab::Scenario::File(path.into()),
+            };
             lab::run(&lab::LabOptions {
                 topology,
                 duration,
                 classes,
                 loss,
                 seed,
+                scenario,
+                api,
             })
         }
     }

@@ -18,11 +18,11 @@ fn class_rows(report: &str) -> Vec<(String, String, f64, f64, f64, f64)> {
             let num = |s: &str| s.trim_end_matches('%').parse::<f64>().expect("number");
             (
                 cols[0].to_string(),
-                cols[1..n - 7].join(" "),
+                cols[1..n - 8].join(" "),
+                num(cols[n - 8]),
                 num(cols[n - 7]),
                 num(cols[n - 6]),
-                num(cols[n - 5]),
-                num(cols[n - 2]),
+                num(cols[n - 3]),
             )
         })
         .collect()
@@ -30,6 +30,7 @@ fn class_rows(report: &str) -> Vec<(String, String, f64, f64, f64, f64)> {
 
 #[test]
 fn lab_on_a_small_fleet_measures_the_latency_its_links_imply() {
+    let _one_at_a_time = support::one_fleet_at_a_time();
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-triangle.yaml");
     let out = overlay(&[
         "lab",
@@ -39,6 +40,10 @@ fn lab_on_a_small_fleet_measures_the_latency_its_links_imply() {
         "3s",
         "--classes",
         "4",
+        "--scenario",
+        "none",
+        "--api",
+        "127.0.0.1:0",
     ]);
     let stdout = text(&out.stdout);
     assert_eq!(
@@ -83,6 +88,13 @@ fn lab_rejects_bad_options_with_exit_64() {
         &["lab", "--classes", "0"][..],
         &["lab", "--loss", "1.5"][..],
         &["lab", "--topology", "/nonexistent.yaml"][..],
+        &[
+            "lab",
+            "--scenario",
+            "/nonexistent-scenario.yaml",
+            "--duration",
+            "1s",
+        ][..],
     ] {
         let out = overlay(args);
         assert_eq!(
@@ -91,5 +103,58 @@ fn lab_rejects_bad_options_with_exit_64() {
             "{args:?}: {}",
             text(&out.stderr)
         );
+    }
+}
+
+#[test]
+fn a_scenario_cut_reroutes_the_classes_that_used_the_link_and_the_report_says_so() {
+    let _one_at_a_time = support::one_fleet_at_a_time();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let scenario = std::env::temp_dir().join(format!("lab-scenario-{}.yaml", std::process::id()));
+    std::fs::write(&scenario, "events:\n  - { at: 2s, cut: [sea, lax] }\n")
+        .expect("write scenario");
+    let out = overlay(&[
+        "lab",
+        "--topology",
+        &dir.join("lab-triangle.yaml").display().to_string(),
+        "--duration",
+        "5s",
+        "--classes",
+        "4",
+        "--scenario",
+        &scenario.display().to_string(),
+        "--api",
+        "127.0.0.1:0",
+    ]);
+    let _ = std::fs::remove_file(&scenario);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{stdout}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("cut sea–lax"), "{stdout}");
+    // Both classes to lax moved off the cut link, to the direct line; none to sea did.
+    let moved: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("tyo sea lax  tyo lax"))
+        .collect();
+    assert_eq!(moved.len(), 2, "{stdout}");
+    assert!(
+        !stdout
+            .lines()
+            .any(|l| l.contains("-tyo-sea") && l.contains(" → ")),
+        "{stdout}"
+    );
+    // Their longest gap in delivery stayed under a second.
+    for line in moved {
+        let gap: u64 = line
+            .split_whitespace()
+            .last()
+            .expect("gap")
+            .parse()
+            .expect("ms");
+        assert!(gap < 1000, "gap {gap} ms: {line}");
     }
 }

@@ -69,6 +69,10 @@ impl LinkHealth {
     }
 }
 
+/// How long a replacement connection may carry an inherited "up" before its own
+/// probes must confirm it.
+const INHERITED_UP_GRACE: Duration = Duration::from_secs(2);
+
 /// A live link to a neighbor.
 #[derive(Debug, Clone)]
 pub struct Link {
@@ -133,26 +137,30 @@ impl Peers {
     }
 
     /// Makes `conn` the link to this peer, unless a live connection that the
-    /// duplicate rule prefers exists; the loser is closed. Returns whether `conn` won.
+    /// duplicate rule prefers exists; the loser is closed after a grace period.
+    /// Returns the health record the connection's actor must use, or `None` if
+    /// `conn` lost. A connection replacing a live one inherits its health: it is
+    /// the same physical link, so it must not look down while it proves itself.
     pub fn register(
         &self,
         key: u32,
         id: &str,
         conn: Connection,
         dialed_by_me: bool,
-        health: Arc<LinkHealth>,
-    ) -> bool {
+    ) -> Option<Arc<LinkHealth>> {
         let keeper_dialed_by_me = self.me_id.as_str() < id;
         let preferred = |by_me: bool| by_me == keeper_dialed_by_me;
         let mut links = self.lock();
+        let mut health = Arc::new(LinkHealth::default());
         if let Some(old) = links.get(&key) {
             let old_live = old.conn.close_reason().is_none();
             if old_live && preferred(old.dialed_by_me) && !preferred(dialed_by_me) {
                 retire(conn);
-                return false;
+                return None;
             }
             if old_live {
                 retire(old.conn.clone());
+                health = old.health.clone();
             }
         }
         let link = Link {
@@ -160,21 +168,24 @@ impl Peers {
             conn,
             dialed_by_me,
             since: Instant::now(),
-            health,
+            health: health.clone(),
         };
         links.insert(key, link);
-        true
+        Some(health)
     }
 
-    /// Forgets the link to `key` if it is still the connection `stable_id`.
-    pub fn remove(&self, key: u32, stable_id: usize) {
+    /// Forgets the link to `key` if it is still the connection `stable_id`;
+    /// returns whether it was (a retired duplicate is not).
+    pub fn remove(&self, key: u32, stable_id: usize) -> bool {
         let mut links = self.lock();
         if links
             .get(&key)
             .is_some_and(|l| l.conn.stable_id() == stable_id)
         {
             links.remove(&key);
+            return true;
         }
+        false
     }
 
     pub fn snapshot(&self) -> Vec<(u32, Link)> {
@@ -244,11 +255,7 @@ pub async fn dial_loop(
             Ok(Ok(conn)) => {
                 failures = 0;
                 backoff = tuning.reconnect_min;
-                let health = Arc::new(LinkHealth::default());
-                if shared
-                    .peers
-                    .register(peer, &peer_id, conn.clone(), true, health.clone())
-                {
+                if let Some(health) = shared.peers.register(peer, &peer_id, conn.clone(), true) {
                     info!(peer = %peer_id, %addr, "connected (dialed)");
                     tokio::spawn(run_link(
                         shared.clone(),
@@ -321,11 +328,7 @@ async fn accept_one(shared: Arc<Shared>, incoming: Incoming) {
         return;
     };
     let key = topology::wire_key(&id);
-    let health = Arc::new(LinkHealth::default());
-    if shared
-        .peers
-        .register(key, &id, conn.clone(), false, health.clone())
-    {
+    if let Some(health) = shared.peers.register(key, &id, conn.clone(), false) {
         info!(peer = %id, %remote, "connected (accepted)");
         run_link(shared, key, id, conn, health).await;
     }
@@ -344,6 +347,11 @@ pub async fn run_link(
     let span = tracing::info_span!("peer", peer = %id);
     async {
         let mut probe = LinkProbe::new(shared.cfg.tuning.probe.clone(), std::time::Instant::now());
+        // Inherited "up" from a connection this one replaced: it must be confirmed
+        // by this connection's own probes soon, or the link is down after all.
+        let mut confirm_by = health
+            .is_up()
+            .then(|| std::time::Instant::now() + INHERITED_UP_GRACE);
         loop {
             let wake = Instant::from_std(probe.poll_timeout());
             tokio::select! {
@@ -360,6 +368,16 @@ pub async fn run_link(
                         let _ = conn.send_datagram(Bytes::copy_from_slice(&header.encode()));
                     }
                     after_probe(&shared, &id, &mut probe, &health, now);
+                    if let Some(deadline) = confirm_by {
+                        if probe.is_up() {
+                            confirm_by = None;
+                        } else if now >= deadline {
+                            confirm_by = None;
+                            health.up.store(false, Ordering::Relaxed);
+                            warn!("link down: probes never passed on the replacement connection");
+                            shared.links_changed.notify_one();
+                        }
+                    }
                 }
                 d = conn.read_datagram() => match d {
                     Ok(packet) => match Header::decode(&packet) {
@@ -390,11 +408,11 @@ pub async fn run_link(
                 },
             }
         }
-        if health.up.swap(false, Ordering::Relaxed) {
+        // A retired duplicate leaves quietly: the link lives on in its replacement.
+        if shared.peers.remove(key, conn.stable_id()) && health.up.swap(false, Ordering::Relaxed) {
             warn!("link down: connection closed");
             shared.links_changed.notify_one();
         }
-        shared.peers.remove(key, conn.stable_id());
     }
     .instrument(span)
     .await;

@@ -34,6 +34,10 @@ pub struct ClassStats {
     pub one_way_us: Histogram<u64>,
     /// Round trip student → teacher → student, µs.
     pub round_trip_us: Histogram<u64>,
+    /// When the teacher last received a packet, and the longest silence so far
+    /// (measured only once traffic flowed, so start-up is not counted).
+    pub last_arrival: Option<std::time::Instant>,
+    pub longest_gap: Duration,
 }
 
 /// A latency histogram in µs up to 60 s, 3 significant digits: bounded memory
@@ -50,6 +54,8 @@ impl ClassStats {
             echoed: 0,
             one_way_us: latency_histogram(),
             round_trip_us: latency_histogram(),
+            last_arrival: None,
+            longest_gap: Duration::ZERO,
         }
     }
 
@@ -108,6 +114,11 @@ impl Class {
                 {
                     let mut st = s.lock().unwrap_or_else(|p| p.into_inner());
                     st.received += 1;
+                    let now = std::time::Instant::now();
+                    if let Some(last) = st.last_arrival {
+                        st.longest_gap = st.longest_gap.max(now - last);
+                    }
+                    st.last_arrival = Some(now);
                     st.one_way_us
                         .saturating_record(now_us().saturating_sub(sent_us).max(1));
                 }

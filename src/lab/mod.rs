@@ -3,11 +3,12 @@
 //! delay; synthetic classes stream media between Asian and North American cities;
 //! the run ends with a per-class latency and loss report.
 
+mod api;
 mod classes;
+mod scenario;
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -27,6 +28,17 @@ pub struct LabOptions {
     pub classes: usize,
     pub loss: f64,
     pub seed: u64,
+    pub scenario: Scenario,
+    pub api: std::net::SocketAddr,
+}
+
+/// Which timed events a run has.
+#[derive(Debug, Clone)]
+pub enum Scenario {
+    /// Cut the busiest undersea line at 1/3 of the run, restore it at 2/3.
+    Default,
+    None,
+    File(PathBuf),
 }
 
 /// Parses `30s`, `2m`, `1500ms` or a plain number of seconds.
@@ -97,14 +109,49 @@ pub fn run(opts: &LabOptions) -> Result<String, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
+    let pairs = class_pairs(&base, opts.classes, opts.seed)?;
+    let events = load_events(&base, &pairs, opts)?;
     runtime
-        .block_on(run_async(base, opts))
+        .block_on(run_async(base, pairs, events, opts))
         .map_err(|e| Failure::runtime(format!("lab failed: {e:#}")))
 }
 
-async fn run_async(base: Topology, opts: &LabOptions) -> anyhow::Result<String> {
-    let pairs =
-        class_pairs(&base, opts.classes, opts.seed).map_err(|f| anyhow::anyhow!(f.message))?;
+/// The run's events: from the scenario file, none, or the default cut/restore.
+fn load_events(
+    base: &Topology,
+    pairs: &[(NodeIdx, NodeIdx)],
+    opts: &LabOptions,
+) -> Result<Vec<scenario::Event>, Failure> {
+    match &opts.scenario {
+        Scenario::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::usage(format!("cannot read scenario {}: {e}", path.display()))
+            })?;
+            let events = scenario::parse(&path.display().to_string(), &text, base)
+                .map_err(Failure::usage)?;
+            if let Some(late) = events.iter().find(|e| e.at > opts.duration) {
+                return Err(Failure::usage(format!(
+                    "scenario event at {:?} is after the run ends at {:?}; give a longer --duration",
+                    late.at, opts.duration
+                )));
+            }
+            Ok(events)
+        }
+        Scenario::None => Ok(Vec::new()),
+        Scenario::Default => Ok(scenario::default_events(
+            base,
+            &busiest_links(base, pairs),
+            opts.duration,
+        )),
+    }
+}
+
+async fn run_async(
+    base: Topology,
+    pairs: Vec<(NodeIdx, NodeIdx)>,
+    events: Vec<scenario::Event>,
+    opts: &LabOptions,
+) -> anyhow::Result<String> {
     // The lab carries its own services: one per class, ingress at the student's
     // city, egress at the teacher's, target the teacher's server.
     let mut topology = base.clone();
@@ -130,10 +177,9 @@ async fn run_async(base: Topology, opts: &LabOptions) -> anyhow::Result<String> 
         });
         teachers.push(socket);
     }
-    let topology = Arc::new(topology);
     let started = tokio::time::Instant::now();
     eprintln!(
-        "lab: starting {} relays and {} emulated links from {}",
+        "lab: starting a controller, {} relays and {} emulated links from {}",
         topology.nodes.len(),
         topology.links.len(),
         topology.source
@@ -142,9 +188,42 @@ async fn run_async(base: Topology, opts: &LabOptions) -> anyhow::Result<String> 
         loss: opts.loss,
         ..FleetOptions::default()
     };
-    let fleet = Fleet::start((*topology).clone(), options).await?;
+    let fleet = Fleet::start(topology, options).await?;
+    let topology = fleet.topology.clone();
     fleet.wait_ready(Duration::from_secs(60)).await?;
     let setup = started.elapsed();
+    let controller = fleet
+        .controller
+        .as_ref()
+        .map(|c| c.shared.clone())
+        .ok_or_else(|| anyhow::anyhow!("no controller"))?;
+
+    let log: api::EventLog = Default::default();
+    let run_started = tokio::time::Instant::now();
+    let mut links = std::collections::HashMap::new();
+    for (l, link) in topology.links.iter().zip(&fleet.links) {
+        let (a, b) = (topology.node(l.a).id.clone(), topology.node(l.b).id.clone());
+        links.insert((a.clone(), b.clone()), link.handle());
+        links.insert((b, a), link.handle());
+    }
+    let _api = match std::net::TcpListener::bind(opts.api) {
+        Ok(listener) => {
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let cancel = tokio_util_cancel();
+            let handler = api::handler(controller.clone(), links.clone(), log.clone(), run_started);
+            let task = tokio::spawn(relay::http::serve(listener, handler, cancel.clone()));
+            eprintln!("lab: API on http://{} (overlay status|links|routes --api {0}; POST /api/v1/lab/links/A/B/cut)", opts.api);
+            Some((task, cancel))
+        }
+        Err(e) => {
+            eprintln!(
+                "lab: no API: cannot listen on {}: {e} (choose another with --api)",
+                opts.api
+            );
+            None
+        }
+    };
     eprintln!(
         "lab: all {} links up after {:.1} s; {} classes for {:?}",
         topology.links.len(),
@@ -152,6 +231,13 @@ async fn run_async(base: Topology, opts: &LabOptions) -> anyhow::Result<String> 
         pairs.len(),
         opts.duration
     );
+    for e in &events {
+        eprintln!(
+            "lab: scheduled at {:>5.1} s: {}",
+            e.at.as_secs_f64(),
+            e.describe(&topology)
+        );
+    }
 
     let mut running = Vec::new();
     for ((service, socket), (s, d)) in topology.services.iter().zip(teachers).zip(&pairs) {
@@ -167,24 +253,57 @@ async fn run_async(base: Topology, opts: &LabOptions) -> anyhow::Result<String> 
         running.push(class);
     }
 
-    let run_started = tokio::time::Instant::now();
+    let route_of = |c: &Class| {
+        controller::api::route(&controller, &c.student_city, &c.teacher_city)
+            .map(|r| r.path)
+            .unwrap_or_default()
+    };
+    let mut paths: Vec<Vec<String>> = running.iter().map(route_of).collect();
+    let mut reroutes: Vec<Reroute> = Vec::new();
+    let mut pending = events.iter().peekable();
+    let mut tick = 0u64;
     while run_started.elapsed() < opts.duration {
-        tokio::time::sleep(Duration::from_secs(1).min(opts.duration)).await;
-        let (mut sent, mut received) = (0, 0);
-        for c in &running {
-            let st = c.stats.lock().unwrap_or_else(|p| p.into_inner());
-            sent += st.sent;
-            received += st.received;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tick += 1;
+        let now = run_started.elapsed();
+        while let Some(e) = pending.next_if(|e| e.at <= now) {
+            if let Some(link) = links.get(&(e.a.clone(), e.b.clone())) {
+                match &e.action {
+                    scenario::Action::Cut => link.cut(),
+                    scenario::Action::Restore => link.restore(),
+                    scenario::Action::Impair {
+                        delay,
+                        jitter,
+                        loss,
+                    } => {
+                        let _ = link.impair(*delay, *jitter, *loss);
+                    }
+                }
+            }
+            log.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((now.as_secs_f64(), e.describe(&topology)));
+            eprintln!(
+                "\nlab: {:>5.1} s  {}",
+                now.as_secs_f64(),
+                e.describe(&topology)
+            );
         }
-        eprint!(
-            "\r[{:>4.0}s / {:.0}s] links up {}/{} · classes {} · packets sent {sent} · delivered {received}   ",
-            run_started.elapsed().as_secs_f64(),
-            opts.duration.as_secs_f64(),
-            fleet.links_up(),
-            topology.links.len(),
-            running.len()
-        );
-        let _ = std::io::stderr().flush();
+        for (i, c) in running.iter().enumerate() {
+            let path = route_of(c);
+            if path != paths[i] {
+                reroutes.push(Reroute {
+                    at: now,
+                    class: c.name.clone(),
+                    from: paths[i].join(" "),
+                    to: path.join(" "),
+                });
+                paths[i] = path;
+            }
+        }
+        if tick % 5 == 0 {
+            progress(&running, &fleet, now, opts.duration);
+        }
     }
     eprintln!();
     for c in &running {
@@ -192,10 +311,85 @@ async fn run_async(base: Topology, opts: &LabOptions) -> anyhow::Result<String> 
     }
     // Let packets still in flight (up to a few hundred ms on long paths) land.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let report = render_report(&base, &topology, &running, setup, opts.duration);
+    let log = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let report = render_report(
+        &base,
+        &topology,
+        &running,
+        setup,
+        opts.duration,
+        &log,
+        &reroutes,
+    );
     drop(running);
+    if let Some((task, cancel)) = _api {
+        cancel.cancel();
+        let _ = task.await;
+    }
     fleet.shutdown().await;
     Ok(report)
+}
+
+fn tokio_util_cancel() -> tokio_util::sync::CancellationToken {
+    tokio_util::sync::CancellationToken::new()
+}
+
+/// A class whose path in force changed during the run.
+#[derive(Debug, Clone)]
+struct Reroute {
+    at: Duration,
+    class: String,
+    from: String,
+    to: String,
+}
+
+/// Links ordered by how many class paths cross them (expected delays), busiest first.
+fn busiest_links(t: &Topology, pairs: &[(NodeIdx, NodeIdx)]) -> Vec<(usize, topology::LinkIdx)> {
+    let graph = Graph::from_topology(t);
+    let metric = Metric::expected_delay(t);
+    let routes = Routes::compute(&graph, &metric);
+    let mut uses = vec![0usize; t.links.len()];
+    for (s, d) in pairs {
+        if let Some(p) = routes.path(&graph, &metric, *s, *d) {
+            for l in p.links {
+                uses[l.get()] += 1;
+            }
+        }
+    }
+    let mut v: Vec<(usize, topology::LinkIdx)> = uses
+        .into_iter()
+        .enumerate()
+        .filter(|(n, _)| *n > 0)
+        .map(|(i, n)| (n, topology::LinkIdx(i as u32)))
+        .collect();
+    v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    v
+}
+
+fn progress(running: &[Class], fleet: &Fleet, now: Duration, total: Duration) {
+    let (mut sent, mut received) = (0, 0);
+    let mut p99 = classes::latency_histogram();
+    for c in running {
+        let st = c.stats.lock().unwrap_or_else(|p| p.into_inner());
+        sent += st.sent;
+        received += st.received;
+        let _ = p99.add(&st.one_way_us);
+    }
+    let loss = if sent == 0 {
+        0.0
+    } else {
+        100.0 * (1.0 - received.min(sent) as f64 / sent as f64)
+    };
+    eprint!(
+        "\r[{:>4.0}s / {:.0}s] links up {}/{} · classes {} · p99 {} ms · loss {loss:.2}%   ",
+        now.as_secs_f64(),
+        total.as_secs_f64(),
+        fleet.links_up(),
+        fleet.topology.links.len(),
+        running.len(),
+        ms(p99.value_at_quantile(0.99)),
+    );
+    let _ = std::io::stderr().flush();
 }
 
 fn render_report(
@@ -204,6 +398,8 @@ fn render_report(
     classes: &[Class],
     setup: Duration,
     duration: Duration,
+    events: &[(f64, String)],
+    reroutes: &[Reroute],
 ) -> String {
     let graph = Graph::from_topology(base);
     let metric = Metric::expected_delay(base);
@@ -226,6 +422,7 @@ fn render_report(
         ">sent",
         ">loss",
         ">rtt p50 ms",
+        ">longest gap ms",
     ]);
     let mut all = classes::latency_histogram();
     let (mut sent, mut received, mut within) = (0u64, 0u64, 0usize);
@@ -259,9 +456,42 @@ fn render_report(
             st.sent.to_string(),
             format!("{:.2}%", 100.0 * st.loss()),
             ms(st.round_trip_us.value_at_quantile(0.5)),
+            st.longest_gap.as_millis().to_string(),
         ]);
     }
     out.push_str(&table.render());
+    if !events.is_empty() {
+        out.push_str("\nevents:\n");
+        for (at, what) in events {
+            out.push_str(&format!("  {at:>6.1} s  {what}\n"));
+        }
+    }
+    if !reroutes.is_empty() {
+        out.push_str("\nreroutes (path in force changed):\n");
+        let mut r = Table::new(&[">at s", "class", "from", "to", ">class's longest gap ms"]);
+        for x in reroutes {
+            let gap = classes
+                .iter()
+                .find(|c| c.name == x.class)
+                .map(|c| {
+                    c.stats
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .longest_gap
+                        .as_millis()
+                        .to_string()
+                })
+                .unwrap_or_default();
+            r.row(vec![
+                format!("{:.1}", x.at.as_secs_f64()),
+                x.class.clone(),
+                x.from.clone(),
+                x.to.clone(),
+                gap,
+            ]);
+        }
+        out.push_str(&crate::table::indent(&r.render()));
+    }
     let loss = if sent == 0 {
         0.0
     } else {

@@ -4,6 +4,15 @@
 
 pub mod diamond;
 
+/// Tests that run a whole fleet measure timings (gaps, hold-downs) on a 2-core
+/// machine: run them one at a time, so they do not starve each other's probes.
+pub static FLEET_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The same, for tests that are not async (they run `overlay lab` processes).
+pub fn one_fleet_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    FLEET_TESTS.blocking_lock()
+}
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

@@ -1,0 +1,174 @@
+//! `overlay status|links|routes`: the controller's admin API, as tables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::failure::Failure;
+use crate::outln;
+use crate::table::Table;
+
+/// GETs `path` from the API at `api` and parses the JSON (bounded in time).
+fn get(api: SocketAddr, path: &str) -> Result<Value, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
+    let response = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), relay::http::get(api, path)).await
+    });
+    let (status, body) = match response {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            return Err(Failure::runtime(format!(
+                "cannot reach the controller API at {api}: {e}; is the controller (or `overlay lab`) running? Point elsewhere with --api ADDR"
+            )))
+        }
+        Err(_) => return Err(Failure::runtime(format!("the controller API at {api} did not answer within 5 s"))),
+    };
+    let value: Value = serde_json::from_str(&body).map_err(|e| {
+        Failure::runtime(format!(
+            "the API at {api} sent something that is not JSON: {e}"
+        ))
+    })?;
+    match status {
+        200 => Ok(value),
+        400 | 404 => Err(Failure::usage(
+            value["error"].as_str().unwrap_or(&body).to_string(),
+        )),
+        _ => Err(Failure::runtime(format!(
+            "{api}{path}: HTTP {status}: {body}"
+        ))),
+    }
+}
+
+fn num(v: &Value, digits: usize) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".to_string(), |x| format!("{x:.digits$}"))
+}
+
+pub fn status(api: SocketAddr) -> Result<String, Failure> {
+    let nodes = get(api, "/api/v1/nodes")?;
+    let links = get(api, "/api/v1/links")?;
+    let nodes = nodes.as_array().cloned().unwrap_or_default();
+    let links = links.as_array().cloned().unwrap_or_default();
+    let connected = nodes.iter().filter(|n| n["connected"] == true).count();
+    let count = |s: &str| links.iter().filter(|l| l["state"] == s).count();
+    let versions: Vec<u64> = nodes
+        .iter()
+        .filter_map(|n| n["table_version_applied"].as_u64())
+        .collect();
+    let mut out = String::new();
+    outln!(out, "controller {api}");
+    outln!(out, "  relays   {} of {} connected", connected, nodes.len());
+    outln!(
+        out,
+        "  links    {} up, {} held down, {} down (of {})",
+        count("up"),
+        count("held-down"),
+        count("down"),
+        links.len()
+    );
+    if let (Some(lo), Some(hi)) = (versions.iter().min(), versions.iter().max()) {
+        outln!(
+            out,
+            "  tables   version {hi} in force{}",
+            if lo == hi {
+                String::new()
+            } else {
+                format!(" (some relays still on {lo})")
+            }
+        );
+    }
+    let down: Vec<String> = links
+        .iter()
+        .filter(|l| l["state"] != "up")
+        .map(|l| {
+            format!(
+                "{}–{} ({})",
+                l["a"].as_str().unwrap_or("?"),
+                l["b"].as_str().unwrap_or("?"),
+                l["state"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    if !down.is_empty() {
+        outln!(out, "  not up   {}", down.join(", "));
+    }
+    let missing: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n["connected"] != true)
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    if !missing.is_empty() {
+        outln!(out, "  away     {}", missing.join(", "));
+    }
+    Ok(out)
+}
+
+pub fn links(api: SocketAddr) -> Result<String, Failure> {
+    let links = get(api, "/api/v1/links")?;
+    let mut t = Table::new(&[
+        "a",
+        "b",
+        "kind",
+        "line",
+        "state",
+        ">since s",
+        ">rtt ms",
+        ">loss %",
+        ">jitter ms",
+        ">cost ms",
+        ">expected ms",
+    ]);
+    for l in links.as_array().cloned().unwrap_or_default() {
+        t.row(vec![
+            l["a"].as_str().unwrap_or("?").to_string(),
+            l["b"].as_str().unwrap_or("?").to_string(),
+            l["kind"].as_str().unwrap_or("?").to_string(),
+            l["name"].as_str().unwrap_or("-").to_string(),
+            l["state"].as_str().unwrap_or("?").to_string(),
+            num(&l["since_s"], 0),
+            num(&l["rtt_ms"], 1),
+            l["loss"]
+                .as_f64()
+                .map_or("-".into(), |x| format!("{:.2}", x * 100.0)),
+            num(&l["jitter_ms"], 2),
+            num(&l["cost_in_force_ms"], 1),
+            num(&l["expected_ms"], 1),
+        ]);
+    }
+    Ok(t.render())
+}
+
+pub fn routes(api: SocketAddr, from: &str, to: &str) -> Result<String, Failure> {
+    let r = get(api, &format!("/api/v1/routes?from={from}&to={to}"))?;
+    let path: Vec<&str> = r["path"]
+        .as_array()
+        .map(|p| p.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut out = String::new();
+    match r["cost_ms"].as_f64() {
+        Some(cost) => outln!(
+            out,
+            "{from} → {to}: {}  ({cost:.1} ms, {} hops, table version {})",
+            path.join(" → "),
+            path.len().saturating_sub(1),
+            r["version"]
+        ),
+        None => outln!(
+            out,
+            "{from} → {to}: no route in force (table version {})",
+            r["version"]
+        ),
+    }
+    outln!(
+        out,
+        "  backup next hop at {from}: {}",
+        r["backup_next_hop"]
+            .as_str()
+            .unwrap_or("none (no loop-free alternate)")
+    );
+    Ok(out)
+}
