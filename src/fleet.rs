@@ -218,11 +218,20 @@ impl Fleet {
             // emptier version pushed while links were still coming up).
             let tables_ok = match &self.controller {
                 None => true,
+                // ...and the controller has every link in force, so it has heard the
+                // last "up" reports and its tables are the converged ones.
                 Some(c) => {
                     let version = c.tables().version;
-                    self.relays
-                        .values()
-                        .all(|r| r.status().table_version == version)
+                    let all_in_force = {
+                        let st = c.shared.state();
+                        (0..self.topology.links.len())
+                            .all(|i| st.selector.in_force(topology::LinkIdx(i as u32)).is_some())
+                    };
+                    all_in_force
+                        && self
+                            .relays
+                            .values()
+                            .all(|r| r.status().table_version == version)
                 }
             };
             if links_ok && tables_ok {

@@ -27,6 +27,13 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // RUST_LOG=info shows what the relays and the controller log (e.g. in the lab).
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     match run(cli) {
         Ok(output) => write_stdout(&output),
         Err(f) => {

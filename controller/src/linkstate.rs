@@ -274,8 +274,12 @@ fn merge(fresh: &[&LinkReport], since: Option<Instant>) -> LinkView {
 ///
 /// ```text
 /// cost = one_way + 2 × jitter + loss × 500 ms        (at least 1)
-/// one_way = rtt / 2, or `expected_delay_us` (the topology's) before any RTT
+/// one_way = min_rtt / 2 (else rtt / 2, else the topology's expected delay)
 /// ```
+///
+/// The minimum RTT is the link's propagation floor; the smoothed RTT also carries
+/// queueing and scheduling delay, which wanders with load and would move routes for
+/// reasons that are not the link's. Variability is priced by the jitter term.
 ///
 /// Live classroom media suffers from loss and jitter far more than from a few ms of
 /// extra delay: a lost packet is a glitch or a retransmission a whole RTT late, and
@@ -287,7 +291,10 @@ pub fn measured_cost(view: &LinkView, expected_delay_us: u64) -> Option<Cost> {
         return None;
     }
     let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-    let one_way = view.rtt.map_or(expected_delay_us, |r| micros(r) / 2);
+    let one_way = view
+        .min_rtt
+        .or(view.rtt)
+        .map_or(expected_delay_us, |r| micros(r) / 2);
     let jitter = view.jitter.map_or(0, micros);
     // Loss is validated to 0..=1 on the way in; clamp anyway so a NaN cannot leak.
     let loss = if view.loss.is_nan() {

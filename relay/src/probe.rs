@@ -196,7 +196,8 @@ pub struct ProbeStats {
     /// RFC 3550-style jitter of consecutive RTT samples, `J += (|D| − J)/16` from 0;
     /// `None` before the second sample.
     pub jitter: Option<Duration>,
-    /// Lost fraction of the last `window` resolved probes, in [0, 1]; 0 when none.
+    /// Lost fraction of the last `window` resolved probes since the link last came up,
+    /// in [0, 1]; 0 when none.
     pub loss: f64,
     /// The loss timeout in force now.
     pub timeout: Duration,
@@ -567,6 +568,13 @@ impl LinkProbe {
                 if self.state == LinkState::Down
                     && self.consecutive_answered >= self.config.up_after
                 {
+                    // Loss is measured from when the link came up: probes lost while
+                    // it was down or connecting say nothing about the link as it is.
+                    let keep = self.consecutive_answered as usize;
+                    while self.window.len() > keep {
+                        self.window.pop_front();
+                    }
+                    self.window_lost = 0;
                     self.set_state(LinkState::Up, LinkEvent::Up, now);
                 }
             } else {

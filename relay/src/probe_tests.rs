@@ -610,3 +610,32 @@ proptest! {
         prop_assert_eq!(events.last() == Some(&LinkEvent::Up), p.is_up());
     }
 }
+
+#[test]
+fn probes_lost_before_the_link_came_up_do_not_count_as_its_loss() {
+    let t0 = Instant::now();
+    let mut p = LinkProbe::new(ProbeConfig::default(), t0);
+    let mut now = t0;
+    // Connecting: the first 4 probes go unanswered.
+    for _ in 0..4 {
+        while p.poll_transmit(now).is_some() {}
+        now += Duration::from_millis(50);
+    }
+    now += Duration::from_secs(2);
+    p.handle_timeout(now);
+    assert!(p.stats().lost >= 4);
+    // Then every probe is answered after 20 ms until the link is up.
+    for _ in 0..20 {
+        if let Some(seq) = p.poll_transmit(now) {
+            p.handle_reply(seq, now + Duration::from_millis(20));
+        }
+        now += Duration::from_millis(50);
+        p.handle_timeout(now);
+    }
+    assert!(p.is_up());
+    assert_eq!(
+        p.stats().loss,
+        0.0,
+        "loss counts from when the link came up"
+    );
+}
