@@ -2,14 +2,15 @@
 //! the compile step into a checked [`ControllerConfig`]. Loading binds no port.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use relay::config::{load_ca, load_identity, parse_addr, resolve, single_error};
 use relay::tls::Identity;
 use serde::Deserialize;
 use topology::doc::Doc;
-use topology::{ConfigErrors, Diagnostic, Topology};
+use topology::{ConfigErrors, Topology};
 
 use crate::routing::StabilityConfig;
 
@@ -95,7 +96,7 @@ impl ControllerConfig {
     pub fn load(path: &Path) -> Result<ControllerConfig, ConfigErrors> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| single(&file, format!("cannot read {file}: {e}")))?;
+            .map_err(|e| single_error(&file, format!("cannot read {file}: {e}")))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&file, &text, &base)
     }
@@ -104,17 +105,9 @@ impl ControllerConfig {
         let (mut doc, value) = Doc::parse(file, text)?;
         let Some(raw) = doc.decode::<RawControllerConfig>(value, "") else {
             doc.finish()?;
-            return Err(single(file, "unreadable config"));
+            return Err(single_error(file, "unreadable config"));
         };
-        let resolve = |p: &str| -> PathBuf {
-            let p = Path::new(p);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
-        let topology = match topology::load(&resolve(&raw.topology)) {
+        let topology = match topology::load(&resolve(base, &raw.topology)) {
             Ok(t) => Some(Arc::new(t)),
             Err(e) => {
                 doc.error("topology", format!("the topology file is not usable: {e}"));
@@ -139,31 +132,16 @@ impl ControllerConfig {
             );
         }
         let listen = match &raw.listen {
-            Some(text) => addr(&mut doc, "listen", text),
+            Some(text) => parse_addr(&mut doc, "listen", text),
             None => in_topology.as_ref().map(|c| c.addr),
         };
         let admin = match raw.admin.as_deref() {
             Some("off") => None,
-            Some(text) => addr(&mut doc, "admin", text),
+            Some(text) => parse_addr(&mut doc, "admin", text),
             None => DEFAULT_ADMIN.parse().ok(),
         };
-        let identity = match Identity::load(&resolve(&raw.cert), &resolve(&raw.key)) {
-            Ok(i) => Some(i),
-            Err(e) => {
-                doc.error(
-                    "cert",
-                    format!("{e}; issue one with `overlay pki issue --node {}`", raw.id),
-                );
-                None
-            }
-        };
-        let roots = match relay::tls::load_roots(&resolve(&raw.ca)) {
-            Ok(r) => Some(Arc::new(r)),
-            Err(e) => {
-                doc.error("ca", format!("{e}; create the CA with `overlay pki init`"));
-                None
-            }
-        };
+        let identity = load_identity(&mut doc, base, &raw.cert, &raw.key, &raw.id);
+        let roots = load_ca(&mut doc, base, &raw.ca);
         let mut stability = StabilityConfig::default();
         if let Some(s) = raw.stability {
             if let Some(r) = s.relative {
@@ -193,31 +171,7 @@ impl ControllerConfig {
                 roots,
                 stability,
             }),
-            _ => Err(single(file, "incomplete config")),
+            _ => Err(single_error(file, "incomplete config")),
         }
-    }
-}
-
-fn addr(doc: &mut Doc, path: &str, text: &str) -> Option<SocketAddr> {
-    match text.parse() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            doc.error(
-                path,
-                format!("`{text}` is not an address; expected ip:port such as `127.0.0.1:9000`"),
-            );
-            None
-        }
-    }
-}
-
-fn single(file: &str, message: impl Into<String>) -> ConfigErrors {
-    ConfigErrors {
-        diagnostics: vec![Diagnostic {
-            file: file.to_string(),
-            line: 0,
-            key: String::new(),
-            message: message.into(),
-        }],
     }
 }

@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use controller::ControllerConfig;
-use tracing_subscriber::EnvFilter;
+use relay::daemon::{self, EXIT_USAGE};
 
 /// Controller of the classroom overlay.
 #[derive(Debug, Parser)]
@@ -32,28 +33,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match daemon::parse_args() {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 64 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let path = match &cli.command {
-        Command::Run { config } | Command::CheckConfig { config } => config,
-    };
-    let cfg = match ControllerConfig::load(path) {
+    daemon::init_logging();
+    let (Command::Run { config } | Command::CheckConfig { config }) = &cli.command;
+    let cfg = match ControllerConfig::load(config) {
         Ok(c) => c,
         Err(e) => {
             eprint!("{e}");
-            return ExitCode::from(64);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     match cli.command {
@@ -67,42 +57,17 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Run { .. } => match run(cfg) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("controller: {e:#}");
-                ExitCode::from(1)
-            }
-        },
-    }
-}
-
-fn run(cfg: ControllerConfig) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let socket = std::net::UdpSocket::bind(cfg.listen)
-        .with_context(|| format!("binding QUIC {}", cfg.listen))?;
-    let admin = match cfg.admin {
-        Some(addr) => Some(
-            std::net::TcpListener::bind(addr).with_context(|| format!("binding admin {addr}"))?,
-        ),
-        None => None,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(controller::run(cfg, socket, admin, shutdown_signal()))
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = ctrl_c.await;
-        return;
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+        Command::Run { .. } => daemon::run_until_signal("controller", || async move {
+            let socket = std::net::UdpSocket::bind(cfg.listen)
+                .with_context(|| format!("binding QUIC {}", cfg.listen))?;
+            let admin = match cfg.admin {
+                Some(addr) => Some(
+                    std::net::TcpListener::bind(addr)
+                        .with_context(|| format!("binding admin {addr}"))?,
+                ),
+                None => None,
+            };
+            controller::run(cfg, socket, admin, daemon::shutdown_signal()).await
+        }),
     }
 }

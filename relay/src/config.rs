@@ -142,7 +142,7 @@ impl RelayConfig {
     pub fn load(path: &Path) -> Result<RelayConfig, ConfigErrors> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| single(&file, format!("cannot read {file}: {e}")))?;
+            .map_err(|e| single_error(&file, format!("cannot read {file}: {e}")))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&file, &text, &base)
     }
@@ -152,18 +152,9 @@ impl RelayConfig {
         let (mut doc, value) = Doc::parse(file, text)?;
         let Some(raw) = doc.decode::<RawRelayConfig>(value, "") else {
             doc.finish()?;
-            return Err(single(file, "unreadable config"));
+            return Err(single_error(file, "unreadable config"));
         };
-        let resolve = |p: &str| -> PathBuf {
-            let p = Path::new(p);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
-
-        let topology = match topology::load(&resolve(&raw.topology)) {
+        let topology = match topology::load(&resolve(base, &raw.topology)) {
             Ok(t) => Some(Arc::new(t)),
             Err(e) => {
                 doc.error("topology", format!("the topology file is not usable: {e}"));
@@ -189,20 +180,8 @@ impl RelayConfig {
             Some(text) => parse_addr(&mut doc, "admin", text),
             None => DEFAULT_ADMIN.parse().ok(),
         };
-        let identity = match Identity::load(&resolve(&raw.cert), &resolve(&raw.key)) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                doc.error("cert", format!("{e}; issue one with `overlay pki issue`"));
-                None
-            }
-        };
-        let roots = match crate::tls::load_roots(&resolve(&raw.ca)) {
-            Ok(r) => Some(Arc::new(r)),
-            Err(e) => {
-                doc.error("ca", format!("{e}; create the CA with `overlay pki init`"));
-                None
-            }
-        };
+        let identity = load_identity(&mut doc, base, &raw.cert, &raw.key, &raw.node);
+        let roots = load_ca(&mut doc, base, &raw.ca);
         let mut dial = HashMap::new();
         for (peer, addr) in &raw.dial {
             let path = format!("dial.{peer}");
@@ -245,12 +224,15 @@ impl RelayConfig {
                     tuning,
                 })
             }
-            _ => Err(single(file, "incomplete config")), // every missing part was reported above
+            _ => Err(single_error(file, "incomplete config")), // every missing part was reported above
         }
     }
 }
 
-fn parse_addr(doc: &mut Doc, path: &str, text: &str) -> Option<SocketAddr> {
+// ---- helpers shared with the controller's config ---------------------------
+
+/// Parses `ip:port` at `path`, recording an error (with an example) if it is not.
+pub fn parse_addr(doc: &mut Doc, path: &str, text: &str) -> Option<SocketAddr> {
     match text.parse() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -263,7 +245,49 @@ fn parse_addr(doc: &mut Doc, path: &str, text: &str) -> Option<SocketAddr> {
     }
 }
 
-fn single(file: &str, message: impl Into<String>) -> ConfigErrors {
+/// A path from a config file: absolute as given, relative to the file's folder.
+pub fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Loads the certificate and key named by `cert` and `key`; errors go to `cert`.
+pub fn load_identity(
+    doc: &mut Doc,
+    base: &Path,
+    cert: &str,
+    key: &str,
+    node: &str,
+) -> Option<Identity> {
+    match Identity::load(&resolve(base, cert), &resolve(base, key)) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            doc.error(
+                "cert",
+                format!("{e}; issue one with `overlay pki issue --node {node}`"),
+            );
+            None
+        }
+    }
+}
+
+/// Loads the fleet CA named by `ca`.
+pub fn load_ca(doc: &mut Doc, base: &Path, ca: &str) -> Option<Arc<rustls::RootCertStore>> {
+    match crate::tls::load_roots(&resolve(base, ca)) {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            doc.error("ca", format!("{e}; create the CA with `overlay pki init`"));
+            None
+        }
+    }
+}
+
+/// A single error not tied to a line (the file could not be read, say).
+pub fn single_error(file: &str, message: impl Into<String>) -> ConfigErrors {
     ConfigErrors {
         diagnostics: vec![topology::Diagnostic {
             file: file.to_string(),

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod control;
 pub mod controller_link;
+pub mod daemon;
 pub mod dispatch;
 pub mod emulator;
 pub mod fwd;

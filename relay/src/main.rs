@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use relay::daemon::{self, EXIT_USAGE};
 use relay::RelayConfig;
-use tracing_subscriber::EnvFilter;
 
 /// Relay daemon of the classroom overlay.
 #[derive(Debug, Parser)]
@@ -33,28 +34,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match daemon::parse_args() {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 64 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let path = match &cli.command {
-        Command::Run { config } | Command::CheckConfig { config } => config,
-    };
-    let cfg = match RelayConfig::load(path) {
+    daemon::init_logging();
+    let (Command::Run { config } | Command::CheckConfig { config }) = &cli.command;
+    let cfg = match RelayConfig::load(config) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprint!("{e}");
-            return ExitCode::from(64);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     match cli.command {
@@ -62,13 +52,18 @@ fn main() -> ExitCode {
             print!("{}", summary(&cfg));
             ExitCode::SUCCESS
         }
-        Command::Run { .. } => match run(cfg) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("relay: {e:#}");
-                ExitCode::from(1)
-            }
-        },
+        Command::Run { .. } => daemon::run_until_signal("relay", || async move {
+            let socket = std::net::UdpSocket::bind(cfg.listen)
+                .with_context(|| format!("binding QUIC {}", cfg.listen))?;
+            let admin = match cfg.admin {
+                Some(addr) => Some(
+                    std::net::TcpListener::bind(addr)
+                        .with_context(|| format!("binding admin {addr}"))?,
+                ),
+                None => None,
+            };
+            relay::run(cfg, socket, admin, daemon::shutdown_signal()).await
+        }),
     }
 }
 
@@ -80,63 +75,26 @@ fn summary(cfg: &RelayConfig) -> String {
         .filter_map(|l| l.other(cfg.node))
         .map(|n| t.node(n).id.as_str())
         .collect();
-    let ingress: Vec<&str> = t
-        .services
-        .iter()
-        .filter(|s| s.ingress_node == cfg.node)
-        .map(|s| s.name.as_str())
-        .collect();
-    let egress: Vec<&str> = t
-        .services
-        .iter()
-        .filter(|s| s.egress_node == cfg.node)
-        .map(|s| s.name.as_str())
-        .collect();
+    let names = |f: &dyn Fn(&topology::Service) -> bool| -> String {
+        let v: Vec<&str> = t
+            .services
+            .iter()
+            .filter(|s| f(s))
+            .map(|s| s.name.as_str())
+            .collect();
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
     format!(
         "relay config ok\n  node      {}\n  listen    {} (QUIC)\n  admin     {}\n  peers     {}\n  ingress   {}\n  egress    {}\n",
         cfg.node_id(),
         cfg.listen,
         cfg.admin.map_or_else(|| "off".to_string(), |a| a.to_string()),
         peers.join(", "),
-        if ingress.is_empty() { "-".to_string() } else { ingress.join(", ") },
-        if egress.is_empty() { "-".to_string() } else { egress.join(", ") },
+        names(&|s| s.ingress_node == cfg.node),
+        names(&|s| s.egress_node == cfg.node),
     )
-}
-
-fn run(cfg: RelayConfig) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let socket = std::net::UdpSocket::bind(cfg.listen)
-        .with_context(|| format!("binding QUIC {}", cfg.listen))?;
-    let admin = match cfg.admin {
-        Some(addr) => Some(
-            std::net::TcpListener::bind(addr).with_context(|| format!("binding admin {addr}"))?,
-        ),
-        None => None,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(relay::run(cfg, socket, admin, shutdown_signal()))
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
