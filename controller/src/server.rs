@@ -184,19 +184,13 @@ impl ControllerHandle {
     }
 
     pub async fn shutdown(mut self) {
-        self.shared.cancel.cancel();
-        self.endpoint
-            .close(0u32.into(), b"controller shutting down");
-        let wait = async {
-            while self.tasks.join_next().await.is_some() {}
-            self.endpoint.wait_idle().await;
-        };
-        if tokio::time::timeout(Duration::from_secs(3), wait)
-            .await
-            .is_err()
-        {
-            self.tasks.abort_all();
-        }
+        relay::daemon::stop(
+            &self.shared.cancel,
+            &self.endpoint,
+            &mut self.tasks,
+            b"controller shutting down",
+        )
+        .await;
         info!("controller stopped");
     }
 }

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -443,19 +442,13 @@ impl RelayHandle {
 
     /// Stops every task, closes every link, and waits (bounded) for the endpoint.
     pub async fn shutdown(mut self) {
-        self.shared.cancel.cancel();
-        self.endpoint
-            .close(peers::CLOSE_SHUTDOWN.into(), b"relay shutting down");
-        let wait = async {
-            while self.tasks.join_next().await.is_some() {}
-            self.endpoint.wait_idle().await;
-        };
-        if tokio::time::timeout(Duration::from_secs(3), wait)
-            .await
-            .is_err()
-        {
-            self.tasks.abort_all();
-        }
+        crate::daemon::stop(
+            &self.shared.cancel,
+            &self.endpoint,
+            &mut self.tasks,
+            b"relay shutting down",
+        )
+        .await;
         info!(node = %self.shared.cfg.node_id(), "relay stopped");
     }
 }
