@@ -79,6 +79,17 @@ fn lab_on_a_small_fleet_measures_the_latency_its_links_imply() {
         stdout.contains("4 of 4 classes within the 200 ms budget"),
         "{stdout}"
     );
+    // Every class crosses the one undersea line, which carried packets both ways.
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("test-line"))
+        .expect("undersea usage row");
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[5], "4", "{line}");
+    assert!(
+        cols[3].parse::<u64>().expect("a→b") > 500 && cols[4].parse::<u64>().expect("b→a") > 100,
+        "{line}"
+    );
 }
 
 #[test]

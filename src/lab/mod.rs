@@ -312,7 +312,7 @@ async fn run_async(
     // Let packets still in flight (up to a few hundred ms on long paths) land.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let log = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let report = render_report(
+    let mut report = render_report(
         &base,
         &topology,
         &running,
@@ -321,6 +321,7 @@ async fn run_async(
         &log,
         &reroutes,
     );
+    report.push_str(&undersea_usage(&fleet, &paths));
     drop(running);
     if let Some((task, cancel)) = _api {
         cancel.cancel();
@@ -332,6 +333,52 @@ async fn run_async(
 
 fn tokio_util_cancel() -> tokio_util::sync::CancellationToken {
     tokio_util::sync::CancellationToken::new()
+}
+
+/// Which undersea lines carried how much: packets each way through the line's
+/// emulator (media, probes and QUIC control alike), and the classes routed over
+/// it when the run ended.
+fn undersea_usage(fleet: &Fleet, paths: &[Vec<String>]) -> String {
+    let t = &fleet.topology;
+    let mut table = Table::new(&[
+        "line",
+        "a",
+        "b",
+        ">packets a→b",
+        ">packets b→a",
+        ">classes on it at the end",
+    ]);
+    let mut any = false;
+    for (l, link) in t.links.iter().zip(&fleet.links) {
+        if l.kind != topology::LinkKind::Undersea {
+            continue;
+        }
+        any = true;
+        let (a, b) = (&t.node(l.a).id, &t.node(l.b).id);
+        let stats = link.handle().stats();
+        let on_it = paths
+            .iter()
+            .filter(|p| {
+                p.windows(2)
+                    .any(|w| (&w[0] == a && &w[1] == b) || (&w[0] == b && &w[1] == a))
+            })
+            .count();
+        table.row(vec![
+            l.name.clone().unwrap_or_else(|| "-".into()),
+            a.clone(),
+            b.clone(),
+            stats.a_to_b.forwarded.to_string(),
+            stats.b_to_a.forwarded.to_string(),
+            on_it.to_string(),
+        ]);
+    }
+    if !any {
+        return String::new();
+    }
+    format!(
+        "\nundersea lines:\n{}",
+        crate::table::indent(&table.render())
+    )
 }
 
 /// A class whose path in force changed during the run.
