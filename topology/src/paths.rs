@@ -219,8 +219,10 @@ impl Routes {
                 e.primary = tree.toward_root[s];
             }
         }
-        for s in 0..n {
-            for d in 0..n {
+        // Destination-major: row `d` of `dist` (everyone's cost to d) stays in cache
+        // while every source is considered; source-major thrashes it on big fleets.
+        for d in 0..n {
+            for s in 0..n {
                 let e = &mut entries[s * n + d];
                 let Some(primary) = e.primary else { continue };
                 let s_to_d = dist[d * n + s];
