@@ -26,6 +26,9 @@ pub struct FleetOptions {
     pub jitter: f64,
     /// Start a controller (and point every relay at it).
     pub controller: bool,
+    /// Put every link through a link emulator (with the link's delay); without,
+    /// relays talk directly over loopback (for measuring the relays themselves).
+    pub emulate: bool,
     /// Adjusts each relay's config before it starts.
     pub tune_relay: fn(&mut RelayConfig),
     /// Adjusts the controller's config before it starts.
@@ -38,6 +41,7 @@ impl Default for FleetOptions {
             loss: 0.0,
             jitter: 0.01,
             controller: true,
+            emulate: true,
             tune_relay: |_| {},
             tune_controller: |_| {},
         }
@@ -104,7 +108,12 @@ impl Fleet {
             .map(|s| s.local_addr())
             .collect::<Result<_, _>>()?;
         let mut links = Vec::new();
-        for (i, l) in topology.links.iter().enumerate() {
+        for (i, l) in topology
+            .links
+            .iter()
+            .enumerate()
+            .filter(|_| options.emulate)
+        {
             let params = link_params(l.delay_us, options.jitter, options.loss)?;
             let link =
                 EmulatedLink::start(addrs[l.a.get()], addrs[l.b.get()], params, i as u64 + 1)
@@ -134,6 +143,15 @@ impl Fleet {
                 RelayConfig::new(topology.clone(), idx, fleet.ca.issue(&id), roots.clone());
             cfg.listen = addrs[i];
             cfg.tuning.reconnect_max = Duration::from_secs(1);
+            // Dial each neighbor through its link's emulator, or (none) directly.
+            if !fleet.options.emulate {
+                for l in &topology.links {
+                    if let Some(other) = l.other(idx) {
+                        cfg.dial
+                            .insert(topology.node_key(other), addrs[other.get()]);
+                    }
+                }
+            }
             for (l, link) in topology.links.iter().zip(&fleet.links) {
                 if l.a == idx {
                     cfg.dial.insert(topology.node_key(l.b), link.front_for_a());
@@ -189,11 +207,11 @@ impl Fleet {
         &self.relays[id]
     }
 
-    /// The emulator handle of the link between `a` and `b`.
+    /// The emulator handle of the link between `a` and `b` (None without emulation).
     pub fn link(&self, a: &str, b: &str) -> Option<LinkHandle> {
         let (a, b) = (self.topology.node_idx(a)?, self.topology.node_idx(b)?);
         let l = self.topology.link_between(a, b)?;
-        Some(self.links[l.get()].handle())
+        self.links.get(l.get()).map(|link| link.handle())
     }
 
     /// How many links are up (probes passing) on both ends.
