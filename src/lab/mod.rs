@@ -302,7 +302,12 @@ async fn run_async(
             }
         }
         if tick % 5 == 0 {
-            progress(&running, &fleet, now, opts.duration);
+            let last = log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last()
+                .map(|(at, what)| format!("{at:.1} s {what}"));
+            progress(&running, &fleet, now, opts.duration, last.as_deref());
         }
     }
     eprintln!();
@@ -413,7 +418,13 @@ fn busiest_links(t: &Topology, pairs: &[(NodeIdx, NodeIdx)]) -> Vec<(usize, topo
     v
 }
 
-fn progress(running: &[Class], fleet: &Fleet, now: Duration, total: Duration) {
+fn progress(
+    running: &[Class],
+    fleet: &Fleet,
+    now: Duration,
+    total: Duration,
+    last_event: Option<&str>,
+) {
     let (mut sent, mut received) = (0, 0);
     let mut p99 = classes::latency_histogram();
     for c in running {
@@ -428,13 +439,14 @@ fn progress(running: &[Class], fleet: &Fleet, now: Duration, total: Duration) {
         100.0 * (1.0 - received.min(sent) as f64 / sent as f64)
     };
     eprint!(
-        "\r[{:>4.0}s / {:.0}s] links up {}/{} · classes {} · p99 {} ms · loss {loss:.2}%   ",
+        "\r[{:>4.0}s / {:.0}s] links up {}/{} · classes {} · p99 {} ms · loss {loss:.2}% · last event: {}   ",
         now.as_secs_f64(),
         total.as_secs_f64(),
         fleet.links_up(),
         fleet.topology.links.len(),
         running.len(),
         ms(p99.value_at_quantile(0.99)),
+        last_event.unwrap_or("none"),
     );
     let _ = std::io::stderr().flush();
 }
