@@ -51,8 +51,10 @@ pub enum Command {
         /// How long classes stream, e.g. 30s, 2m.
         #[arg(long, default_value = "30s", value_parser = crate::lab::parse_duration)]
         duration: std::time::Duration,
-        /// How many 1-on-1 classes to run.
-        #[arg(long, default_value_t = 20)]
+        /// How many 1-on-1 classes to run. Each is audio (50 packets/s of 200 B) and
+        /// video (25/s of 1,200 B) both ways plus a TCP signalling session; the
+        /// default is sized so a 2-core machine keeps up (20 does not, quite).
+        #[arg(long, default_value_t = 12)]
         classes: usize,
         /// Random packet loss on every link, 0.0 to 1.0.
         #[arg(long, default_value_t = 0.0)]

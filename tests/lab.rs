@@ -18,11 +18,11 @@ fn class_rows(report: &str) -> Vec<(String, String, f64, f64, f64, f64)> {
             let num = |s: &str| s.trim_end_matches('%').parse::<f64>().expect("number");
             (
                 cols[0].to_string(),
-                cols[1..n - 8].join(" "),
+                cols[1..n - 10].join(" "),
+                num(cols[n - 10]),
+                num(cols[n - 9]),
                 num(cols[n - 8]),
-                num(cols[n - 7]),
-                num(cols[n - 6]),
-                num(cols[n - 3]),
+                num(cols[n - 5]),
             )
         })
         .collect()
@@ -79,6 +79,16 @@ fn lab_on_a_small_fleet_measures_the_latency_its_links_imply() {
         stdout.contains("4 of 4 classes within the 200 ms budget"),
         "{stdout}"
     );
+    // Signalling: every class's TCP session echoed its messages and none broke;
+    // the teacher's media came back within the same bounds.
+    for line in stdout.lines().filter(|l| l.starts_with("class-")) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (ok, broken) = cols[cols.len() - 1].split_once('/').expect("ok/broken");
+        assert!(ok.parse::<u64>().expect("ok") >= 4, "{line}");
+        assert_eq!(broken, "0", "{line}");
+        let back: f64 = cols[cols.len() - 2].parse().expect("back p99");
+        assert!(back < 50.0, "{line}");
+    }
     // Every class crosses the one undersea line, which carried packets both ways.
     let line = stdout
         .lines()

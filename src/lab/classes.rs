@@ -14,8 +14,14 @@ use tokio::task::JoinHandle;
 /// Audio: 50 packets per second of 200 bytes (20 ms Opus frames plus headers).
 pub const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
 pub const AUDIO_BYTES: usize = 200;
-/// Bytes of the payload that carry (class, seq, send time).
-const STAMP: usize = 16;
+/// Video: a 1,200-byte packet every other audio tick (25 packets/s), both ways.
+pub const VIDEO_BYTES: usize = 1200;
+/// Signalling: a small message every 500 ms over the class's TCP session.
+pub const SIGNAL_INTERVAL: Duration = Duration::from_millis(500);
+const SIGNAL_BYTES: usize = 64;
+/// Bytes of the payload that carry (kind, seq, student's send time, teacher's
+/// send time on the way back).
+const STAMP: usize = 24;
 
 pub fn now_us() -> u64 {
     SystemTime::now()
@@ -34,6 +40,12 @@ pub struct ClassStats {
     pub one_way_us: Histogram<u64>,
     /// Round trip student → teacher → student, µs.
     pub round_trip_us: Histogram<u64>,
+    /// One-way latency teacher → student (the teacher's media coming back), µs.
+    pub back_us: Histogram<u64>,
+    /// Signalling messages echoed intact over the class's TCP session, and
+    /// sessions that broke (the lab opens a new one).
+    pub signals_ok: u64,
+    pub signal_breaks: u64,
     /// When the teacher last received a packet, and the longest silence so far
     /// (measured only once traffic flowed, so start-up is not counted).
     pub last_arrival: Option<std::time::Instant>,
@@ -54,6 +66,9 @@ impl ClassStats {
             echoed: 0,
             one_way_us: latency_histogram(),
             round_trip_us: latency_histogram(),
+            back_us: latency_histogram(),
+            signals_ok: 0,
+            signal_breaks: 0,
             last_arrival: None,
             longest_gap: Duration::ZERO,
         }
@@ -99,6 +114,8 @@ impl Class {
         teacher_city: String,
         teacher_socket: UdpSocket,
         ingress: SocketAddr,
+        signal_listener: tokio::net::TcpListener,
+        signal_ingress: SocketAddr,
     ) -> std::io::Result<Class> {
         let stats = Arc::new(Mutex::new(ClassStats::new()));
         let student = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
@@ -122,6 +139,8 @@ impl Class {
                     st.one_way_us
                         .saturating_record(now_us().saturating_sub(sent_us).max(1));
                 }
+                // The teacher's own media goes back the same way, stamped now.
+                buf[16..24].copy_from_slice(&now_us().to_be_bytes());
                 let _ = teacher_socket.send_to(&buf[..n], from).await;
             }
         });
@@ -135,8 +154,11 @@ impl Class {
                     continue;
                 }
                 let sent_us = u64::from_be_bytes(buf[8..16].try_into().unwrap_or_default());
+                let back_us = u64::from_be_bytes(buf[16..24].try_into().unwrap_or_default());
                 let mut st = s.lock().unwrap_or_else(|p| p.into_inner());
                 st.echoed += 1;
+                st.back_us
+                    .saturating_record(now_us().saturating_sub(back_us).max(1));
                 st.round_trip_us
                     .saturating_record(now_us().saturating_sub(sent_us).max(1));
             }
@@ -146,30 +168,105 @@ impl Class {
         let send_task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(AUDIO_INTERVAL);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut packet = vec![0u8; AUDIO_BYTES];
+            let mut audio = vec![0u8; AUDIO_BYTES];
+            let mut video = vec![0u8; VIDEO_BYTES];
+            video[0] = 1;
             for seq in 0u32.. {
                 ticker.tick().await;
-                packet[4..8].copy_from_slice(&seq.to_be_bytes());
-                packet[8..16].copy_from_slice(&now_us().to_be_bytes());
-                if student.send_to(&packet, ingress).await.is_ok() {
-                    s.lock().unwrap_or_else(|p| p.into_inner()).sent += 1;
+                let mut packets: Vec<&mut Vec<u8>> = vec![&mut audio];
+                if seq % 2 == 0 {
+                    packets.push(&mut video);
+                }
+                for packet in packets {
+                    packet[4..8].copy_from_slice(&seq.to_be_bytes());
+                    packet[8..16].copy_from_slice(&now_us().to_be_bytes());
+                    if student.send_to(packet, ingress).await.is_ok() {
+                        s.lock().unwrap_or_else(|p| p.into_inner()).sent += 1;
+                    }
                 }
             }
         });
 
+        let signal_server = tokio::spawn(echo_tcp(signal_listener));
+        let signal_client = tokio::spawn(signal_session(signal_ingress, stats.clone()));
         Ok(Class {
             name,
             student_city,
             teacher_city,
             stats,
-            tasks: vec![teacher_task, echo_task, send_task],
+            // The senders last: `stop_sending` aborts them.
+            tasks: vec![
+                teacher_task,
+                echo_task,
+                signal_server,
+                signal_client,
+                send_task,
+            ],
         })
     }
 
-    /// Stops sending; receivers keep running until the class is dropped.
+    /// Stops sending media and signalling; receivers run until the class is dropped.
     pub fn stop_sending(&self) {
-        if let Some(t) = self.tasks.last() {
+        for t in self.tasks.iter().rev().take(2) {
             t.abort();
+        }
+    }
+}
+
+/// The teacher's signalling server: echoes every TCP session it accepts.
+async fn echo_tcp(listener: tokio::net::TcpListener) {
+    use tokio::io::AsyncWriteExt;
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let (mut r, mut w) = stream.into_split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            let _ = w.shutdown().await;
+        });
+    }
+}
+
+/// The student's signalling session: a numbered message every 500 ms through the
+/// overlay's TCP service, each echo checked byte for byte. A session that breaks
+/// (its path cut) is counted and a new one opened.
+async fn signal_session(ingress: SocketAddr, stats: Arc<Mutex<ClassStats>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut n = 0u64;
+    loop {
+        let Ok(Ok(mut stream)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(ingress),
+        )
+        .await
+        else {
+            tokio::time::sleep(SIGNAL_INTERVAL).await;
+            continue;
+        };
+        loop {
+            n += 1;
+            let mut msg = [b'.'; SIGNAL_BYTES];
+            msg[..8].copy_from_slice(&n.to_be_bytes());
+            let mut back = [0u8; SIGNAL_BYTES];
+            let exchange = async {
+                stream.write_all(&msg).await?;
+                stream.read_exact(&mut back).await?;
+                Ok::<_, std::io::Error>(())
+            };
+            let ok = matches!(
+                tokio::time::timeout(Duration::from_secs(15), exchange).await,
+                Ok(Ok(()))
+            ) && back == msg;
+            {
+                let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
+                if ok {
+                    st.signals_ok += 1;
+                } else {
+                    st.signal_breaks += 1;
+                }
+            }
+            if !ok {
+                break;
+            }
+            tokio::time::sleep(SIGNAL_INTERVAL).await;
         }
     }
 }

@@ -156,6 +156,7 @@ async fn run_async(
     // city, egress at the teacher's, target the teacher's server.
     let mut topology = base.clone();
     let mut teachers = Vec::new();
+    let mut signal_listeners = Vec::new();
     topology.services.clear();
     for (i, (s, d)) in pairs.iter().enumerate() {
         let (socket, addr) = classes::teacher().await?;
@@ -176,6 +177,20 @@ async fn run_async(
             allow: Vec::new(),
         });
         teachers.push(socket);
+        // The class's signalling: a TCP service between the same two cities.
+        let signal = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let name = format!("class-{:03}-signal", i + 1);
+        topology.services.push(Service {
+            key: topology::wire_key(&name),
+            name,
+            protocol: Protocol::Tcp,
+            ingress_node: *s,
+            listen: "127.0.0.1:0".parse()?,
+            egress_node: *d,
+            target: signal.local_addr()?,
+            allow: Vec::new(),
+        });
+        signal_listeners.push(signal);
     }
     let started = tokio::time::Instant::now();
     eprintln!(
@@ -240,14 +255,31 @@ async fn run_async(
     }
 
     let mut running = Vec::new();
-    for ((service, socket), (s, d)) in topology.services.iter().zip(teachers).zip(&pairs) {
-        let ingress = fleet.relays[&topology.node(*s).id].ingress_addrs[&service.name];
+    let media = topology
+        .services
+        .iter()
+        .filter(|s| s.protocol == Protocol::Udp);
+    for (((service, socket), signal), (s, d)) in
+        media.zip(teachers).zip(signal_listeners).zip(&pairs)
+    {
+        let relay = &fleet.relays[&topology.node(*s).id];
+        let ingress = relay.ingress_addrs[&service.name];
+        let signal_name = service
+            .name
+            .split('-')
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("-")
+            + "-signal";
+        let signal_ingress = relay.ingress_addrs[&signal_name];
         let class = Class::start(
             service.name.clone(),
             topology.node(*s).id.clone(),
             topology.node(*d).id.clone(),
             socket,
             ingress,
+            signal,
+            signal_ingress,
         )
         .await?;
         running.push(class);
@@ -482,9 +514,12 @@ fn render_report(
         ">loss",
         ">rtt p50 ms",
         ">longest gap ms",
+        ">back p99 ms",
+        ">signals ok/broken",
     ]);
     let mut all = classes::latency_histogram();
     let (mut sent, mut received, mut within) = (0u64, 0u64, 0usize);
+    let mut signals = (0u64, 0u64);
     for c in classes {
         let st = c.stats.lock().unwrap_or_else(|p| p.into_inner());
         let (s, d) = (t.node_idx(&c.student_city), t.node_idx(&c.teacher_city));
@@ -516,7 +551,11 @@ fn render_report(
             format!("{:.2}%", 100.0 * st.loss()),
             ms(st.round_trip_us.value_at_quantile(0.5)),
             st.longest_gap.as_millis().to_string(),
+            ms(st.back_us.value_at_quantile(0.99)),
+            format!("{}/{}", st.signals_ok, st.signal_breaks),
         ]);
+        signals.0 += st.signals_ok;
+        signals.1 += st.signal_breaks;
     }
     out.push_str(&table.render());
     if !events.is_empty() {
@@ -558,11 +597,13 @@ fn render_report(
     };
     out.push_str(&format!(
         "\nall classes: one-way p50 {} ms, p99 {} ms, max {} ms; loss {loss:.2}% ({received} of {sent} packets); \
-         {within} of {} classes within the 200 ms budget at p99\n",
+         {within} of {} classes within the 200 ms budget at p99; signalling: {} messages echoed intact, {} sessions broken\n",
         ms(all.value_at_quantile(0.5)),
         ms(all.value_at_quantile(0.99)),
         ms(all.max()),
-        classes.len()
+        classes.len(),
+        signals.0,
+        signals.1
     ));
     out
 }
