@@ -6,7 +6,7 @@
 //! they converge without talking about it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use std::sync::atomic::Ordering;
@@ -87,33 +87,37 @@ pub struct Link {
 #[derive(Debug)]
 pub struct Peers {
     me_id: String,
-    links: Mutex<HashMap<u32, Link>>,
+    /// Read on every forwarded packet, written only when links come and go.
+    links: RwLock<HashMap<u32, Link>>,
 }
 
 impl Peers {
     pub fn new(me_id: &str) -> Self {
         Peers {
             me_id: me_id.to_string(),
-            links: Mutex::new(HashMap::new()),
+            links: RwLock::new(HashMap::new()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Link>> {
-        // A panic while holding this lock cannot leave the map inconsistent
-        // (every update is a single insert or remove), so poisoning is ignored.
-        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, Link>> {
+        // Every update is a single insert or remove, so a poisoned lock is still consistent.
+        self.links.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u32, Link>> {
+        self.links.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The connection to a peer, if it is open and its probes say it is up.
     pub fn get(&self, key: u32) -> Option<Connection> {
-        let links = self.lock();
+        let links = self.read();
         let link = links.get(&key)?;
         (link.conn.close_reason().is_none() && link.health.is_up()).then(|| link.conn.clone())
     }
 
     /// The open connection to a peer whether or not probes pass.
     pub fn connected(&self, key: u32) -> Option<Connection> {
-        let links = self.lock();
+        let links = self.read();
         let link = links.get(&key)?;
         link.conn
             .close_reason()
@@ -128,7 +132,7 @@ impl Peers {
 
     /// The health record of the link to `key`, if connected.
     pub fn health(&self, key: u32) -> Option<Arc<LinkHealth>> {
-        self.lock().get(&key).map(|l| l.health.clone())
+        self.read().get(&key).map(|l| l.health.clone())
     }
 
     /// Whether this node is the one whose dial wins when both sides dial.
@@ -150,7 +154,7 @@ impl Peers {
     ) -> Option<Arc<LinkHealth>> {
         let keeper_dialed_by_me = self.me_id.as_str() < id;
         let preferred = |by_me: bool| by_me == keeper_dialed_by_me;
-        let mut links = self.lock();
+        let mut links = self.write();
         let mut health = Arc::new(LinkHealth::default());
         if let Some(old) = links.get(&key) {
             let old_live = old.conn.close_reason().is_none();
@@ -177,7 +181,7 @@ impl Peers {
     /// Forgets the link to `key` if it is still the connection `stable_id`;
     /// returns whether it was (a retired duplicate is not).
     pub fn remove(&self, key: u32, stable_id: usize) -> bool {
-        let mut links = self.lock();
+        let mut links = self.write();
         if links
             .get(&key)
             .is_some_and(|l| l.conn.stable_id() == stable_id)
@@ -189,7 +193,7 @@ impl Peers {
     }
 
     pub fn snapshot(&self) -> Vec<(u32, Link)> {
-        self.lock().iter().map(|(k, l)| (*k, l.clone())).collect()
+        self.read().iter().map(|(k, l)| (*k, l.clone())).collect()
     }
 }
 
