@@ -24,18 +24,20 @@ pub fn on_datagram(shared: &std::sync::Arc<Shared>, packet: Bytes) {
         Kind::StreamOpen => return shared.metrics.drop(DropReason::Malformed),
     }
     let table = shared.table();
-    match table.decide(&header, |peer| shared.peers.is_up(peer)) {
-        Decision::Deliver if header.is_reply() => udp::deliver_reply(shared, &header, payload),
-        Decision::Deliver => udp::deliver_to_target(shared, &header, payload),
-        Decision::Forward {
-            next_hop,
-            ttl,
-            via_backup,
-        } => {
+    match shared.decide_with(|up| table.decide(&header, up)) {
+        (Decision::Deliver, _) if header.is_reply() => udp::deliver_reply(shared, &header, payload),
+        (Decision::Deliver, _) => udp::deliver_to_target(shared, &header, payload),
+        (
+            Decision::Forward {
+                ttl, via_backup, ..
+            },
+            Some(conn),
+        ) => {
             let mut out = packet.to_vec();
             Header::set_ttl_in_place(&mut out, ttl);
-            shared.send_to_peer(next_hop, Bytes::from(out), via_backup);
+            shared.send_on(&conn, Bytes::from(out), via_backup);
         }
-        Decision::Drop(reason) => shared.metrics.drop(reason),
+        (Decision::Forward { .. }, None) => shared.metrics.drop(DropReason::PeerDown),
+        (Decision::Drop(reason), _) => shared.metrics.drop(reason),
     }
 }

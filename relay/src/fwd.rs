@@ -136,7 +136,7 @@ impl ForwardingTable {
     /// Decides a received packet's fate. `peer_up(key)` tells whether the link to
     /// neighbor `key` can carry traffic now; the backup is used when the primary
     /// cannot.
-    pub fn decide(&self, h: &Header, peer_up: impl Fn(u32) -> bool) -> Decision {
+    pub fn decide(&self, h: &Header, peer_up: impl FnMut(u32) -> bool) -> Decision {
         if h.ttl == 0 {
             return Decision::Drop(DropReason::TtlExpired);
         }
@@ -147,7 +147,7 @@ impl ForwardingTable {
     }
 
     /// Where a packet this node originates (ttl = initial) or forwards goes next.
-    pub fn next_hop(&self, dst: u32, ttl: u8, peer_up: impl Fn(u32) -> bool) -> Decision {
+    pub fn next_hop(&self, dst: u32, ttl: u8, mut peer_up: impl FnMut(u32) -> bool) -> Decision {
         let ttl = ttl.saturating_sub(1);
         if ttl == 0 {
             return Decision::Drop(DropReason::TtlExpired);

@@ -93,33 +93,46 @@ impl Shared {
         Metrics::add(&self.metrics.bytes_delivered, bytes as u64);
     }
 
+    /// Runs a forwarding decision against the live links and keeps the connection
+    /// of the neighbor it picked, so the per-packet path looks a peer up once.
+    pub fn decide_with(
+        &self,
+        decide: impl FnOnce(&mut dyn FnMut(u32) -> bool) -> Decision,
+    ) -> (Decision, Option<quinn::Connection>) {
+        let mut picked = None;
+        let decision = decide(&mut |peer| match self.peers.get(peer) {
+            Some(conn) => {
+                picked = Some(conn);
+                true
+            }
+            None => false,
+        });
+        (decision, picked)
+    }
+
     /// Sends a packet this node originates (UDP ingress, egress replies).
     pub fn originate(&self, mut header: Header, payload: &[u8]) {
         let table = self.table();
-        match table.next_hop(header.dst, header.ttl, |p| self.peers.is_up(p)) {
-            Decision::Forward {
-                next_hop,
-                ttl,
-                via_backup,
-            } => {
+        let (decision, conn) = self.decide_with(|up| table.next_hop(header.dst, header.ttl, up));
+        match (decision, conn) {
+            (
+                Decision::Forward {
+                    ttl, via_backup, ..
+                },
+                Some(conn),
+            ) => {
                 header.ttl = ttl;
-                self.send_to_peer(
-                    next_hop,
-                    Bytes::from(header.encode_with(payload)),
-                    via_backup,
-                );
+                self.send_on(&conn, Bytes::from(header.encode_with(payload)), via_backup);
             }
-            Decision::Drop(reason) => self.metrics.drop(reason),
-            Decision::Deliver => self.metrics.drop(DropReason::NoRoute),
+            (Decision::Drop(reason), _) => self.metrics.drop(reason),
+            (Decision::Forward { .. }, None) => self.metrics.drop(DropReason::PeerDown),
+            (Decision::Deliver, _) => self.metrics.drop(DropReason::NoRoute),
         }
     }
 
     /// Hands an encoded packet to a neighbor's link without waiting: quinn queues
     /// it (bounded, oldest dropped first) or it is dropped and counted here.
-    pub fn send_to_peer(&self, peer: u32, packet: Bytes, via_backup: bool) {
-        let Some(conn) = self.peers.get(peer) else {
-            return self.metrics.drop(DropReason::PeerDown);
-        };
+    pub fn send_on(&self, conn: &quinn::Connection, packet: Bytes, via_backup: bool) {
         if conn
             .max_datagram_size()
             .is_none_or(|max| packet.len() > max)

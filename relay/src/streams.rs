@@ -70,7 +70,14 @@ async fn ingress_session(
         seq: 0,
         timestamp_us: now_us(),
     };
-    let (send, recv) = match open_toward(&shared, header).await {
+    let table = shared.table();
+    let opened = match shared.decide_with(|up| table.next_hop(header.dst, header.ttl, up)) {
+        (Decision::Forward { ttl, .. }, Some(conn)) => open_on(&shared, conn, header, ttl).await,
+        (Decision::Drop(reason), _) => Err(reason),
+        (Decision::Forward { .. }, None) => Err(DropReason::PeerDown),
+        (Decision::Deliver, _) => Err(DropReason::NoRoute),
+    };
+    let (send, recv) = match opened {
         Ok(s) => s,
         Err(reason) => {
             shared.metrics.drop(reason);
@@ -87,19 +94,15 @@ async fn ingress_session(
     }
 }
 
-/// Opens a stream to the next hop toward `header.dst` and sends the header.
-async fn open_toward(
+/// Opens a stream on `conn` (the next hop a forwarding decision picked) and sends
+/// the header with the decided TTL.
+async fn open_on(
     shared: &Arc<Shared>,
+    conn: quinn::Connection,
     mut header: Header,
+    ttl: u8,
 ) -> Result<(quinn::SendStream, quinn::RecvStream), DropReason> {
-    let table = shared.table();
-    let (next_hop, ttl) = match table.next_hop(header.dst, header.ttl, |p| shared.peers.is_up(p)) {
-        Decision::Forward { next_hop, ttl, .. } => (next_hop, ttl),
-        Decision::Drop(reason) => return Err(reason),
-        Decision::Deliver => return Err(DropReason::NoRoute),
-    };
     header.ttl = ttl;
-    let conn = shared.peers.get(next_hop).ok_or(DropReason::PeerDown)?;
     let setup = shared.cfg.tuning.setup_timeout;
     let open = async {
         let (mut send, recv) = conn.open_bi().await.map_err(|_| DropReason::PeerDown)?;
@@ -138,8 +141,8 @@ pub async fn relay_stream(
     Metrics::add(&shared.metrics.streams_relayed, 1);
     let table = shared.table();
     let cancel = shared.cancel.clone();
-    match table.decide(&header, |p| shared.peers.is_up(p)) {
-        Decision::Deliver => {
+    match shared.decide_with(|up| table.decide(&header, up)) {
+        (Decision::Deliver, _) => {
             let target = match shared.cfg.topology.service_by_key(header.service) {
                 Some(s) if s.protocol == Protocol::Tcp && s.egress_node == shared.cfg.node => {
                     s.target
@@ -166,9 +169,8 @@ pub async fn relay_stream(
                 r = splice(End::Quic(send, recv), End::Tcp(tcp)) => debug!(%target, "egress stream ended: {r:?}"),
             }
         }
-        Decision::Forward { .. } => {
-            // open_toward decrements the TTL again, so hand it the received one.
-            match open_toward(&shared, header).await {
+        (Decision::Forward { ttl, .. }, Some(conn)) => {
+            match open_on(&shared, conn, header, ttl).await {
                 Ok((next_send, next_recv)) => {
                     tokio::select! {
                         _ = cancel.cancelled() => {}
@@ -183,7 +185,11 @@ pub async fn relay_stream(
                 }
             }
         }
-        Decision::Drop(reason) => {
+        (Decision::Forward { .. }, None) => {
+            shared.metrics.drop(DropReason::PeerDown);
+            refuse(send, recv, STREAM_ABORTED);
+        }
+        (Decision::Drop(reason), _) => {
             shared.metrics.drop(reason);
             refuse(send, recv, STREAM_ABORTED);
         }
