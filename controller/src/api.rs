@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use relay::http::{Request, Response};
 use serde::Serialize;
-use topology::{LinkIdx, NodeIdx};
+use topology::LinkIdx;
 
 use crate::server::Shared;
 
@@ -179,9 +179,4 @@ pub fn respond(shared: &Arc<Shared>, r: &Request) -> Response {
         }
         other => Response::not_found(other),
     }
-}
-
-#[allow(dead_code)]
-fn _node_name(shared: &Shared, n: NodeIdx) -> &str {
-    &shared.topology().node(n).id
 }

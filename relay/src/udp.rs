@@ -404,7 +404,3 @@ pub async fn expire_loop(shared: Arc<Shared>) {
         }
     }
 }
-
-pub fn is_udp(service: &Service) -> bool {
-    service.protocol == Protocol::Udp
-}
