@@ -6,10 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay::config::{load_ca, load_identity, parse_addr, resolve, single_error};
+use relay::config::{
+    admin_addr, decode_root, load_ca, load_identity, load_topology, parse_addr, read_file,
+    single_error,
+};
 use relay::tls::Identity;
 use serde::Deserialize;
-use topology::doc::Doc;
 use topology::{ConfigErrors, Topology};
 
 use crate::routing::StabilityConfig;
@@ -94,26 +96,12 @@ impl ControllerConfig {
     }
 
     pub fn load(path: &Path) -> Result<ControllerConfig, ConfigErrors> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| single_error(&file, format!("cannot read {file}: {e}")))?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::parse(&file, &text, &base)
+        read_file(path, Self::parse)
     }
 
     pub fn parse(file: &str, text: &str, base: &Path) -> Result<ControllerConfig, ConfigErrors> {
-        let (mut doc, value) = Doc::parse(file, text)?;
-        let Some(raw) = doc.decode::<RawControllerConfig>(value, "") else {
-            doc.finish()?;
-            return Err(single_error(file, "unreadable config"));
-        };
-        let topology = match topology::load(&resolve(base, &raw.topology)) {
-            Ok(t) => Some(Arc::new(t)),
-            Err(e) => {
-                doc.error("topology", format!("the topology file is not usable: {e}"));
-                None
-            }
-        };
+        let (mut doc, raw) = decode_root::<RawControllerConfig>(file, text)?;
+        let topology = load_topology(&mut doc, base, &raw.topology);
         let in_topology = topology
             .as_ref()
             .and_then(|t| t.controllers.iter().find(|c| c.id == raw.id).cloned());
@@ -135,11 +123,7 @@ impl ControllerConfig {
             Some(text) => parse_addr(&mut doc, "listen", text),
             None => in_topology.as_ref().map(|c| c.addr),
         };
-        let admin = match raw.admin.as_deref() {
-            Some("off") => None,
-            Some(text) => parse_addr(&mut doc, "admin", text),
-            None => DEFAULT_ADMIN.parse().ok(),
-        };
+        let admin = admin_addr(&mut doc, raw.admin.as_deref(), DEFAULT_ADMIN);
         let identity = load_identity(&mut doc, base, &raw.cert, &raw.key, &raw.id);
         let roots = load_ca(&mut doc, base, &raw.ca);
         let mut stability = StabilityConfig::default();

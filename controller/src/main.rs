@@ -4,7 +4,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use controller::ControllerConfig;
 use relay::daemon;
 
@@ -23,15 +22,7 @@ fn main() -> ExitCode {
             )
         },
         |cfg| async move {
-            let socket = std::net::UdpSocket::bind(cfg.listen)
-                .with_context(|| format!("binding QUIC {}", cfg.listen))?;
-            let admin = match cfg.admin {
-                Some(addr) => Some(
-                    std::net::TcpListener::bind(addr)
-                        .with_context(|| format!("binding admin {addr}"))?,
-                ),
-                None => None,
-            };
+            let (socket, admin) = daemon::bind(cfg.listen, cfg.admin)?;
             controller::run(cfg, socket, admin, daemon::shutdown_signal()).await
         },
     )

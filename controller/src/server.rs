@@ -229,15 +229,11 @@ async fn compute_loop(shared: Arc<Shared>) {
 }
 
 async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
-    loop {
-        let incoming = tokio::select! {
-            biased;
-            _ = shared.cancel.cancelled() => return,
-            i = endpoint.accept() => i,
-        };
-        let Some(incoming) = incoming else { return };
-        tokio::spawn(session(shared.clone(), incoming));
-    }
+    let cancel = shared.cancel.clone();
+    relay::daemon::accept_each(endpoint, cancel, |incoming| {
+        session(shared.clone(), incoming)
+    })
+    .await;
 }
 
 fn ms_to_duration(ms: Option<f64>) -> Option<Duration> {

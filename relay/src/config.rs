@@ -140,27 +140,13 @@ impl RelayConfig {
     /// Reads and checks `relay.yaml` and everything it names: the topology, the
     /// certificate, key and CA. Every problem is reported, each with its line.
     pub fn load(path: &Path) -> Result<RelayConfig, ConfigErrors> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| single_error(&file, format!("cannot read {file}: {e}")))?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::parse(&file, &text, &base)
+        read_file(path, Self::parse)
     }
 
     /// As [`RelayConfig::load`], from text; relative paths resolve against `base`.
     pub fn parse(file: &str, text: &str, base: &Path) -> Result<RelayConfig, ConfigErrors> {
-        let (mut doc, value) = Doc::parse(file, text)?;
-        let Some(raw) = doc.decode::<RawRelayConfig>(value, "") else {
-            doc.finish()?;
-            return Err(single_error(file, "unreadable config"));
-        };
-        let topology = match topology::load(&resolve(base, &raw.topology)) {
-            Ok(t) => Some(Arc::new(t)),
-            Err(e) => {
-                doc.error("topology", format!("the topology file is not usable: {e}"));
-                None
-            }
-        };
+        let (mut doc, raw) = decode_root::<RawRelayConfig>(file, text)?;
+        let topology = load_topology(&mut doc, base, &raw.topology);
         let node = topology
             .as_ref()
             .and_then(|t| match t.require_node(&raw.node) {
@@ -175,11 +161,7 @@ impl RelayConfig {
             (None, Some(t), Some(n)) => Some(t.node(n).addr),
             _ => None,
         };
-        let admin = match raw.admin.as_deref() {
-            Some("off") => None,
-            Some(text) => parse_addr(&mut doc, "admin", text),
-            None => DEFAULT_ADMIN.parse().ok(),
-        };
+        let admin = admin_addr(&mut doc, raw.admin.as_deref(), DEFAULT_ADMIN);
         let identity = load_identity(&mut doc, base, &raw.cert, &raw.key, &raw.node);
         let roots = load_ca(&mut doc, base, &raw.ca);
         let mut dial = HashMap::new();
@@ -231,6 +213,45 @@ impl RelayConfig {
 
 // ---- helpers shared with the controller's config ---------------------------
 
+/// Reads a config file and hands (its name, its text, its folder) to `parse`.
+pub fn read_file<C>(
+    path: &Path,
+    parse: impl FnOnce(&str, &str, &Path) -> Result<C, ConfigErrors>,
+) -> Result<C, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| single_error(&file, format!("cannot read {file}: {e}")))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&file, &text, &base)
+}
+
+/// Parses a config document and decodes its top-level mapping into `R`; the
+/// `Doc` keeps collecting errors for the checks that follow.
+pub fn decode_root<R: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<(Doc, R), ConfigErrors> {
+    let (mut doc, value) = Doc::parse(file, text)?;
+    match doc.decode::<R>(value, "") {
+        Some(raw) => Ok((doc, raw)),
+        None => {
+            doc.finish()?;
+            Err(single_error(file, "unreadable config"))
+        }
+    }
+}
+
+/// Loads the topology file a config names; a bad one is an error at `topology`.
+pub fn load_topology(doc: &mut Doc, base: &Path, path: &str) -> Option<Arc<Topology>> {
+    match topology::load(&resolve(base, path)) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            doc.error("topology", format!("the topology file is not usable: {e}"));
+            None
+        }
+    }
+}
+
 /// Parses `ip:port` at `path`, recording an error (with an example) if it is not.
 pub fn parse_addr(doc: &mut Doc, path: &str, text: &str) -> Option<SocketAddr> {
     match text.parse() {
@@ -242,6 +263,15 @@ pub fn parse_addr(doc: &mut Doc, path: &str, text: &str) -> Option<SocketAddr> {
             );
             None
         }
+    }
+}
+
+/// The `admin` key: `off`, an address, or (absent) `default`.
+pub fn admin_addr(doc: &mut Doc, text: Option<&str>, default: &str) -> Option<SocketAddr> {
+    match text {
+        Some("off") => None,
+        Some(text) => parse_addr(doc, "admin", text),
+        None => default.parse().ok(),
     }
 }
 

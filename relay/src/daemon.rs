@@ -150,3 +150,41 @@ where
         }
     }
 }
+
+/// Binds a daemon's QUIC socket and, if configured, its admin listener, with
+/// errors that name the address.
+pub fn bind(
+    listen: std::net::SocketAddr,
+    admin: Option<std::net::SocketAddr>,
+) -> anyhow::Result<(std::net::UdpSocket, Option<std::net::TcpListener>)> {
+    use anyhow::Context as _;
+    let socket =
+        std::net::UdpSocket::bind(listen).with_context(|| format!("binding QUIC {listen}"))?;
+    let admin = match admin {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr).with_context(|| format!("binding admin {addr}"))?,
+        ),
+        None => None,
+    };
+    Ok((socket, admin))
+}
+
+/// Hands each incoming QUIC connection to `handle` (on its own task) until
+/// `cancel` fires or the endpoint closes.
+pub async fn accept_each<F>(
+    endpoint: quinn::Endpoint,
+    cancel: tokio_util::sync::CancellationToken,
+    handle: impl Fn(quinn::Incoming) -> F,
+) where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            i = endpoint.accept() => i,
+        };
+        let Some(incoming) = incoming else { return };
+        tokio::spawn(handle(incoming));
+    }
+}

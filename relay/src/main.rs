@@ -4,7 +4,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use relay::{daemon, RelayConfig};
 
 fn main() -> ExitCode {
@@ -14,15 +13,7 @@ fn main() -> ExitCode {
         RelayConfig::load,
         summary,
         |cfg| async move {
-            let socket = std::net::UdpSocket::bind(cfg.listen)
-                .with_context(|| format!("binding QUIC {}", cfg.listen))?;
-            let admin = match cfg.admin {
-                Some(addr) => Some(
-                    std::net::TcpListener::bind(addr)
-                        .with_context(|| format!("binding admin {addr}"))?,
-                ),
-                None => None,
-            };
+            let (socket, admin) = daemon::bind(cfg.listen, cfg.admin)?;
             relay::run(cfg, socket, admin, daemon::shutdown_signal()).await
         },
     )

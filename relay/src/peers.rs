@@ -295,15 +295,11 @@ fn log_dial_failure(peer: &str, addr: std::net::SocketAddr, error: &str, failure
 
 /// Accepts peer connections until shutdown.
 pub async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
-    loop {
-        let incoming = tokio::select! {
-            biased;
-            _ = shared.cancel.cancelled() => return,
-            i = endpoint.accept() => i,
-        };
-        let Some(incoming) = incoming else { return };
-        tokio::spawn(accept_one(shared.clone(), incoming));
-    }
+    let cancel = shared.cancel.clone();
+    crate::daemon::accept_each(endpoint, cancel, |incoming| {
+        accept_one(shared.clone(), incoming)
+    })
+    .await;
 }
 
 async fn accept_one(shared: Arc<Shared>, incoming: Incoming) {
