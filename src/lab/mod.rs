@@ -156,41 +156,29 @@ async fn run_async(
     // city, egress at the teacher's, target the teacher's server.
     let mut topology = base.clone();
     let mut teachers = Vec::new();
-    let mut signal_listeners = Vec::new();
     topology.services.clear();
     for (i, (s, d)) in pairs.iter().enumerate() {
+        // Media over UDP, and signalling over TCP, between the same two cities.
         let (socket, addr) = classes::teacher().await?;
+        let signal = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let name = format!(
             "class-{:03}-{}-{}",
             i + 1,
             topology.node(*s).id,
             topology.node(*d).id
         );
-        topology.services.push(Service {
-            key: topology::wire_key(&name),
-            name,
-            protocol: Protocol::Udp,
-            ingress_node: *s,
-            listen: "127.0.0.1:0".parse()?,
-            egress_node: *d,
-            target: addr,
-            allow: Vec::new(),
-        });
-        teachers.push(socket);
-        // The class's signalling: a TCP service between the same two cities.
-        let signal = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let name = format!("class-{:03}-signal", i + 1);
-        topology.services.push(Service {
-            key: topology::wire_key(&name),
-            name,
-            protocol: Protocol::Tcp,
-            ingress_node: *s,
-            listen: "127.0.0.1:0".parse()?,
-            egress_node: *d,
-            target: signal.local_addr()?,
-            allow: Vec::new(),
-        });
-        signal_listeners.push(signal);
+        let signal_name = format!("class-{:03}-signal", i + 1);
+        topology
+            .services
+            .push(class_service(&name, Protocol::Udp, *s, *d, addr));
+        topology.services.push(class_service(
+            &signal_name,
+            Protocol::Tcp,
+            *s,
+            *d,
+            signal.local_addr()?,
+        ));
+        teachers.push((name, socket, signal_name, signal));
     }
     let started = tokio::time::Instant::now();
     eprintln!(
@@ -221,11 +209,11 @@ async fn run_async(
         links.insert((a.clone(), b.clone()), link.handle());
         links.insert((b, a), link.handle());
     }
-    let _api = match std::net::TcpListener::bind(opts.api) {
+    let api_server = match std::net::TcpListener::bind(opts.api) {
         Ok(listener) => {
             listener.set_nonblocking(true)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            let cancel = tokio_util_cancel();
+            let cancel = tokio_util::sync::CancellationToken::new();
             let handler = api::handler(controller.clone(), links.clone(), log.clone(), run_started);
             let task = tokio::spawn(relay::http::serve(listener, handler, cancel.clone()));
             eprintln!("lab: API on http://{} (overlay status|links|routes --api {0}; POST /api/v1/lab/links/A/B/cut)", opts.api);
@@ -255,34 +243,25 @@ async fn run_async(
     }
 
     let mut running = Vec::new();
-    let media = topology
-        .services
-        .iter()
-        .filter(|s| s.protocol == Protocol::Udp);
-    for (((service, socket), signal), (s, d)) in
-        media.zip(teachers).zip(signal_listeners).zip(&pairs)
-    {
+    for ((name, socket, signal_name, signal), (s, d)) in teachers.into_iter().zip(&pairs) {
         let relay = &fleet.relays[&topology.node(*s).id];
-        let ingress = relay.ingress_addrs[&service.name];
-        let signal_name = service
-            .name
-            .split('-')
-            .take(2)
-            .collect::<Vec<_>>()
-            .join("-")
-            + "-signal";
-        let signal_ingress = relay.ingress_addrs[&signal_name];
-        let class = Class::start(
-            service.name.clone(),
-            topology.node(*s).id.clone(),
-            topology.node(*d).id.clone(),
-            socket,
-            ingress,
-            signal,
-            signal_ingress,
-        )
-        .await?;
-        running.push(class);
+        let (ingress, signal_ingress) = (
+            relay.ingress_addrs[&name],
+            relay.ingress_addrs[&signal_name],
+        );
+        let (student, teacher) = (topology.node(*s).id.clone(), topology.node(*d).id.clone());
+        running.push(
+            Class::start(
+                name,
+                student,
+                teacher,
+                socket,
+                ingress,
+                signal,
+                signal_ingress,
+            )
+            .await?,
+        );
     }
 
     let route_of = |c: &Class| {
@@ -360,16 +339,12 @@ async fn run_async(
     );
     report.push_str(&undersea_usage(&fleet, &paths));
     drop(running);
-    if let Some((task, cancel)) = _api {
+    if let Some((task, cancel)) = api_server {
         cancel.cancel();
         let _ = task.await;
     }
     fleet.shutdown().await;
     Ok(report)
-}
-
-fn tokio_util_cancel() -> tokio_util::sync::CancellationToken {
-    tokio_util::sync::CancellationToken::new()
 }
 
 /// Which undersea lines carried how much: packets each way through the line's
@@ -416,6 +391,27 @@ fn undersea_usage(fleet: &Fleet, paths: &[Vec<String>]) -> String {
         "\nundersea lines:\n{}",
         crate::table::indent(&table.render())
     )
+}
+
+/// A lab service of a class: from the student's city (any free port) to the
+/// teacher's server.
+fn class_service(
+    name: &str,
+    protocol: Protocol,
+    student: NodeIdx,
+    teacher: NodeIdx,
+    target: std::net::SocketAddr,
+) -> Service {
+    Service {
+        key: topology::wire_key(name),
+        name: name.to_string(),
+        protocol,
+        ingress_node: student,
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        egress_node: teacher,
+        target,
+        allow: Vec::new(),
+    }
 }
 
 /// A class whose path in force changed during the run.
