@@ -55,6 +55,19 @@ impl Response {
         }
     }
 
+    /// A body in a format the handler names, e.g. Prometheus' text exposition.
+    pub fn with_content_type(
+        status: u16,
+        content_type: &'static str,
+        body: impl Into<String>,
+    ) -> Response {
+        Response {
+            status,
+            content_type,
+            body: body.into(),
+        }
+    }
+
     pub fn error(status: u16, message: &str) -> Response {
         let body = serde_json::json!({ "error": message }).to_string() + "\n";
         Response {
@@ -238,6 +251,7 @@ mod tests {
         let cancel = CancellationToken::new();
         let handler: Handler = Arc::new(|r: &Request| match r.path.as_str() {
             "/healthz" => Response::text(200, "ok\n"),
+            "/typed" => Response::with_content_type(200, "text/x-test", "typed\n"),
             "/echo" => Response::text(
                 200,
                 format!(
@@ -261,6 +275,12 @@ mod tests {
             assert_eq!(status, 200);
             assert_eq!(body, r#"POST {"a": "1", "b": ""} hi"#);
             assert_eq!(get(addr, "/nope").await.expect("get").0, 404);
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let _ = s.write_all(b"GET /typed HTTP/1.1\r\n\r\n").await;
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out).await;
+            assert!(out.contains("\r\nContent-Type: text/x-test\r\n"), "{out}");
+            assert!(out.ends_with("\r\n\r\ntyped\n"), "{out}");
             // An oversized head is refused, not buffered forever.
             let mut s = TcpStream::connect(addr).await.expect("connect");
             let huge = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_HEAD + 10));

@@ -18,6 +18,7 @@ pub mod node;
 pub mod peers;
 pub mod pki;
 pub mod probe;
+pub mod prom;
 pub mod splice;
 pub mod streams;
 pub mod tls;

@@ -1,12 +1,19 @@
 //! The relay's counters, in one typed struct: packets and bytes through the
-//! forwarding plane, and every drop by reason. Label sets stay bounded.
+//! forwarding plane, every drop by reason, reroutes, per-service traffic, and
+//! per-link traffic totals that survive reconnects. Label sets stay bounded:
+//! per link, per service, per drop reason, never per flow.
+//!
+//! Everything here is cheap to update (relaxed atomics, no lock per packet);
+//! [`crate::prom`] turns it into the Prometheus exposition at scrape time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use serde::Serialize;
+use topology::{NodeIdx, Topology};
 
-use crate::fwd::DropReason;
+use crate::fwd::{DropReason, ForwardingTable};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -25,6 +32,8 @@ pub struct Metrics {
     pub streams_relayed: AtomicU64,
     /// Peer connections refused (bad certificate, not a neighbor, handshake failure).
     pub peers_refused: AtomicU64,
+    /// Destinations whose primary next hop a newly installed table changed.
+    pub reroutes: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -40,6 +49,7 @@ pub struct Counters {
     pub tcp_sessions: u64,
     pub streams_relayed: u64,
     pub peers_refused: u64,
+    pub reroutes: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
 
@@ -74,6 +84,7 @@ impl Metrics {
             tcp_sessions: get(&self.tcp_sessions),
             streams_relayed: get(&self.streams_relayed),
             peers_refused: get(&self.peers_refused),
+            reroutes: get(&self.reroutes),
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (r.as_str(), get(&self.drops[index(*r)])))
@@ -87,6 +98,196 @@ fn index(reason: DropReason) -> usize {
         .iter()
         .position(|r| *r == reason)
         .unwrap_or(0)
+}
+
+/// How many destinations have a different primary next hop in `new` than in
+/// `old`. Destinations that gain or lose their route are not reroutes: traffic
+/// for them did not move from one neighbor to another.
+pub fn reroutes(old: &ForwardingTable, new: &ForwardingTable) -> u64 {
+    new.routes()
+        .filter(|(dst, route)| old.route(*dst).is_some_and(|o| o.primary != route.primary))
+        .count() as u64
+}
+
+// ---------------------------------------------------------------- services
+
+/// One service's traffic at this relay, seen from its local side: `received`
+/// is what local sockets handed to the overlay (clients at the ingress, the
+/// target's replies at the egress), `delivered` what the overlay handed to them.
+#[derive(Debug, Default)]
+pub struct ServiceCounters {
+    pub received_packets: AtomicU64,
+    pub received_bytes: AtomicU64,
+    pub delivered_packets: AtomicU64,
+    pub delivered_bytes: AtomicU64,
+    /// TCP sessions open now (ingress or egress end here).
+    pub tcp_open: AtomicU64,
+}
+
+impl ServiceCounters {
+    /// A datagram (or, with `packets` 0, stream bytes) taken in from a local socket.
+    pub fn received(&self, packets: u64, bytes: u64) {
+        self.received_packets.fetch_add(packets, Ordering::Relaxed);
+        self.received_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A datagram (or, with `packets` 0, stream bytes) handed to a local socket.
+    pub fn delivered(&self, packets: u64, bytes: u64) {
+        self.delivered_packets.fetch_add(packets, Ordering::Relaxed);
+        self.delivered_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts a TCP session as open until the guard drops.
+    pub fn open_session(&self) -> OpenSession<'_> {
+        self.tcp_open.fetch_add(1, Ordering::Relaxed);
+        OpenSession(self)
+    }
+}
+
+/// An open TCP session of a service; closing it (dropping) uncounts it.
+#[derive(Debug)]
+pub struct OpenSession<'a>(&'a ServiceCounters);
+
+impl Drop for OpenSession<'_> {
+    fn drop(&mut self) {
+        self.0.tcp_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counters for every service whose ingress or egress is this node, created at
+/// start from the topology (so the label set is the topology's services) and
+/// never resized: lookups take no lock.
+#[derive(Debug, Default)]
+pub struct ServiceMetrics {
+    /// Sorted by service key.
+    by_key: Vec<(u32, String, ServiceCounters)>,
+}
+
+impl ServiceMetrics {
+    pub fn new(topology: &Topology, me: NodeIdx) -> Self {
+        let mut by_key: Vec<(u32, String, ServiceCounters)> = topology
+            .services
+            .iter()
+            .filter(|s| s.ingress_node == me || s.egress_node == me)
+            .map(|s| (s.key, s.name.clone(), ServiceCounters::default()))
+            .collect();
+        by_key.sort_by_key(|(key, _, _)| *key);
+        ServiceMetrics { by_key }
+    }
+
+    /// The counters of the service with wire key `key`, if it ends at this node.
+    pub fn get(&self, key: u32) -> Option<&ServiceCounters> {
+        self.by_key
+            .binary_search_by_key(&key, |(k, _, _)| *k)
+            .ok()
+            .map(|i| &self.by_key[i].2)
+    }
+
+    /// (key, name, counters) of every service, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &str, &ServiceCounters)> {
+        self.by_key.iter().map(|(k, n, c)| (*k, n.as_str(), c))
+    }
+}
+
+// ---------------------------------------------------------------- links
+
+/// Traffic on one link: UDP datagrams and their bytes each way, as QUIC sent
+/// and received them (probes, acks and retransmissions included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkTraffic {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+impl std::ops::Add for LinkTraffic {
+    type Output = LinkTraffic;
+    fn add(self, o: LinkTraffic) -> LinkTraffic {
+        LinkTraffic {
+            tx_packets: self.tx_packets + o.tx_packets,
+            tx_bytes: self.tx_bytes + o.tx_bytes,
+            rx_packets: self.rx_packets + o.rx_packets,
+            rx_bytes: self.rx_bytes + o.rx_bytes,
+        }
+    }
+}
+
+/// A connection whose traffic can be read: quinn's, or a fake in tests.
+pub trait Metered: Clone {
+    /// Identifies the connection (quinn's `stable_id`).
+    fn id(&self) -> usize;
+    fn traffic(&self) -> LinkTraffic;
+}
+
+impl Metered for quinn::Connection {
+    fn id(&self) -> usize {
+        self.stable_id()
+    }
+
+    fn traffic(&self) -> LinkTraffic {
+        let s = self.stats();
+        LinkTraffic {
+            tx_packets: s.udp_tx.datagrams,
+            tx_bytes: s.udp_tx.bytes,
+            rx_packets: s.udp_rx.datagrams,
+            rx_bytes: s.udp_rx.bytes,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Tally<C> {
+    /// Final totals of the connections this link had before `current`.
+    closed: LinkTraffic,
+    /// The connection seen at the latest reading, kept so its final totals can
+    /// be read once it is replaced (a closed quinn connection keeps its stats).
+    current: Option<C>,
+}
+
+/// Per-link traffic totals that never go backwards although each reconnect
+/// starts a QUIC connection with fresh statistics: when a reading finds a new
+/// connection, the previous one's final totals are added to the link's base.
+///
+/// Traffic of a connection that came and went entirely between two readings is
+/// not seen (an undercount, never a decrease). Readings happen at scrape time.
+#[derive(Debug)]
+pub struct LinkTotals<C = quinn::Connection> {
+    links: Mutex<HashMap<u32, Tally<C>>>,
+}
+
+impl<C> Default for LinkTotals<C> {
+    fn default() -> Self {
+        LinkTotals {
+            links: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<C: Metered> LinkTotals<C> {
+    /// The totals of the link to `peer`, whose connection now is `live`.
+    pub fn read(&self, peer: u32, live: Option<&C>) -> LinkTraffic {
+        // Each update below is a few field assignments; a poisoned lock is consistent.
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let tally = links.entry(peer).or_insert(Tally {
+            closed: LinkTraffic::default(),
+            current: None,
+        });
+        let replaced = match (&tally.current, live) {
+            (Some(old), Some(new)) => old.id() != new.id(),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if replaced {
+            if let Some(old) = tally.current.take() {
+                tally.closed = tally.closed + old.traffic();
+            }
+        }
+        if let Some(new) = live {
+            tally.current = Some(new.clone());
+        }
+        tally.closed + live.map(Metered::traffic).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -105,5 +306,147 @@ mod tests {
         assert_eq!(c.drop_count(DropReason::NoRoute), 0);
         assert_eq!(c.total_drops(), 3);
         assert_eq!(c.drops.len(), DropReason::ALL.len());
+    }
+
+    fn table(routes: &[(u32, u32)]) -> ForwardingTable {
+        let routes = routes
+            .iter()
+            .map(|&(dst, primary)| {
+                (
+                    dst,
+                    crate::fwd::Route {
+                        primary,
+                        backup: None,
+                    },
+                )
+            })
+            .collect();
+        ForwardingTable::new(1, routes)
+    }
+
+    #[test]
+    fn reroutes_count_destinations_whose_primary_moved() {
+        let old = table(&[(20, 2), (30, 3), (40, 2), (50, 3)]);
+        // 20 and 40 move, 30 stays, 50 loses its route, 60 gains one.
+        let new = table(&[(20, 3), (30, 3), (40, 4), (60, 2)]);
+        assert_eq!(reroutes(&old, &new), 2);
+        assert_eq!(reroutes(&new, &old), 2);
+        assert_eq!(reroutes(&old, &old), 0);
+        // A backup change alone moves no traffic.
+        let mut backup = BTreeMap::new();
+        backup.insert(
+            20,
+            crate::fwd::Route {
+                primary: 2,
+                backup: Some(3),
+            },
+        );
+        let with_backup = ForwardingTable::new(1, backup);
+        assert_eq!(reroutes(&table(&[(20, 2)]), &with_backup), 0);
+    }
+
+    #[test]
+    fn service_counters_exist_for_services_ending_here_only() {
+        let mut yaml = String::from("version: 1\nnodes:\n");
+        for (i, id) in ["aaa", "bbb", "ccc"].iter().enumerate() {
+            yaml += &format!(
+                "  - {{ id: {id}, city: C{i}, country: US, region: t, lat: {}, lon: -100, addr: \"127.0.0.1:{}\" }}\n",
+                10 + i,
+                1 + i
+            );
+        }
+        yaml += "links:\n  - { between: [aaa, bbb], kind: terrestrial }\n  - { between: [bbb, ccc], kind: terrestrial }\nservices:\n";
+        for (name, proto, ingress, egress) in [
+            ("ab", "udp", "aaa", "bbb"),
+            ("cb", "tcp", "ccc", "bbb"),
+            ("ac", "udp", "aaa", "ccc"),
+        ] {
+            yaml += &format!(
+                "  - name: {name}\n    protocol: {proto}\n    ingress: {{ node: {ingress}, listen: \"127.0.0.1:0\" }}\n    egress: {{ node: {egress}, target: \"127.0.0.1:9\" }}\n"
+            );
+        }
+        let topo = topology::parse("t.yaml", &yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let at = |id: &str| topo.node_idx(id).expect("node");
+        let names = |m: &ServiceMetrics| {
+            let mut n: Vec<String> = m.iter().map(|(_, n, _)| n.to_string()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&ServiceMetrics::new(&topo, at("aaa"))), ["ab", "ac"]);
+        assert_eq!(names(&ServiceMetrics::new(&topo, at("bbb"))), ["ab", "cb"]);
+        let m = ServiceMetrics::new(&topo, at("bbb"));
+        let key = topology::wire_key("cb");
+        let c = m.get(key).expect("cb ends at bbb");
+        assert!(
+            m.get(topology::wire_key("ac")).is_none(),
+            "ac only transits"
+        );
+        c.received(1, 100);
+        c.received(0, 50);
+        c.delivered(2, 10);
+        {
+            let _a = c.open_session();
+            let _b = c.open_session();
+            assert_eq!(c.tcp_open.load(Ordering::Relaxed), 2);
+        }
+        assert_eq!(c.tcp_open.load(Ordering::Relaxed), 0);
+        assert_eq!(c.received_packets.load(Ordering::Relaxed), 1);
+        assert_eq!(c.received_bytes.load(Ordering::Relaxed), 150);
+        assert_eq!(c.delivered_packets.load(Ordering::Relaxed), 2);
+        assert_eq!(c.delivered_bytes.load(Ordering::Relaxed), 10);
+    }
+
+    /// A connection whose totals the test sets.
+    #[derive(Debug, Clone)]
+    struct Fake(usize, std::sync::Arc<Mutex<LinkTraffic>>);
+
+    impl Fake {
+        fn new(id: usize) -> Fake {
+            Fake(id, Default::default())
+        }
+        fn set(&self, tx: u64, rx: u64) {
+            *self.1.lock().expect("lock") = LinkTraffic {
+                tx_packets: tx,
+                tx_bytes: tx * 100,
+                rx_packets: rx,
+                rx_bytes: rx * 100,
+            };
+        }
+    }
+
+    impl Metered for Fake {
+        fn id(&self) -> usize {
+            self.0
+        }
+        fn traffic(&self) -> LinkTraffic {
+            *self.1.lock().expect("lock")
+        }
+    }
+
+    #[test]
+    fn link_totals_never_go_backwards_across_reconnects() {
+        let totals: LinkTotals<Fake> = LinkTotals::default();
+        assert_eq!(totals.read(7, None), LinkTraffic::default());
+        let first = Fake::new(1);
+        first.set(10, 5);
+        assert_eq!(totals.read(7, Some(&first)).tx_packets, 10);
+        // Traffic after the last reading still counts: the final totals are read
+        // from the closed connection when the link is next seen.
+        first.set(12, 6);
+        let down = totals.read(7, None);
+        assert_eq!((down.tx_packets, down.rx_packets), (12, 6));
+        let second = Fake::new(2);
+        second.set(3, 1);
+        let up = totals.read(7, Some(&second));
+        assert_eq!((up.tx_packets, up.rx_bytes), (15, 700));
+        // A replacement seen without a gap in between.
+        second.set(4, 2);
+        let third = Fake::new(3);
+        third.set(1, 0);
+        let t = totals.read(7, Some(&third));
+        assert_eq!((t.tx_packets, t.rx_packets, t.tx_bytes), (17, 8, 1700));
+        // Other links are separate.
+        assert_eq!(totals.read(8, Some(&Fake::new(9))), LinkTraffic::default());
+        assert_eq!(totals.read(7, Some(&third)), t);
     }
 }

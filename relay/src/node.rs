@@ -21,7 +21,7 @@ use topology::{NodeIdx, Protocol};
 use crate::config::RelayConfig;
 use crate::fwd::{Decision, DropReason, ForwardingTable};
 use crate::http::{self, Request, Response};
-use crate::metrics::{Counters, Metrics};
+use crate::metrics::{Counters, LinkTotals, Metrics, ServiceMetrics};
 use crate::peers::{self, Peers};
 use crate::streams;
 use crate::tls::{self, PeerPolicy};
@@ -38,6 +38,10 @@ pub struct Shared {
     table: RwLock<Arc<ForwardingTable>>,
     pub peers: Peers,
     pub metrics: Metrics,
+    /// Per-service traffic for the services whose ingress or egress is here.
+    pub services: ServiceMetrics,
+    /// Per-link traffic totals across reconnects, read at scrape time.
+    pub link_totals: LinkTotals,
     pub udp_ingress: HashMap<u32, Arc<UdpIngress>>,
     pub udp_egress: EgressFlows,
     pub cancel: CancellationToken,
@@ -55,8 +59,15 @@ impl Shared {
     }
 
     /// Replaces the forwarding table at once: packets see the old or the new, never a mix.
+    /// Destinations whose primary next hop moved are counted as reroutes (after
+    /// the swap, so the forwarding path never waits on the comparison).
     pub fn set_table(&self, table: ForwardingTable) {
-        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        let new = Arc::new(table);
+        let old = std::mem::replace(
+            &mut *self.table.write().unwrap_or_else(|p| p.into_inner()),
+            new.clone(),
+        );
+        Metrics::add(&self.metrics.reroutes, crate::metrics::reroutes(&old, &new));
     }
 
     /// What this relay tells the controller about each of its links.
@@ -298,6 +309,8 @@ pub async fn start(
         table: RwLock::new(Arc::new(ForwardingTable::from_topology(&topo, me_idx))),
         peers: Peers::new(&me_id),
         metrics: Metrics::default(),
+        services: ServiceMetrics::new(&topo, me_idx),
+        link_totals: LinkTotals::default(),
         udp_ingress,
         udp_egress: EgressFlows::default(),
         cancel: CancellationToken::new(),
@@ -362,6 +375,7 @@ fn admin_response(shared: &Arc<Shared>, r: &Request) -> Response {
     match r.path.as_str() {
         "/healthz" => Response::text(200, "ok\n"),
         "/api/v1/status" => Response::json(&status(shared)),
+        "/metrics" => crate::prom::response(shared),
         other => Response::not_found(other),
     }
 }

@@ -1,6 +1,8 @@
 //! TCP services over QUIC streams: the ingress listener, the transit hop and the
 //! egress connect. Each TCP connection is one QUIC stream per hop, opened with a
 //! `StreamOpen` overlay header and then carrying raw bytes both ways.
+//! Sessions open now and the bytes of finished ones are counted per service
+//! where the session meets TCP (ingress and egress).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -86,10 +88,16 @@ async fn ingress_session(
         }
     };
     let cancel = shared.cancel.clone();
+    let counters = shared.services.get(service.key);
+    let _open = counters.map(|c| c.open_session());
     tokio::select! {
         _ = cancel.cancelled() => {}
         r = splice(End::Tcp(stream), End::Quic(send, recv)) => {
             debug!(service = %service.name, %client, "tcp session ended: {r:?}");
+            if let (Ok(carried), Some(c)) = (r, counters) {
+                c.received(0, carried.a_to_b);
+                c.delivered(0, carried.b_to_a);
+            }
         }
     }
 }
@@ -164,9 +172,17 @@ pub async fn relay_stream(
                 }
             };
             let _ = tcp.set_nodelay(true);
+            let counters = shared.services.get(header.service);
+            let _open = counters.map(|c| c.open_session());
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                r = splice(End::Quic(send, recv), End::Tcp(tcp)) => debug!(%target, "egress stream ended: {r:?}"),
+                r = splice(End::Quic(send, recv), End::Tcp(tcp)) => {
+                    debug!(%target, "egress stream ended: {r:?}");
+                    if let (Ok(carried), Some(c)) = (r, counters) {
+                        c.delivered(0, carried.a_to_b);
+                        c.received(0, carried.b_to_a);
+                    }
+                }
             }
         }
         (Decision::Forward { ttl, .. }, Some(conn)) => {

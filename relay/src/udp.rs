@@ -1,6 +1,7 @@
 //! UDP services: the ingress (a listening socket; each source address is a flow)
 //! and the egress (one socket per flow toward the target, so replies find their
-//! way back to the right sender). Flows expire when idle.
+//! way back to the right sender). Flows expire when idle. Each service's
+//! datagrams and bytes each way are counted in `Shared::services`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -202,6 +203,9 @@ pub async fn run_ingress(shared: Arc<Shared>, ingress: Arc<UdpIngress>) {
             seq,
             timestamp_us: now_us(),
         };
+        if let Some(c) = shared.services.get(ingress.service.key) {
+            c.received(1, n as u64);
+        }
         shared.originate(header, &buf[..n]);
     }
 }
@@ -222,7 +226,12 @@ pub fn deliver_reply(shared: &Arc<Shared>, header: &Header, payload: &[u8]) {
         }
     };
     match ingress.socket.send.send_to(payload, client) {
-        Ok(_) => shared.count_delivered(payload.len()),
+        Ok(_) => {
+            shared.count_delivered(payload.len());
+            if let Some(c) = shared.services.get(header.service) {
+                c.delivered(1, payload.len() as u64);
+            }
+        }
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
             shared.metrics.drop(DropReason::QueueFull)
         }
@@ -250,6 +259,11 @@ pub struct EgressFlows {
 impl EgressFlows {
     pub fn flow_count(&self) -> usize {
         lock(&self.flows).len()
+    }
+
+    /// Flows of one service (by wire key) whose egress is this node.
+    pub fn flow_count_of(&self, service: u32) -> usize {
+        lock(&self.per_service).get(&service).copied().unwrap_or(0)
     }
 
     fn expire(&self, cutoff: Instant) -> usize {
@@ -333,7 +347,12 @@ pub fn deliver_to_target(shared: &Arc<Shared>, header: &Header, payload: &[u8]) 
         }
     };
     match socket.send.send(payload) {
-        Ok(_) => shared.count_delivered(payload.len()),
+        Ok(_) => {
+            shared.count_delivered(payload.len());
+            if let Some(c) = shared.services.get(service.key) {
+                c.delivered(1, payload.len() as u64);
+            }
+        }
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
             shared.metrics.drop(DropReason::QueueFull)
         }
@@ -369,6 +388,9 @@ async fn read_replies(
         match received {
             Ok(n) => {
                 *lock(&last_seen) = Instant::now();
+                if let Some(c) = shared.services.get(reply.service) {
+                    c.received(1, n as u64);
+                }
                 reply.timestamp_us = now_us();
                 shared.originate(reply, &buf[..n]);
                 reply.seq = reply.seq.wrapping_add(1);
