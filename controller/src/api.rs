@@ -1,4 +1,5 @@
-//! The controller's admin HTTP API: nodes, links, routes, health. JSON, GET only.
+//! The controller's admin HTTP API: nodes, links, routes, health (JSON), and
+//! Prometheus metrics (`/metrics`, see [`crate::prom`]). GET only.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -162,6 +163,7 @@ pub fn respond(shared: &Arc<Shared>, r: &Request) -> Response {
     }
     match r.path.as_str() {
         "/healthz" => Response::text(200, "ok\n"),
+        "/metrics" => crate::prom::response(shared),
         "/api/v1/nodes" => Response::json(&nodes(shared)),
         "/api/v1/links" => Response::json(&links(shared)),
         "/api/v1/routes" => {

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod linkstate;
+pub mod prom;
 pub mod routing;
 pub mod server;
 

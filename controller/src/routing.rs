@@ -115,6 +115,20 @@ pub fn diff(old: &NodeTable, new: &NodeTable) -> TableDiff {
     d
 }
 
+/// How many destinations have a different primary next hop in `new` than in
+/// `old`: the route changes a relay is told about. Destinations that become
+/// reachable or unreachable are not counted: no traffic moves between neighbors.
+pub fn primary_changes(old: &NodeTable, new: &NodeTable) -> u64 {
+    new.entries
+        .iter()
+        .filter(|(dst, e)| {
+            old.entries
+                .get(dst)
+                .is_some_and(|o| o.primary.node != e.primary.node)
+        })
+        .count() as u64
+}
+
 /// Damping state of one link.
 #[derive(Debug, Clone, Copy)]
 struct LinkCtl {
@@ -399,6 +413,56 @@ fn tables_of(routes: &Routes) -> Vec<NodeTable> {
 #[cfg(test)]
 #[path = "routing_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod change_tests {
+    use super::*;
+
+    fn table(entries: &[(u32, u32)]) -> NodeTable {
+        let hop = |n: u32| Hop {
+            node: NodeIdx(n),
+            link: LinkIdx(n),
+        };
+        NodeTable {
+            entries: entries
+                .iter()
+                .map(|&(dst, via)| {
+                    (
+                        NodeIdx(dst),
+                        TableEntry {
+                            primary: hop(via),
+                            backup: None,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn primary_changes_count_moved_destinations_only() {
+        let old = table(&[(2, 1), (3, 1), (4, 5), (6, 1)]);
+        // 2 moves, 3 stays, 4 moves, 6 is lost, 7 is new.
+        let new = table(&[(2, 5), (3, 1), (4, 1), (7, 1)]);
+        assert_eq!(primary_changes(&old, &new), 2);
+        assert_eq!(primary_changes(&new, &old), 2);
+        assert_eq!(primary_changes(&old, &old), 0);
+        assert_eq!(primary_changes(&NodeTable::default(), &new), 0);
+        // A new backup moves no traffic.
+        let mut with_backup = old.clone();
+        if let Some(e) = with_backup.entries.get_mut(&NodeIdx(2)) {
+            e.backup = Some(Hop {
+                node: NodeIdx(5),
+                link: LinkIdx(5),
+            });
+        }
+        assert_eq!(primary_changes(&old, &with_backup), 0);
+        assert!(
+            !diff(&old, &with_backup).is_empty(),
+            "the diff still sends it"
+        );
+    }
+}
 
 #[cfg(test)]
 #[path = "routing_props_tests.rs"]

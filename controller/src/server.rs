@@ -21,6 +21,7 @@ use topology::{NodeIdx, Topology};
 
 use crate::config::ControllerConfig;
 use crate::linkstate::{LinkReport, LinkStateDb};
+use crate::prom::ControllerMetrics;
 use crate::routing::{diff, NodeTable, RouteSelector, RouteTables};
 
 /// What the controller knows, behind one lock (updates are short and rare).
@@ -48,6 +49,8 @@ pub struct Shared {
     wake: Notify,
     pub cancel: CancellationToken,
     pub started: Instant,
+    /// Route changes and computation times, for `GET /metrics`.
+    pub metrics: ControllerMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -72,20 +75,35 @@ impl Shared {
         self.tables.borrow().clone()
     }
 
-    /// Recomputes routes now; publishes the tables if their version moved.
+    /// Recomputes routes now; publishes the tables if their version moved on,
+    /// counting the route changes they push and timing the computation.
     fn recompute(&self) {
         let now = std::time::Instant::now();
-        let routes = {
+        let (routes, took) = {
             let mut st = self.state();
             let State { db, selector } = &mut *st;
             db.handle_timeout(now);
-            selector.update(db, now);
-            selector.routes().clone()
+            let started = std::time::Instant::now();
+            let computed = selector.update(db, now);
+            (
+                selector.routes().clone(),
+                computed.then(|| started.elapsed()),
+            )
         };
-        if routes.version != self.tables.borrow().version {
-            info!(version = routes.version, "routes changed");
-            self.tables.send_replace(Arc::new(routes));
+        if let Some(took) = took {
+            self.metrics.observe_computation(took);
         }
+        // Compared and replaced under the channel's lock: two recomputations at
+        // once neither count one change twice nor publish an older version.
+        self.tables.send_if_modified(|current| {
+            if routes.version <= current.version {
+                return false;
+            }
+            info!(version = routes.version, "routes changed");
+            self.metrics.count_route_changes(current, &routes);
+            *current = Arc::new(routes);
+            true
+        });
     }
 }
 
@@ -144,6 +162,7 @@ pub async fn start(
         wake: Notify::new(),
         cancel: CancellationToken::new(),
         started: Instant::now(),
+        metrics: ControllerMetrics::new(topo.nodes.len()),
         cfg,
     });
 
