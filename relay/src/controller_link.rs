@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::{ClientConfig, Endpoint};
-use tracing::{info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::control::{self, ControllerMessage, RelayMessage, TableUpdate};
-use crate::fwd::Route;
+use crate::fwd::{ForwardingTable, Route};
 use crate::node::Shared;
 
 /// How often a relay reports its links even when nothing changed.
@@ -29,6 +29,7 @@ pub async fn controller_loop(shared: Arc<Shared>, endpoint: Endpoint, client: Cl
         let target = &controllers[attempt % controllers.len()];
         attempt += 1;
         let addr = shared.cfg.controller_addr.unwrap_or(target.addr);
+        let span = tracing::info_span!("controller", controller = %target.id, %addr);
         let session = async {
             let connecting = endpoint
                 .connect_with(client.clone(), addr, &target.id)
@@ -37,9 +38,10 @@ pub async fn controller_loop(shared: Arc<Shared>, endpoint: Endpoint, client: Cl
                 .await
                 .map_err(|_| "handshake timed out".to_string())?
                 .map_err(|e| e.to_string())?;
-            info!(controller = %target.id, %addr, "connected to controller");
+            info!("connected to controller");
             run_session(&shared, conn).await
-        };
+        }
+        .instrument(span);
         let result = tokio::select! {
             biased;
             _ = shared.cancel.cancelled() => return,
@@ -96,7 +98,8 @@ async fn send_report(shared: &Arc<Shared>, send: &mut quinn::SendStream) -> Resu
         .map_err(|e| e.to_string())
 }
 
-/// Installs a table from the controller, replacing the one in force at once.
+/// Installs a table from the controller, replacing the one in force at once,
+/// and logs the reroute: every destination whose next hop moved.
 fn apply(shared: &Arc<Shared>, update: TableUpdate) {
     let key = topology::wire_key;
     let set = update.set.iter().map(|r| {
@@ -109,15 +112,148 @@ fn apply(shared: &Arc<Shared>, update: TableUpdate) {
         )
     });
     let remove = update.remove.iter().map(|d| key(d));
-    let table = shared.table().updated(update.full, set, remove);
+    let old = shared.table();
+    let table = old.updated(update.full, set, remove);
+    let moves = next_hop_changes(&old, &table);
     shared.set_table(table);
     shared
         .table_version
         .store(update.version, Ordering::Relaxed);
-    info!(
-        version = update.version,
-        full = update.full,
-        changes = update.set.len() + update.remove.len(),
-        "route table applied"
-    );
+    let changes = update.set.len() + update.remove.len();
+    if moves.is_empty() {
+        debug!(
+            version = update.version,
+            full = update.full,
+            changes,
+            "route table applied; no next hop moved"
+        );
+    } else {
+        info!(
+            version = update.version,
+            full = update.full,
+            changes,
+            cause = "controller push",
+            moved = moves.len(),
+            next_hops = %NextHopMoves::new(&shared.cfg.topology, &moves),
+            "reroute: route table applied"
+        );
+    }
+}
+
+/// A destination whose next hop moved: (destination, old, new) as node keys;
+/// `None` is no next hop (no route, or dropped for want of a live link).
+pub(crate) type NextHopMove = (u32, Option<u32>, Option<u32>);
+
+/// Destinations whose primary next hop differs between two tables, in key order.
+pub(crate) fn next_hop_changes(old: &ForwardingTable, new: &ForwardingTable) -> Vec<NextHopMove> {
+    let dsts: std::collections::BTreeSet<u32> = old
+        .routes()
+        .chain(new.routes())
+        .map(|(dst, _)| dst)
+        .collect();
+    dsts.into_iter()
+        .filter_map(|dst| {
+            let before = old.route(dst).map(|r| r.primary);
+            let after = new.route(dst).map(|r| r.primary);
+            (before != after).then_some((dst, before, after))
+        })
+        .collect()
+}
+
+/// Next-hop moves for a log line, by node id: `lax: tyo → sea, pdx: tyo → -`.
+/// Long lists are cut after [`NextHopMoves::SHOWN`] with a count of the rest.
+pub(crate) struct NextHopMoves<'a> {
+    topology: &'a topology::Topology,
+    moves: &'a [NextHopMove],
+}
+
+impl<'a> NextHopMoves<'a> {
+    const SHOWN: usize = 16;
+
+    pub(crate) fn new(topology: &'a topology::Topology, moves: &'a [NextHopMove]) -> Self {
+        NextHopMoves { topology, moves }
+    }
+
+    fn name(&self, key: Option<u32>) -> String {
+        match key {
+            None => "-".to_string(),
+            Some(k) => self
+                .topology
+                .node_by_key(k)
+                .map_or_else(|| format!("{k:#x}"), |i| self.topology.node(i).id.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for NextHopMoves<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (dst, old, new)) in self.moves.iter().take(Self::SHOWN).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            let dst = self.name(Some(*dst));
+            write!(f, "{dst}: {} → {}", self.name(*old), self.name(*new))?;
+        }
+        if self.moves.len() > Self::SHOWN {
+            write!(f, ", and {} more", self.moves.len() - Self::SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn table(routes: &[(u32, u32)]) -> ForwardingTable {
+        let routes: BTreeMap<u32, Route> = routes
+            .iter()
+            .map(|&(dst, primary)| {
+                (
+                    dst,
+                    Route {
+                        primary,
+                        backup: None,
+                    },
+                )
+            })
+            .collect();
+        ForwardingTable::new(1, routes)
+    }
+
+    #[test]
+    fn next_hop_changes_lists_moved_added_and_removed_destinations_only() {
+        let old = table(&[(10, 2), (20, 2), (30, 3)]);
+        let new = table(&[(10, 2), (20, 3), (40, 4)]);
+        assert_eq!(
+            next_hop_changes(&old, &new),
+            vec![
+                (20, Some(2), Some(3)),
+                (30, Some(3), None),
+                (40, None, Some(4))
+            ]
+        );
+        assert!(next_hop_changes(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn moves_are_shown_by_node_id_and_long_lists_are_cut() {
+        let yaml = "version: 1\nnodes:\n\
+            \x20 - { id: aaa, city: A, country: JP, region: asia, lat: 35.6, lon: 139.6, addr: \"127.0.0.1:1\" }\n\
+            \x20 - { id: bbb, city: B, country: US, region: na, lat: 34.0, lon: -118.2, addr: \"127.0.0.1:2\" }\n\
+            links:\n  - { between: [aaa, bbb], kind: undersea }\n";
+        let topo = topology::parse("t.yaml", yaml).expect("topology");
+        let (a, b) = (topology::wire_key("aaa"), topology::wire_key("bbb"));
+        let moves = [(b, Some(b), None), (a, None, Some(b))];
+        assert_eq!(
+            NextHopMoves::new(&topo, &moves).to_string(),
+            "bbb: bbb → -, aaa: - → bbb"
+        );
+        let many: Vec<NextHopMove> = (0..20).map(|_| (a, Some(a), Some(b))).collect();
+        let shown = NextHopMoves::new(&topo, &many).to_string();
+        assert_eq!(shown.matches("aaa: aaa → bbb").count(), 16, "{shown}");
+        assert!(shown.ends_with(", and 4 more"), "{shown}");
+    }
 }

@@ -17,10 +17,12 @@ use rand::Rng;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::controller_link::{NextHopMove, NextHopMoves};
+use crate::fwd::Decision;
 use crate::metrics::Metrics;
 use crate::node::Shared;
-use crate::probe::{LinkEvent, LinkProbe};
-use crate::wire::{Header, Kind};
+use crate::probe::{DownReason, LinkEvent, LinkProbe};
+use crate::wire::{Header, Kind, INITIAL_TTL};
 
 /// QUIC application close codes on peer links.
 pub const CLOSE_SHUTDOWN: u32 = 0;
@@ -337,6 +339,8 @@ async fn accept_one(shared: Arc<Shared>, incoming: Incoming) {
 /// The actor of one peer connection: probes the link, answers the peer's probes,
 /// reads datagrams and accepts streams until the connection ends or the relay
 /// shuts down. Probe verdicts (with hysteresis) decide whether traffic may use it.
+/// Everything it logs, and its streams' tasks, run in a `peer` span naming the
+/// peer node and its address.
 pub async fn run_link(
     shared: Arc<Shared>,
     key: u32,
@@ -344,7 +348,7 @@ pub async fn run_link(
     conn: Connection,
     health: Arc<LinkHealth>,
 ) {
-    let span = tracing::info_span!("peer", peer = %id);
+    let span = tracing::info_span!("peer", peer = %id, remote = %conn.remote_address());
     async {
         let mut probe = LinkProbe::new(shared.cfg.tuning.probe.clone(), std::time::Instant::now());
         // Inherited "up" from a connection this one replaced: it must be confirmed
@@ -352,6 +356,7 @@ pub async fn run_link(
         let mut confirm_by = health
             .is_up()
             .then(|| std::time::Instant::now() + INHERITED_UP_GRACE);
+        let mut closed: Option<quinn::ConnectionError> = None;
         loop {
             let wake = Instant::from_std(probe.poll_timeout());
             tokio::select! {
@@ -367,7 +372,7 @@ pub async fn run_link(
                         let header = probe_header(Kind::Probe, key, shared.me, seq);
                         let _ = conn.send_datagram(Bytes::copy_from_slice(&header.encode()));
                     }
-                    after_probe(&shared, &id, &mut probe, &health, now);
+                    after_probe(&shared, key, &mut probe, &health, now);
                     if let Some(deadline) = confirm_by {
                         if probe.is_up() {
                             confirm_by = None;
@@ -375,6 +380,7 @@ pub async fn run_link(
                             confirm_by = None;
                             health.up.store(false, Ordering::Relaxed);
                             warn!("link down: probes never passed on the replacement connection");
+                            log_failover(&shared, key, false);
                             shared.links_changed.notify_one();
                         }
                     }
@@ -388,30 +394,44 @@ pub async fn run_link(
                         Ok((h, _)) if h.kind == Kind::ProbeReply => {
                             let now = std::time::Instant::now();
                             probe.handle_reply(h.seq, now);
-                            after_probe(&shared, &id, &mut probe, &health, now);
+                            after_probe(&shared, key, &mut probe, &health, now);
                         }
                         _ => crate::dispatch::on_datagram(&shared, packet),
                     },
                     Err(e) => {
-                        info!("connection closed: {e}");
+                        closed = Some(e);
                         break;
                     }
                 },
                 s = conn.accept_bi() => match s {
                     Ok((send, recv)) => {
-                        tokio::spawn(crate::streams::relay_stream(shared.clone(), send, recv));
+                        let stream = crate::streams::relay_stream(shared.clone(), send, recv);
+                        tokio::spawn(stream.in_current_span());
                     }
                     Err(e) => {
-                        info!("connection closed: {e}");
+                        closed = Some(e);
                         break;
                     }
                 },
             }
         }
         // A retired duplicate leaves quietly: the link lives on in its replacement.
-        if shared.peers.remove(key, conn.stable_id()) && health.up.swap(false, Ordering::Relaxed) {
-            warn!("link down: connection closed");
+        let current = shared.peers.remove(key, conn.stable_id());
+        if current && health.up.swap(false, Ordering::Relaxed) {
+            match &closed {
+                Some(error) => {
+                    warn!("link down: connection closed: {error}");
+                    log_failover(&shared, key, false);
+                }
+                None => debug!("link closed: relay shutting down"),
+            }
             shared.links_changed.notify_one();
+        } else if let Some(error) = &closed {
+            if current {
+                info!("connection closed before its probes passed: {error}");
+            } else {
+                debug!("duplicate connection closed: {error}");
+            }
         }
     }
     .instrument(span)
@@ -433,10 +453,11 @@ fn probe_header(kind: Kind, dst: u32, src: u32, seq: u32) -> Header {
 }
 
 /// Publishes the probe's verdicts and figures: state edges flip the link's
-/// health (the forwarding path reads it) and wake the controller report.
+/// health (the forwarding path reads it), are logged with the local failover
+/// they cause, and wake the controller report. Runs in the link's `peer` span.
 fn after_probe(
     shared: &Shared,
-    peer: &str,
+    peer: u32,
     probe: &mut LinkProbe,
     health: &LinkHealth,
     now: std::time::Instant,
@@ -452,18 +473,62 @@ fn after_probe(
     while let Some(event) = probe.poll_event() {
         match event {
             LinkEvent::Up => {
-                health.up.store(true, Ordering::Relaxed);
-                info!(peer, rtt_ms = ?health.measured().rtt_ms, "link up: probes answered");
+                // Only a fresh link is news: one that inherited "up" from the
+                // connection it replaced was up all along.
+                if !health.up.swap(true, Ordering::Relaxed) {
+                    info!(rtt_ms = ?health.measured().rtt_ms, "link up: probes answered");
+                    log_failover(shared, peer, true);
+                }
             }
-            LinkEvent::Down { .. } => {
+            LinkEvent::Down {
+                reason: DownReason::ProbesLost { consecutive },
+            } => {
                 health.up.store(false, Ordering::Relaxed);
                 warn!(
-                    peer,
+                    consecutive,
                     loss = stats.loss,
-                    "link down: probes lost; traffic moves to backups"
+                    "link down: {consecutive} probes in a row lost"
                 );
+                log_failover(shared, peer, false);
             }
         }
         shared.links_changed.notify_one();
+    }
+}
+
+/// Logs the local failover a link going up or down causes: the table stays,
+/// but each destination routed over `peer` (as primary or backup) may now
+/// leave by another neighbor, or not at all. Silent when nothing moved.
+fn log_failover(shared: &Shared, peer: u32, up: bool) {
+    let table = shared.table();
+    let live = |peer_up: bool| {
+        move |k: u32| {
+            if k == peer {
+                peer_up
+            } else {
+                shared.peers.is_up(k)
+            }
+        }
+    };
+    let hop = |dst: u32, peer_up: bool| match table.next_hop(dst, INITIAL_TTL, live(peer_up)) {
+        Decision::Forward { next_hop, .. } => Some(next_hop),
+        _ => None,
+    };
+    let moves: Vec<NextHopMove> = table
+        .routes()
+        .filter(|(_, r)| r.primary == peer || r.backup == Some(peer))
+        .filter_map(|(dst, _)| {
+            let (before, after) = (hop(dst, !up), hop(dst, up));
+            (before != after).then_some((dst, before, after))
+        })
+        .collect();
+    if !moves.is_empty() {
+        info!(
+            cause = "local failover",
+            moved = moves.len(),
+            next_hops = %NextHopMoves::new(&shared.cfg.topology, &moves),
+            "reroute: link {}",
+            if up { "up" } else { "down" }
+        );
     }
 }
