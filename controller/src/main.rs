@@ -21,9 +21,9 @@ fn main() -> ExitCode {
                 cfg.topology.nodes.len()
             )
         },
-        |cfg| async move {
+        |cfg, notify| async move {
             let (socket, admin) = daemon::bind(cfg.listen, cfg.admin)?;
-            controller::run(cfg, socket, admin, daemon::shutdown_signal()).await
+            controller::run(cfg, socket, admin, daemon::shutdown_signal(), &notify).await
         },
     )
 }

@@ -12,9 +12,9 @@ fn main() -> ExitCode {
         "Relay daemon of the classroom overlay",
         RelayConfig::load,
         summary,
-        |cfg| async move {
+        |cfg, notify| async move {
             let (socket, admin) = daemon::bind(cfg.listen, cfg.admin)?;
-            relay::run(cfg, socket, admin, daemon::shutdown_signal()).await
+            relay::run(cfg, socket, admin, daemon::shutdown_signal(), &notify).await
         },
     )
 }

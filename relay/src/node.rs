@@ -480,15 +480,38 @@ impl RelayHandle {
     }
 }
 
-/// Runs a relay until `shutdown` completes.
+/// Runs a relay until `shutdown` completes. Tells systemd through `notify` that
+/// it is ready once [`start`] returned (it listens and forwards on the
+/// topology's routes), keeps the status line `systemctl status` shows current
+/// ("forwarding, 3 of 4 links up, routes v7"), and says when it stops.
 pub async fn run(
     cfg: RelayConfig,
     socket: std::net::UdpSocket,
     admin: Option<std::net::TcpListener>,
     shutdown: impl std::future::Future<Output = ()>,
+    notify: &crate::daemon::Notifier,
 ) -> anyhow::Result<()> {
     let relay = start(cfg, socket, admin).await?;
-    shutdown.await;
+    let line = |relay: &RelayHandle| {
+        let s = relay.status();
+        let up = s.peers.iter().filter(|p| p.state == "up").count();
+        let routes = match s.table_version {
+            0 => "the topology's routes".to_string(),
+            v => format!("routes v{v}"),
+        };
+        format!("forwarding, {up} of {} links up, {routes}", s.peers.len())
+    };
+    notify.ready(&line(&relay));
+    tokio::pin!(shutdown);
+    let mut refresh = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            _ = refresh.tick(), if notify.is_active() => notify.status(&line(&relay)),
+        }
+    }
+    notify.stopping();
     relay.shutdown().await;
     Ok(())
 }

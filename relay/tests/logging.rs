@@ -1,0 +1,240 @@
+//! The `relay` binary's logs: human-readable by default, JSON lines with
+//! `--log-format json` or `OVERLAY_LOG_FORMAT=json`; link state changes and the
+//! reroutes they cause are logged in the link's `peer` span.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+fn free_tcp() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+/// A CA, certificates, a topology of `aaa`—`bbb` and a config per node.
+fn write_fleet(dir: &Path) {
+    relay::pki::init_ca(&dir.join("ca"), false).expect("ca");
+    for id in ["aaa", "bbb"] {
+        relay::pki::issue(&dir.join("ca"), id, &dir.join("certs"), false).expect("issue");
+    }
+    let topology = format!(
+        "version: 1\nnodes:\n\
+         \x20 - {{ id: aaa, city: A, country: JP, region: asia, lat: 35.68, lon: 139.69, addr: \"{}\" }}\n\
+         \x20 - {{ id: bbb, city: B, country: US, region: na, lat: 34.05, lon: -118.24, addr: \"{}\" }}\n\
+         links:\n  - {{ between: [aaa, bbb], kind: undersea }}\n",
+        free_udp(),
+        free_udp()
+    );
+    std::fs::write(dir.join("topology.yaml"), topology).expect("write topology");
+    for id in ["aaa", "bbb"] {
+        let config = format!(
+            "node: {id}\ntopology: topology.yaml\ncert: certs/{id}.pem\nkey: certs/{id}.key\nca: ca/ca.pem\nadmin: \"{}\"\n",
+            free_tcp()
+        );
+        std::fs::write(dir.join(format!("{id}.yaml")), config).expect("write config");
+    }
+}
+
+/// A relay process whose stderr lines arrive on a channel.
+struct Relay {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Relay {
+    fn start(dir: &Path, id: &str, args: &[&str], env: &[(&str, &str)]) -> Relay {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(args)
+            .args(["run", "--config"])
+            .arg(dir.join(format!("{id}.yaml")))
+            .env_remove("OVERLAY_LOG_FORMAT")
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn relay");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Relay {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first stderr line (from now on) that satisfies `want`, within `within`.
+    fn line(&mut self, within: Duration, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if want(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no such log line within {within:?}; stderr so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+}
+
+#[test]
+fn log_format_json_prints_one_json_object_per_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_fleet(dir.path());
+    for (args, env) in [
+        (&["--log-format", "json"][..], &[][..]),
+        (&[][..], &[("OVERLAY_LOG_FORMAT", "json")][..]),
+        // The flag wins over the environment.
+        (
+            &["--log-format", "json"][..],
+            &[("OVERLAY_LOG_FORMAT", "human")][..],
+        ),
+    ] {
+        let mut relay = Relay::start(dir.path(), "aaa", args, env);
+        let line = relay.line(Duration::from_secs(15), |l| l.contains("relay started"));
+        let event = json(&line);
+        assert_eq!(event["level"], "INFO", "{line}");
+        assert_eq!(event["fields"]["message"], "relay started", "{line}");
+        assert_eq!(event["fields"]["node"], "aaa", "{line}");
+        assert_eq!(event["target"], "relay::node", "{line}");
+        for earlier in &relay.seen {
+            json(earlier);
+        }
+    }
+}
+
+#[test]
+fn logs_are_human_readable_by_default_without_colours_off_a_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_fleet(dir.path());
+    for env in [&[][..], &[("OVERLAY_LOG_FORMAT", "human")][..]] {
+        let mut relay = Relay::start(dir.path(), "aaa", &[], env);
+        let line = relay.line(Duration::from_secs(15), |l| l.contains("relay started"));
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&line).is_err(),
+            "{line}"
+        );
+        assert!(
+            line.contains(" INFO ") && line.contains("node=aaa"),
+            "{line}"
+        );
+        assert!(
+            !line.contains('\u{1b}'),
+            "no ANSI escapes in a pipe: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_log_format_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_fleet(dir.path());
+    let config = dir.path().join("aaa.yaml");
+    let flag = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["check-config", "--log-format", "xml", "--config"])
+        .arg(&config)
+        .env_remove("OVERLAY_LOG_FORMAT")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&flag.stderr);
+    assert_eq!(flag.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("xml"), "{stderr}");
+
+    let env = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("OVERLAY_LOG_FORMAT", "xml")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&env.stderr);
+    assert_eq!(env.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("OVERLAY_LOG_FORMAT: `xml` is not a log format"),
+        "{stderr}"
+    );
+
+    let ok = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .args(["--log-format", "json"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+#[test]
+fn link_state_changes_and_failover_are_logged_in_the_peer_span() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_fleet(dir.path());
+    let json_logs = ["--log-format", "json"];
+    let mut a = Relay::start(dir.path(), "aaa", &json_logs, &[]);
+    let mut b = Relay::start(dir.path(), "bbb", &json_logs, &[]);
+
+    let up = json(&a.line(Duration::from_secs(20), |l| l.contains("link up")));
+    assert_eq!(up["level"], "INFO", "{up}");
+    assert_eq!(up["span"]["name"], "peer", "{up}");
+    assert_eq!(up["span"]["peer"], "bbb", "{up}");
+    assert!(up["span"]["remote"].is_string(), "{up}");
+    // bbb is aaa's only route, so the link coming up is a reroute from nowhere.
+    let reroute = json(&a.line(Duration::from_secs(5), |l| l.contains("reroute")));
+    assert_eq!(reroute["fields"]["cause"], "local failover", "{reroute}");
+    assert_eq!(reroute["fields"]["next_hops"], "bbb: - → bbb", "{reroute}");
+    assert_eq!(reroute["span"]["peer"], "bbb", "{reroute}");
+
+    // bbb vanishes without closing anything: aaa's probes find out.
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    let down = json(&a.line(Duration::from_secs(10), |l| l.contains("link down")));
+    assert_eq!(down["level"], "WARN", "{down}");
+    assert_eq!(down["span"]["peer"], "bbb", "{down}");
+    assert_eq!(down["fields"]["consecutive"], 3, "{down}");
+    let reroute = json(&a.line(Duration::from_secs(5), |l| l.contains("reroute")));
+    assert_eq!(reroute["fields"]["cause"], "local failover", "{reroute}");
+    assert_eq!(reroute["fields"]["moved"], 1, "{reroute}");
+    assert_eq!(reroute["fields"]["next_hops"], "bbb: bbb → -", "{reroute}");
+}
