@@ -42,6 +42,11 @@ struct RawRelayConfig {
     /// dropped and counted. Default 100000.
     #[serde(default)]
     max_flows_per_service: Option<u32>,
+    /// Receive and send buffer asked for on the QUIC socket and each UDP
+    /// ingress socket. Default 4194304 (4 MiB); the kernel caps it at
+    /// `net.core.rmem_max` / `wmem_max`.
+    #[serde(default)]
+    socket_buffer_bytes: Option<u32>,
     /// Dial this address for a peer instead of its topology `addr` (the lab and
     /// tests put link emulators there). Default: none.
     #[serde(default)]
@@ -53,6 +58,8 @@ struct RawRelayConfig {
 pub struct Tuning {
     pub flow_idle_timeout: Duration,
     pub max_flows_per_service: usize,
+    /// Buffer size asked for on the sockets carrying aggregate traffic.
+    pub socket_buffer: usize,
     /// QUIC keep-alive on peer links.
     pub keep_alive: Duration,
     /// A peer link silent this long is closed (a backstop: probes detect loss sooner).
@@ -74,6 +81,7 @@ impl Default for Tuning {
         Tuning {
             flow_idle_timeout: Duration::from_secs(30),
             max_flows_per_service: 100_000,
+            socket_buffer: 4 << 20,
             keep_alive: Duration::from_secs(1),
             link_idle_timeout: Duration::from_secs(10),
             reconnect_min: Duration::from_millis(100),
@@ -190,6 +198,12 @@ impl RelayConfig {
                 doc.error("max_flows_per_service", "must be at least 1");
             }
             tuning.max_flows_per_service = n as usize;
+        }
+        if let Some(n) = raw.socket_buffer_bytes {
+            if n < 65_536 {
+                doc.error("socket_buffer_bytes", "must be at least 65536 (64 KiB)");
+            }
+            tuning.socket_buffer = n as usize;
         }
         doc.finish()?;
         match (topology, node, listen, identity, roots) {

@@ -19,6 +19,7 @@ pub mod peers;
 pub mod pki;
 pub mod probe;
 pub mod prom;
+pub mod sockbuf;
 pub mod splice;
 pub mod streams;
 pub mod tls;

@@ -260,6 +260,7 @@ pub async fn start(
     client.transport_config(transport(&cfg));
 
     socket.set_nonblocking(true)?;
+    crate::sockbuf::enlarge(&socket, cfg.tuning.socket_buffer, "quic");
     let quic_addr = socket.local_addr()?;
     let endpoint = Endpoint::new(
         EndpointConfig::default(),
@@ -283,6 +284,7 @@ pub async fn start(
                     )
                 })?;
                 ingress_addrs.insert(service.name.clone(), sock.local_addr()?);
+                crate::sockbuf::enlarge(&sock, cfg.tuning.socket_buffer, &service.name);
                 let sock = udp::SplitSocket::new(sock)?;
                 udp_ingress.insert(
                     service.key,
