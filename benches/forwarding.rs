@@ -10,20 +10,18 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use overlay::fleet::{Fleet, FleetOptions};
 
+mod support;
+use support::{chain, epoch};
+
 const PACKET: usize = 200;
 /// The first packets set up the flow (egress socket): not counted.
 const WARMUP: u32 = 200;
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
 
 struct Result {
     sent: u32,
@@ -94,29 +92,6 @@ fn measure(receiver: &UdpSocket, dst: SocketAddr, rate: u32, count: u32) -> Resu
         received,
         one_way_us,
     }
-}
-
-fn chain(relays: usize, target: SocketAddr) -> topology::Topology {
-    let mut yaml = String::from("version: 1\nnodes:\n");
-    for i in 0..relays {
-        yaml += &format!(
-            "  - {{ id: r{i}, city: R{i}, country: US, region: bench, lat: 10.0, lon: {}.0, addr: \"127.0.0.1:{}\" }}\n",
-            i,
-            1 + i
-        );
-    }
-    yaml += "links:\n";
-    for i in 1..relays {
-        yaml += &format!(
-            "  - {{ between: [r{}, r{i}], kind: terrestrial, delay_ms: 1 }}\n",
-            i - 1
-        );
-    }
-    yaml += &format!(
-        "services:\n  - {{ name: media, protocol: udp, ingress: {{ node: r0, listen: \"127.0.0.1:0\" }}, egress: {{ node: r{}, target: \"{target}\" }} }}\n",
-        relays - 1
-    );
-    topology::parse("bench-chain.yaml", &yaml).expect("valid chain")
 }
 
 fn main() {
