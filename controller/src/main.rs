@@ -21,9 +21,11 @@ fn main() -> ExitCode {
                 cfg.topology.nodes.len()
             )
         },
-        |cfg, notify| async move {
+        |cfg, notify, path| async move {
             let (socket, admin) = daemon::bind(cfg.listen, cfg.admin)?;
-            controller::run(cfg, socket, admin, daemon::shutdown_signal(), &notify).await
+            let signals = daemon::os_signals()?;
+            let load = || ControllerConfig::load(&path);
+            controller::run(cfg, socket, admin, signals, &notify, load).await
         },
     )
 }

@@ -156,7 +156,13 @@ pub struct RouteSelector {
     tables: RouteTables,
     /// The `now` of the latest update, to notice a down-and-up we were not shown.
     last_update: Option<Instant>,
+    /// Nodes draining (stopping): their links carry a penalty so no path crosses
+    /// them while another exists; paths to and from them still work.
+    draining: std::collections::BTreeSet<NodeIdx>,
 }
+
+/// Added to every link of a draining node, in µs: far above any real path.
+pub const DRAIN_PENALTY: Cost = 10_000_000;
 
 impl RouteSelector {
     /// Starts with every link up at its expected delay from the topology.
@@ -187,7 +193,54 @@ impl RouteSelector {
             routes,
             tables,
             last_update: None,
+            draining: Default::default(),
         }
+    }
+
+    /// Marks `node` as draining or not. A change applies at once (no hold: a
+    /// drain has a deadline); returns true if it changed the tables.
+    pub fn set_draining(&mut self, node: NodeIdx, draining: bool) -> bool {
+        let changed = if draining {
+            self.draining.insert(node)
+        } else {
+            self.draining.remove(&node)
+        };
+        changed && self.recompute()
+    }
+
+    pub fn is_draining(&self, node: NodeIdx) -> bool {
+        self.draining.contains(&node)
+    }
+
+    /// Rebuilds the metric from the costs in force (plus drain penalties) and the
+    /// tables from it; true if some table changed (its version then grows).
+    fn recompute(&mut self) -> bool {
+        let topology = &self.topology;
+        let draining = &self.draining;
+        self.metric = Metric::new(
+            self.links
+                .iter()
+                .zip(&topology.links)
+                .map(|(c, l)| {
+                    let drained = draining.contains(&l.a) || draining.contains(&l.b);
+                    c.in_force
+                        .map(|cost| if drained { cost + DRAIN_PENALTY } else { cost })
+                })
+                .collect(),
+        );
+        self.routes = Routes::compute(&self.graph, &self.metric);
+        let tables = sticky_tables(
+            &self.routes,
+            &self.metric,
+            &self.tables.tables,
+            &self.config,
+        );
+        if tables != self.tables.tables {
+            self.tables.tables = tables;
+            self.tables.version += 1;
+            return true;
+        }
+        false
     }
 
     pub fn config(&self) -> &StabilityConfig {
@@ -220,18 +273,7 @@ impl RouteSelector {
         }
         self.last_update = Some(self.last_update.map_or(now, |t| t.max(now)));
         if changed {
-            self.metric = Metric::new(self.links.iter().map(|c| c.in_force).collect());
-            self.routes = Routes::compute(&self.graph, &self.metric);
-            let tables = sticky_tables(
-                &self.routes,
-                &self.metric,
-                &self.tables.tables,
-                &self.config,
-            );
-            if tables != self.tables.tables {
-                self.tables.tables = tables;
-                self.tables.version += 1;
-            }
+            self.recompute();
         }
         changed
     }

@@ -214,18 +214,24 @@ impl ControllerHandle {
     }
 }
 
-/// Runs a controller until `shutdown` completes. Tells systemd through `notify`
-/// that it is ready once [`start`] returned (it listens for relays), keeps the
-/// status line `systemctl status` shows current ("routing, 54 of 55 relays
-/// connected, routes v12"), and says when it stops.
+/// Runs a controller until a stop signal. A reload signal re-reads the config
+/// through `load`: a config with errors, or one that changes the id or the
+/// addresses, is refused and logged, and the running one stays; an unchanged
+/// one changes nothing; any other change (topology, certificates, stability
+/// knobs) restarts the controller in place on the same addresses. Its state is
+/// all soft: relays keep forwarding on their tables meanwhile, reconnect within
+/// their backoff, and their next reports rebuild it. Tells systemd through
+/// `notify` when it is ready, reloading and stopping, with a status line.
 pub async fn run(
     cfg: ControllerConfig,
     socket: std::net::UdpSocket,
     admin: Option<std::net::TcpListener>,
-    shutdown: impl std::future::Future<Output = ()>,
+    mut signals: tokio::sync::mpsc::Receiver<relay::daemon::Signal>,
     notify: &relay::daemon::Notifier,
+    load: impl Fn() -> Result<ControllerConfig, topology::ConfigErrors>,
 ) -> anyhow::Result<()> {
-    let handle = start(cfg, socket, admin).await?;
+    use relay::daemon::Signal;
+    let mut handle = start(cfg, socket, admin).await?;
     let line = |h: &ControllerHandle| {
         format!(
             "routing, {} of {} relays connected, routes v{}",
@@ -235,18 +241,65 @@ pub async fn run(
         )
     };
     notify.ready(&line(&handle));
-    tokio::pin!(shutdown);
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             biased;
-            _ = &mut shutdown => break,
+            signal = signals.recv() => match signal {
+                Some(Signal::Reload) => {
+                    notify.reloading();
+                    handle = reload(handle, load()).await?;
+                    notify.ready(&line(&handle));
+                }
+                Some(Signal::Stop) | None => break,
+            },
             _ = refresh.tick(), if notify.is_active() => notify.status(&line(&handle)),
         }
     }
     notify.stopping();
     handle.shutdown().await;
     Ok(())
+}
+
+/// Applies a re-read config (see [`run`]); fails only if the controller cannot
+/// start again on its own addresses.
+async fn reload(
+    handle: ControllerHandle,
+    loaded: Result<ControllerConfig, topology::ConfigErrors>,
+) -> anyhow::Result<ControllerHandle> {
+    let new = match loaded {
+        Ok(new) => new,
+        Err(errors) => {
+            tracing::error!(
+                "reload refused, the running config stays:\n{}",
+                errors.to_string().trim_end()
+            );
+            return Ok(handle);
+        }
+    };
+    let old = &handle.shared.cfg;
+    if new.id != old.id || new.listen != old.listen || new.admin != old.admin {
+        tracing::error!(
+            "reload refused, the running config stays: the id, QUIC address or admin address changed; restart the controller to apply it"
+        );
+        return Ok(handle);
+    }
+    let unchanged = new.topology == old.topology
+        && new.identity.cert_chain == old.identity.cert_chain
+        && new.stability == old.stability;
+    if unchanged {
+        info!("reload applied: nothing changed");
+        return Ok(handle);
+    }
+    let (nodes, links) = (new.topology.nodes.len(), new.topology.links.len());
+    handle.shutdown().await;
+    let (socket, admin) = relay::daemon::bind(new.listen, new.admin)?;
+    let handle = start(new, socket, admin).await?;
+    info!(
+        nodes,
+        links, "reload applied: controller restarted in place with the new config"
+    );
+    Ok(handle)
 }
 
 /// Recomputes on every report and whenever a hold or hold-down expires.
@@ -355,8 +408,8 @@ async fn serve_relay(
             _ = shared.cancel.cancelled() => return Ok(()),
             m = control::read::<RelayMessage, _>(&mut recv) => {
                 match m.map_err(|e| e.to_string())? {
-                    Some(RelayMessage::Links { links }) => {
-                        take_reports(shared, idx, &links);
+                    Some(RelayMessage::Links { links, draining }) => {
+                        take_reports(shared, idx, &links, draining);
                         if held.is_none() {
                             shared.recompute();
                             held = Some(send_table(&mut send, shared.topology(), &shared.tables(), idx, None).await?);
@@ -386,10 +439,22 @@ async fn serve_relay(
 }
 
 /// Feeds a relay's link reports into the database and wakes the route computation.
-fn take_reports(shared: &Shared, from: NodeIdx, links: &[relay::control::LinkReport]) {
+fn take_reports(
+    shared: &Shared,
+    from: NodeIdx,
+    links: &[relay::control::LinkReport],
+    draining: bool,
+) {
     let topo = shared.topology();
     let now = std::time::Instant::now();
     let mut st = shared.state();
+    if st.selector.is_draining(from) != draining {
+        info!(
+            draining,
+            "relay drain state changed: routes move accordingly"
+        );
+        st.selector.set_draining(from, draining);
+    }
     for l in links {
         let Some(peer) = topo.node_idx(&l.peer) else {
             continue;

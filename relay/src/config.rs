@@ -47,6 +47,11 @@ struct RawRelayConfig {
     /// `net.core.rmem_max` / `wmem_max`.
     #[serde(default)]
     socket_buffer_bytes: Option<u32>,
+    /// On SIGTERM, how long the relay drains (routes move off it, no new
+    /// flows) before it exits. Default 10000 (10 s); keep it under the unit's
+    /// `TimeoutStopSec`.
+    #[serde(default)]
+    drain_grace_ms: Option<u64>,
     /// Dial this address for a peer instead of its topology `addr` (the lab and
     /// tests put link emulators there). Default: none.
     #[serde(default)]
@@ -60,6 +65,8 @@ pub struct Tuning {
     pub max_flows_per_service: usize,
     /// Buffer size asked for on the sockets carrying aggregate traffic.
     pub socket_buffer: usize,
+    /// The longest a drain waits before the relay exits.
+    pub drain_grace: Duration,
     /// QUIC keep-alive on peer links.
     pub keep_alive: Duration,
     /// A peer link silent this long is closed (a backstop: probes detect loss sooner).
@@ -82,6 +89,7 @@ impl Default for Tuning {
             flow_idle_timeout: Duration::from_secs(30),
             max_flows_per_service: 100_000,
             socket_buffer: 4 << 20,
+            drain_grace: Duration::from_secs(10),
             keep_alive: Duration::from_secs(1),
             link_idle_timeout: Duration::from_secs(10),
             reconnect_min: Duration::from_millis(100),
@@ -204,6 +212,12 @@ impl RelayConfig {
                 doc.error("socket_buffer_bytes", "must be at least 65536 (64 KiB)");
             }
             tuning.socket_buffer = n as usize;
+        }
+        if let Some(ms) = raw.drain_grace_ms {
+            if ms > 600_000 {
+                doc.error("drain_grace_ms", "must be at most 600000 (10 minutes)");
+            }
+            tuning.drain_grace = Duration::from_millis(ms);
         }
         doc.finish()?;
         match (topology, node, listen, identity, roots) {

@@ -20,9 +20,19 @@ pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RelayMessage {
-    Hello { node: String, table_version: u64 },
-    Links { links: Vec<LinkReport> },
-    Applied { version: u64 },
+    Hello {
+        node: String,
+        table_version: u64,
+    },
+    Links {
+        links: Vec<LinkReport>,
+        /// The relay is draining (stopping): route transit traffic around it.
+        #[serde(default)]
+        draining: bool,
+    },
+    Applied {
+        version: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +143,7 @@ mod tests {
                     jitter_ms: Some(0.4),
                     loss: 0.0,
                 }],
+                draining: true,
             },
             RelayMessage::Applied { version: 7 },
         ];

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::{ClientConfig, Endpoint};
+use quinn::Endpoint;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::control::{self, ControllerMessage, RelayMessage, TableUpdate};
@@ -17,22 +17,22 @@ use crate::node::Shared;
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Keeps a session with one of the topology's controllers until shutdown.
-pub async fn controller_loop(shared: Arc<Shared>, endpoint: Endpoint, client: ClientConfig) {
-    let controllers = shared.cfg.topology.controllers.clone();
+pub async fn controller_loop(shared: Arc<Shared>, endpoint: Endpoint) {
+    let controllers = shared.cfg().topology.controllers.clone();
     if controllers.is_empty() {
         return;
     }
-    let tuning = shared.cfg.tuning.clone();
+    let tuning = shared.cfg().tuning.clone();
     let mut backoff = tuning.reconnect_min;
     let mut attempt = 0usize;
     loop {
         let target = &controllers[attempt % controllers.len()];
         attempt += 1;
-        let addr = shared.cfg.controller_addr.unwrap_or(target.addr);
+        let addr = shared.cfg().controller_addr.unwrap_or(target.addr);
         let span = tracing::info_span!("controller", controller = %target.id, %addr);
         let session = async {
             let connecting = endpoint
-                .connect_with(client.clone(), addr, &target.id)
+                .connect_with(shared.client_config(), addr, &target.id)
                 .map_err(|e| e.to_string())?;
             let conn = tokio::time::timeout(tuning.setup_timeout, connecting)
                 .await
@@ -63,7 +63,7 @@ pub async fn controller_loop(shared: Arc<Shared>, endpoint: Endpoint, client: Cl
 async fn run_session(shared: &Arc<Shared>, conn: quinn::Connection) -> Result<(), String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let hello = RelayMessage::Hello {
-        node: shared.cfg.node_id().to_string(),
+        node: shared.node_id().to_string(),
         table_version: shared.table_version.load(Ordering::Relaxed),
     };
     control::write(&mut send, &hello)
@@ -93,7 +93,8 @@ async fn run_session(shared: &Arc<Shared>, conn: quinn::Connection) -> Result<()
 
 async fn send_report(shared: &Arc<Shared>, send: &mut quinn::SendStream) -> Result<(), String> {
     let links = shared.link_reports();
-    control::write(send, &RelayMessage::Links { links })
+    let draining = shared.is_draining();
+    control::write(send, &RelayMessage::Links { links, draining })
         .await
         .map_err(|e| e.to_string())
 }
@@ -134,7 +135,7 @@ fn apply(shared: &Arc<Shared>, update: TableUpdate) {
             changes,
             cause = "controller push",
             moved = moves.len(),
-            next_hops = %NextHopMoves::new(&shared.cfg.topology, &moves),
+            next_hops = %NextHopMoves::new(&shared.cfg().topology, &moves),
             "reroute: route table applied"
         );
     }

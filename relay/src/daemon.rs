@@ -63,7 +63,7 @@ pub fn main<C, F>(
     about: &'static str,
     load: impl FnOnce(&Path) -> Result<C, ConfigErrors>,
     summary: impl FnOnce(&C) -> String,
-    run: impl FnOnce(C, Notifier) -> F,
+    run: impl FnOnce(C, Notifier, PathBuf) -> F,
 ) -> ExitCode
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
@@ -104,7 +104,9 @@ where
             print!("{}", summary(&cfg));
             ExitCode::SUCCESS
         }
-        DaemonCommand::Run { .. } => run_until_signal(name, || run(cfg, Notifier::from_env())),
+        DaemonCommand::Run { config } => {
+            run_until_signal(name, || run(cfg, Notifier::from_env(), config))
+        }
     }
 }
 
@@ -118,16 +120,23 @@ pub async fn stop(
 ) {
     cancel.cancel();
     endpoint.close(0u32.into(), reason);
-    let wait = async {
-        while tasks.join_next().await.is_some() {}
-        endpoint.wait_idle().await;
-    };
-    if tokio::time::timeout(Duration::from_secs(3), wait)
+    let started = tokio::time::Instant::now();
+    let tasks_done = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(2), tasks_done)
         .await
         .is_err()
     {
         tasks.abort_all();
     }
+    // The close frames went out with `close`; waiting for idle only resends
+    // them if lost, and a connection still in its handshake (a peer that is
+    // down) would hold us for 3 PTOs of a second each. Peers' probes notice
+    // anyway, so this wait is short.
+    let _ = tokio::time::timeout(Duration::from_millis(300), endpoint.wait_idle()).await;
+    tracing::debug!(
+        took_ms = started.elapsed().as_millis() as u64,
+        "tasks and endpoint stopped"
+    );
 }
 
 /// Exit code for bad usage or bad configuration (sysexits `EX_USAGE`).
@@ -235,6 +244,12 @@ impl Notifier {
         if self.remember(status) {
             self.send(&[NotifyState::Status(status)]);
         }
+    }
+
+    /// `RELOADING=1`: a reload has begun; [`Notifier::ready`] ends it.
+    pub fn reloading(&self) {
+        self.remember("reloading");
+        self.send(&[NotifyState::Reloading, NotifyState::Status("reloading")]);
     }
 
     /// `STOPPING=1`: shutdown has begun.
@@ -396,18 +411,39 @@ impl Drop for Watchdog {
     }
 }
 
-/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = ctrl_c.await;
-        return;
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
+/// What a signal asks of a daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGHUP: re-read the config and apply what changed.
+    Reload,
+    /// SIGTERM or SIGINT: drain and stop.
+    Stop,
+}
+
+/// The process's signals as a channel: SIGHUP is [`Signal::Reload`], SIGTERM
+/// and SIGINT are [`Signal::Stop`]. Handling SIGHUP here also keeps it from
+/// killing the process. Tests feed a channel of their own instead. Call it
+/// inside the runtime.
+pub fn os_signals() -> std::io::Result<tokio::sync::mpsc::Receiver<Signal>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        loop {
+            let signal = tokio::select! {
+                Some(()) = hup.recv() => Signal::Reload,
+                Some(()) = term.recv() => Signal::Stop,
+                Some(()) = int.recv() => Signal::Stop,
+                else => return,
+            };
+            if tx.send(signal).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Runs `main` on a multi-threaded runtime and maps its outcome to an exit code.

@@ -56,10 +56,12 @@ pub enum DropReason {
     UnknownFlow,
     /// The socket or connection refused the packet.
     SendFailed,
+    /// A new flow arrived while the relay drains (stops): it takes none.
+    Draining,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::TtlExpired,
         DropReason::NoRoute,
@@ -70,6 +72,7 @@ impl DropReason {
         DropReason::FlowLimit,
         DropReason::UnknownFlow,
         DropReason::SendFailed,
+        DropReason::Draining,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +87,7 @@ impl DropReason {
             DropReason::FlowLimit => "flow_limit",
             DropReason::UnknownFlow => "unknown_flow",
             DropReason::SendFailed => "send_failed",
+            DropReason::Draining => "draining",
         }
     }
 }

@@ -12,9 +12,11 @@ fn main() -> ExitCode {
         "Relay daemon of the classroom overlay",
         RelayConfig::load,
         summary,
-        |cfg, notify| async move {
+        |cfg, notify, path| async move {
             let (socket, admin) = daemon::bind(cfg.listen, cfg.admin)?;
-            relay::run(cfg, socket, admin, daemon::shutdown_signal(), &notify).await
+            let signals = daemon::os_signals()?;
+            let load = || RelayConfig::load(&path);
+            relay::run(cfg, socket, admin, signals, &notify, load).await
         },
     )
 }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -160,32 +161,41 @@ impl Drop for OpenSession<'_> {
 #[derive(Debug, Default)]
 pub struct ServiceMetrics {
     /// Sorted by service key.
-    by_key: Vec<(u32, String, ServiceCounters)>,
+    by_key: Vec<(u32, String, Arc<ServiceCounters>)>,
 }
 
 impl ServiceMetrics {
     pub fn new(topology: &Topology, me: NodeIdx) -> Self {
-        let mut by_key: Vec<(u32, String, ServiceCounters)> = topology
+        ServiceMetrics::default().rebuilt(topology, me)
+    }
+
+    /// The counters for a reloaded topology: services that stay keep theirs (so
+    /// counters never go backwards), new ones start at zero, removed ones go.
+    pub fn rebuilt(&self, topology: &Topology, me: NodeIdx) -> Self {
+        let mut by_key: Vec<(u32, String, Arc<ServiceCounters>)> = topology
             .services
             .iter()
             .filter(|s| s.ingress_node == me || s.egress_node == me)
-            .map(|s| (s.key, s.name.clone(), ServiceCounters::default()))
+            .map(|s| {
+                let counters = self.get(s.key).unwrap_or_default();
+                (s.key, s.name.clone(), counters)
+            })
             .collect();
         by_key.sort_by_key(|(key, _, _)| *key);
         ServiceMetrics { by_key }
     }
 
     /// The counters of the service with wire key `key`, if it ends at this node.
-    pub fn get(&self, key: u32) -> Option<&ServiceCounters> {
+    pub fn get(&self, key: u32) -> Option<Arc<ServiceCounters>> {
         self.by_key
             .binary_search_by_key(&key, |(k, _, _)| *k)
             .ok()
-            .map(|i| &self.by_key[i].2)
+            .map(|i| self.by_key[i].2.clone())
     }
 
     /// (key, name, counters) of every service, by key.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &str, &ServiceCounters)> {
-        self.by_key.iter().map(|(k, n, c)| (*k, n.as_str(), c))
+        self.by_key.iter().map(|(k, n, c)| (*k, n.as_str(), &**c))
     }
 }
 

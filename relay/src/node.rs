@@ -31,28 +31,99 @@ use crate::wire::Header;
 /// State shared by every task of one relay.
 #[derive(Debug)]
 pub struct Shared {
-    pub cfg: RelayConfig,
+    /// The config in force; a reload replaces it (see [`crate::reload`]).
+    config: RwLock<Arc<RelayConfig>>,
     pub me: u32,
+    /// This node's id (a reload cannot change it).
+    me_id: String,
     /// Neighbors: (node key, node id).
-    pub neighbors: Vec<(u32, String)>,
+    neighbors: RwLock<Arc<Vec<(u32, String)>>>,
     table: RwLock<Arc<ForwardingTable>>,
     pub peers: Peers,
     pub metrics: Metrics,
     /// Per-service traffic for the services whose ingress or egress is here.
-    pub services: ServiceMetrics,
+    services: RwLock<Arc<ServiceMetrics>>,
+    /// TLS for dialing peers and the controller (a reload may rotate certificates).
+    client: RwLock<quinn::ClientConfig>,
+    /// The neighbors whose certificates the TLS server accepts.
+    pub(crate) policy: PeerPolicy,
+    /// What stops each dial loop and each service's ingress task on its own
+    /// (children of `cancel`), so a reload can remove one.
+    pub(crate) stops: std::sync::Mutex<Stops>,
     /// Per-link traffic totals across reconnects, read at scrape time.
     pub link_totals: LinkTotals,
-    pub udp_ingress: HashMap<u32, Arc<UdpIngress>>,
+    udp_ingress: RwLock<Arc<HashMap<u32, Arc<UdpIngress>>>>,
     pub udp_egress: EgressFlows,
     pub cancel: CancellationToken,
     /// Version of the table in force: 0 for the topology's own, then the controller's.
     pub table_version: AtomicU64,
     /// Woken when a link's state changes, so the controller hears at once.
     pub links_changed: Notify,
+    /// Set when the relay starts draining: new flows are refused, and the
+    /// controller is told so routes move off this node.
+    draining: std::sync::atomic::AtomicBool,
     started: Instant,
 }
 
+/// Reads a lock whose holders never leave the value half-updated (every write
+/// is a single assignment), so a poisoned lock is still consistent.
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    *lock.write().unwrap_or_else(|p| p.into_inner()) = value;
+}
+
 impl Shared {
+    /// The config in force (a cheap clone of an `Arc`).
+    pub fn cfg(&self) -> Arc<RelayConfig> {
+        read(&self.config)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.me_id
+    }
+
+    /// This node's neighbors in the topology in force: (node key, node id).
+    pub fn neighbors(&self) -> Arc<Vec<(u32, String)>> {
+        read(&self.neighbors)
+    }
+
+    /// The UDP services whose ingress is this node, by service key.
+    pub fn udp_ingress(&self) -> Arc<HashMap<u32, Arc<UdpIngress>>> {
+        read(&self.udp_ingress)
+    }
+
+    /// Per-service counters of the services that end here.
+    pub fn services(&self) -> Arc<ServiceMetrics> {
+        read(&self.services)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts draining (see [`crate::drain`]); false if it already was.
+    pub(crate) fn start_draining(&self) -> bool {
+        !self
+            .draining
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn client_config(&self) -> quinn::ClientConfig {
+        read(&self.client)
+    }
+
+    /// Puts a reloaded config in force, with what follows from it.
+    pub(crate) fn set_config(&self, cfg: RelayConfig, live: Live) {
+        write(&self.udp_ingress, Arc::new(live.udp_ingress));
+        write(&self.neighbors, Arc::new(live.neighbors));
+        write(&self.services, Arc::new(live.services));
+        write(&self.client, live.client);
+        write(&self.config, Arc::new(cfg));
+    }
+
     /// The forwarding table in force (a cheap clone of an `Arc`).
     pub fn table(&self) -> Arc<ForwardingTable> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -72,7 +143,7 @@ impl Shared {
 
     /// What this relay tells the controller about each of its links.
     pub fn link_reports(&self) -> Vec<crate::control::LinkReport> {
-        self.neighbors
+        self.neighbors()
             .iter()
             .map(|(key, id)| {
                 let measured = self
@@ -93,10 +164,8 @@ impl Shared {
     }
 
     pub fn dial_addr(&self, peer: u32) -> Option<SocketAddr> {
-        self.cfg
-            .topology
-            .node_by_key(peer)
-            .map(|idx| self.cfg.dial_addr(idx))
+        let cfg = self.cfg();
+        cfg.topology.node_by_key(peer).map(|idx| cfg.dial_addr(idx))
     }
 
     pub fn count_delivered(&self, bytes: usize) {
@@ -168,6 +237,143 @@ impl Shared {
     }
 }
 
+/// Stop tokens of the tasks a reload can end one by one.
+#[derive(Debug, Default)]
+pub(crate) struct Stops {
+    /// Dial loops, by peer node key.
+    pub links: HashMap<u32, CancellationToken>,
+    /// Ingress tasks (UDP reader or TCP listener), by service key.
+    pub services: HashMap<u32, CancellationToken>,
+}
+
+/// What a config puts in force besides itself: derived once, swapped together.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub neighbors: Vec<(u32, String)>,
+    pub udp_ingress: HashMap<u32, Arc<UdpIngress>>,
+    pub services: ServiceMetrics,
+    pub client: quinn::ClientConfig,
+}
+
+/// A node's neighbors in a topology: (node key, node id).
+pub(crate) fn neighbors_of(cfg: &RelayConfig) -> Vec<(u32, String)> {
+    let topo = &cfg.topology;
+    topo.links
+        .iter()
+        .filter_map(|l| l.other(cfg.node))
+        .map(|n| (topo.node_key(n), topo.node(n).id.clone()))
+        .collect()
+}
+
+/// Ingress sockets bound for some services, not yet serving.
+#[derive(Debug, Default)]
+pub(crate) struct BoundServices {
+    pub udp: HashMap<u32, Arc<UdpIngress>>,
+    pub tcp: Vec<(topology::Service, tokio::net::TcpListener)>,
+    /// Where each listens, by service name.
+    pub addrs: HashMap<String, SocketAddr>,
+}
+
+/// Binds the ingress socket of each of `services` (whose ingress must be this
+/// node). Fails on the first that cannot bind, naming it; nothing is served yet.
+pub(crate) async fn bind_services<'a>(
+    cfg: &RelayConfig,
+    services: impl IntoIterator<Item = &'a topology::Service>,
+) -> anyhow::Result<BoundServices> {
+    let topo = &cfg.topology;
+    let mut bound = BoundServices::default();
+    for service in services {
+        let dst = topo.node_key(service.egress_node);
+        match service.protocol {
+            Protocol::Udp => {
+                let sock = std::net::UdpSocket::bind(service.listen).with_context(|| {
+                    format!(
+                        "binding UDP {} for service {}",
+                        service.listen, service.name
+                    )
+                })?;
+                bound.addrs.insert(service.name.clone(), sock.local_addr()?);
+                crate::sockbuf::enlarge(&sock, cfg.tuning.socket_buffer, &service.name);
+                let sock = udp::SplitSocket::new(sock)?;
+                bound.udp.insert(
+                    service.key,
+                    Arc::new(UdpIngress::new(service.clone(), dst, sock)),
+                );
+            }
+            Protocol::Tcp => {
+                let listener = tokio::net::TcpListener::bind(service.listen)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "binding TCP {} for service {}",
+                            service.listen, service.name
+                        )
+                    })?;
+                bound
+                    .addrs
+                    .insert(service.name.clone(), listener.local_addr()?);
+                bound.tcp.push((service.clone(), listener));
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// Starts serving bound ingress sockets, each stoppable on its own.
+pub(crate) fn serve_services(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    udp: impl IntoIterator<Item = Arc<UdpIngress>>,
+    tcp: Vec<(topology::Service, tokio::net::TcpListener)>,
+) {
+    let mut stops = shared.stops.lock().unwrap_or_else(|p| p.into_inner());
+    for ingress in udp {
+        let stop = shared.cancel.child_token();
+        stops.services.insert(ingress.service_key(), stop.clone());
+        let run = udp::run_ingress(shared.clone(), ingress);
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = run => {}
+            }
+        });
+    }
+    for (service, listener) in tcp {
+        let stop = shared.cancel.child_token();
+        stops.services.insert(service.key, stop.clone());
+        let run = streams::run_ingress(shared.clone(), service, listener);
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = run => {}
+            }
+        });
+    }
+}
+
+/// Starts keeping the link to a neighbor up, stoppable on its own.
+pub(crate) fn dial_neighbor(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    endpoint: &Endpoint,
+    (key, id): (u32, String),
+) {
+    let stop = shared.cancel.child_token();
+    shared
+        .stops
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .links
+        .insert(key, stop.clone());
+    tasks.spawn(peers::dial_loop(
+        shared.clone(),
+        endpoint.clone(),
+        key,
+        id,
+        stop,
+    ));
+}
+
 /// What `GET /api/v1/status` returns.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -209,9 +415,9 @@ pub struct RouteStatus {
 /// A started relay. Dropping it does not stop it; call [`RelayHandle::shutdown`].
 #[derive(Debug)]
 pub struct RelayHandle {
-    shared: Arc<Shared>,
-    endpoint: Endpoint,
-    tasks: JoinSet<()>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) tasks: JoinSet<()>,
     pub quic_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     /// Where each UDP/TCP service with its ingress here listens, by service name.
@@ -244,20 +450,10 @@ pub async fn start(
     let me_idx = cfg.node;
     let topo = cfg.topology.clone();
     let me_id = topo.node(me_idx).id.clone();
-    let neighbors: Vec<(u32, String)> = topo
-        .links
-        .iter()
-        .filter_map(|l| l.other(me_idx))
-        .map(|n| (topo.node_key(n), topo.node(n).id.clone()))
-        .collect();
+    let neighbors = neighbors_of(&cfg);
 
     let policy = PeerPolicy::new(neighbors.iter().map(|(_, id)| id.clone()));
-    let mut server = tls::server_config(cfg.identity.clone(), (*cfg.roots).clone(), policy)
-        .context("building the TLS server config")?;
-    server.transport_config(transport(&cfg));
-    let mut client = tls::client_config(cfg.identity.clone(), (*cfg.roots).clone())
-        .context("building the TLS client config")?;
-    client.transport_config(transport(&cfg));
+    let (server, client) = tls_configs(&cfg, &policy)?;
 
     socket.set_nonblocking(true)?;
     crate::sockbuf::enlarge(&socket, cfg.tuning.socket_buffer, "quic");
@@ -270,81 +466,44 @@ pub async fn start(
     )
     .context("starting the QUIC endpoint")?;
 
-    let mut udp_ingress = HashMap::new();
-    let mut tcp_listeners = Vec::new();
-    let mut ingress_addrs = HashMap::new();
-    for service in topo.services.iter().filter(|s| s.ingress_node == me_idx) {
-        let dst = topo.node_key(service.egress_node);
-        match service.protocol {
-            Protocol::Udp => {
-                let sock = std::net::UdpSocket::bind(service.listen).with_context(|| {
-                    format!(
-                        "binding UDP {} for service {}",
-                        service.listen, service.name
-                    )
-                })?;
-                ingress_addrs.insert(service.name.clone(), sock.local_addr()?);
-                crate::sockbuf::enlarge(&sock, cfg.tuning.socket_buffer, &service.name);
-                let sock = udp::SplitSocket::new(sock)?;
-                udp_ingress.insert(
-                    service.key,
-                    Arc::new(UdpIngress::new(service.clone(), dst, sock)),
-                );
-            }
-            Protocol::Tcp => {
-                let listener = tokio::net::TcpListener::bind(service.listen)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "binding TCP {} for service {}",
-                            service.listen, service.name
-                        )
-                    })?;
-                ingress_addrs.insert(service.name.clone(), listener.local_addr()?);
-                tcp_listeners.push((service.clone(), listener));
-            }
-        }
-    }
+    let bound = bind_services(
+        &cfg,
+        topo.services.iter().filter(|s| s.ingress_node == me_idx),
+    )
+    .await?;
 
     let shared = Arc::new(Shared {
         me: topo.node_key(me_idx),
         table: RwLock::new(Arc::new(ForwardingTable::from_topology(&topo, me_idx))),
         peers: Peers::new(&me_id),
         metrics: Metrics::default(),
-        services: ServiceMetrics::new(&topo, me_idx),
+        services: RwLock::new(Arc::new(ServiceMetrics::new(&topo, me_idx))),
+        client: RwLock::new(client),
+        policy,
+        stops: Default::default(),
         link_totals: LinkTotals::default(),
-        udp_ingress,
         udp_egress: EgressFlows::default(),
         cancel: CancellationToken::new(),
         table_version: AtomicU64::new(0),
         links_changed: Notify::new(),
+        draining: Default::default(),
         started: Instant::now(),
-        neighbors,
-        cfg,
+        me_id: me_id.clone(),
+        neighbors: RwLock::new(Arc::new(neighbors)),
+        udp_ingress: RwLock::new(Arc::new(bound.udp.clone())),
+        config: RwLock::new(Arc::new(cfg)),
     });
 
     let mut tasks = JoinSet::new();
     tasks.spawn(peers::accept_loop(shared.clone(), endpoint.clone()));
-    for (key, id) in shared.neighbors.clone() {
-        tasks.spawn(peers::dial_loop(
-            shared.clone(),
-            endpoint.clone(),
-            client.clone(),
-            key,
-            id,
-        ));
+    for neighbor in shared.neighbors().iter().cloned() {
+        dial_neighbor(&shared, &mut tasks, &endpoint, neighbor);
     }
-    for ingress in shared.udp_ingress.values() {
-        tasks.spawn(udp::run_ingress(shared.clone(), ingress.clone()));
-    }
-    for (service, listener) in tcp_listeners {
-        tasks.spawn(streams::run_ingress(shared.clone(), service, listener));
-    }
+    serve_services(&shared, &mut tasks, bound.udp.into_values(), bound.tcp);
     tasks.spawn(udp::expire_loop(shared.clone()));
     tasks.spawn(crate::controller_link::controller_loop(
         shared.clone(),
         endpoint.clone(),
-        client.clone(),
     ));
 
     let admin_addr = match admin {
@@ -366,8 +525,23 @@ pub async fn start(
         tasks,
         quic_addr,
         admin_addr,
-        ingress_addrs,
+        ingress_addrs: bound.addrs,
     })
+}
+
+/// The TLS server config (peers allowed by `policy`) and client config of a
+/// relay config's identity and CA.
+pub(crate) fn tls_configs(
+    cfg: &RelayConfig,
+    policy: &PeerPolicy,
+) -> anyhow::Result<(quinn::ServerConfig, quinn::ClientConfig)> {
+    let mut server = tls::server_config(cfg.identity.clone(), (*cfg.roots).clone(), policy.clone())
+        .context("building the TLS server config")?;
+    server.transport_config(transport(cfg));
+    let mut client = tls::client_config(cfg.identity.clone(), (*cfg.roots).clone())
+        .context("building the TLS client config")?;
+    client.transport_config(transport(cfg));
+    Ok((server, client))
 }
 
 fn admin_response(shared: &Arc<Shared>, r: &Request) -> Response {
@@ -383,14 +557,14 @@ fn admin_response(shared: &Arc<Shared>, r: &Request) -> Response {
 }
 
 fn status(shared: &Arc<Shared>) -> Status {
-    let topo = &shared.cfg.topology;
+    let topo = &shared.cfg().topology;
     let name = |key: u32| {
         topo.node_by_key(key)
             .map_or_else(|| format!("{key:#x}"), |i: NodeIdx| topo.node(i).id.clone())
     };
     let links: HashMap<u32, peers::Link> = shared.peers.snapshot().into_iter().collect();
     let mut peers: Vec<PeerStatus> = shared
-        .neighbors
+        .neighbors()
         .iter()
         .map(
             |(key, id)| match links.get(key).filter(|l| l.conn.close_reason().is_none()) {
@@ -401,7 +575,7 @@ fn status(shared: &Arc<Shared>) -> Status {
                     measured: Some(l.health.measured()),
                     connected_for_s: Some(l.since.elapsed().as_secs_f64()),
                     dialed_by: Some(if l.dialed_by_me {
-                        shared.cfg.node_id().to_string()
+                        shared.node_id().to_string()
                     } else {
                         id.clone()
                     }),
@@ -428,15 +602,15 @@ fn status(shared: &Arc<Shared>) -> Status {
         .collect();
     routes.sort_by(|a, b| a.to.cmp(&b.to));
     Status {
-        node: shared.cfg.node_id().to_string(),
+        node: shared.node_id().to_string(),
         table_version: shared
             .table_version
             .load(std::sync::atomic::Ordering::Relaxed),
         uptime_s: shared.started.elapsed().as_secs_f64(),
-        quic_addr: shared.cfg.listen,
+        quic_addr: shared.cfg().listen,
         peers,
         flows: FlowStatus {
-            udp_ingress: shared.udp_ingress.values().map(|i| i.flow_count()).sum(),
+            udp_ingress: shared.udp_ingress().values().map(|i| i.flow_count()).sum(),
             udp_egress: shared.udp_egress.flow_count(),
         },
         routes,
@@ -452,7 +626,7 @@ impl RelayHandle {
     }
 
     pub fn node_id(&self) -> &str {
-        self.shared.cfg.node_id()
+        self.shared.node_id()
     }
 
     /// Whether the link to `peer` (a node id) carries traffic: connected, probes passing.
@@ -478,22 +652,28 @@ impl RelayHandle {
             b"relay shutting down",
         )
         .await;
-        info!(node = %self.shared.cfg.node_id(), "relay stopped");
+        info!(node = %self.shared.node_id(), "relay stopped");
     }
 }
 
-/// Runs a relay until `shutdown` completes. Tells systemd through `notify` that
-/// it is ready once [`start`] returned (it listens and forwards on the
-/// topology's routes), keeps the status line `systemctl status` shows current
-/// ("forwarding, 3 of 4 links up, routes v7"), and says when it stops.
+/// Runs a relay until a stop signal, then drains it (see [`crate::drain`]).
+/// A reload signal re-reads the config through `load` and applies what changed
+/// (see [`crate::reload`]); a config with errors is refused, logged, and the
+/// running one stays. Tells systemd through `notify` that it is ready once
+/// [`start`] returned (it listens and forwards on the topology's routes), keeps
+/// the status line `systemctl status` shows current ("forwarding, 3 of 4 links
+/// up, routes v7"), and says when it reloads and stops. A second stop signal
+/// cuts the drain short.
 pub async fn run(
     cfg: RelayConfig,
     socket: std::net::UdpSocket,
     admin: Option<std::net::TcpListener>,
-    shutdown: impl std::future::Future<Output = ()>,
+    mut signals: tokio::sync::mpsc::Receiver<crate::daemon::Signal>,
     notify: &crate::daemon::Notifier,
+    load: impl Fn() -> Result<RelayConfig, topology::ConfigErrors>,
 ) -> anyhow::Result<()> {
-    let relay = start(cfg, socket, admin).await?;
+    use crate::daemon::Signal;
+    let mut relay = start(cfg, socket, admin).await?;
     let line = |relay: &RelayHandle| {
         let s = relay.status();
         let up = s.peers.iter().filter(|p| p.state == "up").count();
@@ -504,16 +684,36 @@ pub async fn run(
         format!("forwarding, {up} of {} links up, {routes}", s.peers.len())
     };
     notify.ready(&line(&relay));
-    tokio::pin!(shutdown);
     let mut refresh = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
             biased;
-            _ = &mut shutdown => break,
+            signal = signals.recv() => match signal {
+                Some(Signal::Reload) => {
+                    notify.reloading();
+                    match load() {
+                        Ok(cfg) => match relay.reload(cfg).await {
+                            Ok(summary) => info!(%summary, "reload applied"),
+                            Err(e) => tracing::error!("reload refused, the running config stays: {e:#}"),
+                        },
+                        Err(errors) => tracing::error!(
+                            "reload refused, the running config stays:\n{}",
+                            errors.to_string().trim_end()
+                        ),
+                    }
+                    notify.ready(&line(&relay));
+                }
+                Some(Signal::Stop) | None => break,
+            },
             _ = refresh.tick(), if notify.is_active() => notify.status(&line(&relay)),
         }
     }
     notify.stopping();
+    let grace = relay.config().tuning.drain_grace;
+    tokio::select! {
+        _ = relay.drain(grace) => {}
+        Some(Signal::Stop) = signals.recv() => info!("second stop signal: drain cut short"),
+    }
     relay.shutdown().await;
     Ok(())
 }

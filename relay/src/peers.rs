@@ -46,6 +46,9 @@ fn retire(conn: Connection) {
 pub struct LinkHealth {
     /// Probes say the link carries traffic (hysteresis on both edges).
     pub up: std::sync::atomic::AtomicBool,
+    /// The link was up and its probes then failed: its peer may have restarted,
+    /// and a new connection from it must replace this one (see [`Peers::register`]).
+    pub failed: std::sync::atomic::AtomicBool,
     pub measured: Mutex<Measured>,
 }
 
@@ -147,6 +150,11 @@ impl Peers {
     /// Returns the health record the connection's actor must use, or `None` if
     /// `conn` lost. A connection replacing a live one inherits its health: it is
     /// the same physical link, so it must not look down while it proves itself.
+    ///
+    /// A connection whose probes failed after it was up loses to any newcomer:
+    /// that is what a restarted peer looks like from here (its old connection
+    /// lingers until the idle timeout), and the peer, fresh, has no other
+    /// connection to prefer, so both ends agree on the new one.
     pub fn register(
         &self,
         key: u32,
@@ -160,11 +168,15 @@ impl Peers {
         let mut health = Arc::new(LinkHealth::default());
         if let Some(old) = links.get(&key) {
             let old_live = old.conn.close_reason().is_none();
-            if old_live && preferred(old.dialed_by_me) && !preferred(dialed_by_me) {
+            let old_failed = old.health.failed.load(std::sync::atomic::Ordering::Relaxed);
+            if old_live && !old_failed && preferred(old.dialed_by_me) && !preferred(dialed_by_me) {
                 retire(conn);
                 return None;
             }
-            if old_live {
+            if old_live && old_failed {
+                old.conn
+                    .close(CLOSE_DUPLICATE.into(), b"replaced by a new connection");
+            } else if old_live {
                 retire(old.conn.clone());
                 health = old.health.clone();
             }
@@ -205,15 +217,16 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(f)
 }
 
-/// Keeps a link to one neighbor up: waits while it is up, dials when it is not.
+/// Keeps a link to one neighbor up: waits while it is up, dials when it is not,
+/// until `stop` (the relay's shutdown, or a reload that removed the link).
 pub async fn dial_loop(
     shared: Arc<Shared>,
     endpoint: Endpoint,
-    client: quinn::ClientConfig,
     peer: u32,
     peer_id: String,
+    stop: tokio_util::sync::CancellationToken,
 ) {
-    let tuning = shared.cfg.tuning.clone();
+    let tuning = shared.cfg().tuning.clone();
     let mut backoff = tuning.reconnect_min;
     let mut failures = 0u32;
     // The node with the larger id lets the other dial first, so both rarely dial
@@ -227,7 +240,7 @@ pub async fn dial_loop(
         if let Some(conn) = shared.peers.connected(peer) {
             tokio::select! {
                 biased;
-                _ = shared.cancel.cancelled() => return,
+                _ = stop.cancelled() => return,
                 _ = conn.closed() => {}
             }
             backoff = tuning.reconnect_min;
@@ -236,7 +249,7 @@ pub async fn dial_loop(
         if !defer.is_zero() {
             tokio::select! {
                 biased;
-                _ = shared.cancel.cancelled() => return,
+                _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(jittered(defer.max(backoff))) => {}
             }
             if shared.peers.connected(peer).is_some() {
@@ -248,13 +261,13 @@ pub async fn dial_loop(
         };
         let attempt = async {
             let connecting = endpoint
-                .connect_with(client.clone(), addr, &peer_id)
+                .connect_with(shared.client_config(), addr, &peer_id)
                 .map_err(|e| e.to_string())?;
             connecting.await.map_err(|e| e.to_string())
         };
         let result = tokio::select! {
             biased;
-            _ = shared.cancel.cancelled() => return,
+            _ = stop.cancelled() => return,
             r = tokio::time::timeout(tuning.setup_timeout, attempt) => r,
         };
         match result {
@@ -278,7 +291,7 @@ pub async fn dial_loop(
         }
         tokio::select! {
             biased;
-            _ = shared.cancel.cancelled() => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(jittered(backoff)) => {}
         }
         backoff = (backoff * 2).min(tuning.reconnect_max);
@@ -306,7 +319,7 @@ pub async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
 
 async fn accept_one(shared: Arc<Shared>, incoming: Incoming) {
     let remote = incoming.remote_address();
-    let result = tokio::time::timeout(shared.cfg.tuning.setup_timeout, incoming).await;
+    let result = tokio::time::timeout(shared.cfg().tuning.setup_timeout, incoming).await;
     let conn = match result {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
@@ -322,7 +335,8 @@ async fn accept_one(shared: Arc<Shared>, incoming: Incoming) {
     };
     // The TLS verifier already refused certificates that do not chain to the fleet
     // CA or name no neighbor; this finds which neighbor it is.
-    let candidates = shared.neighbors.iter().map(|(_, id)| id.as_str());
+    let neighbors = shared.neighbors();
+    let candidates = neighbors.iter().map(|(_, id)| id.as_str());
     let Some(id) = crate::tls::peer_node_id(&conn, candidates) else {
         Metrics::add(&shared.metrics.peers_refused, 1);
         warn!(%remote, "refused peer connection: certificate names no neighbor of this node");
@@ -350,7 +364,8 @@ pub async fn run_link(
 ) {
     let span = tracing::info_span!("peer", peer = %id, remote = %conn.remote_address());
     async {
-        let mut probe = LinkProbe::new(shared.cfg.tuning.probe.clone(), std::time::Instant::now());
+        let mut probe =
+            LinkProbe::new(shared.cfg().tuning.probe.clone(), std::time::Instant::now());
         // Inherited "up" from a connection this one replaced: it must be confirmed
         // by this connection's own probes soon, or the link is down after all.
         let mut confirm_by = health
@@ -475,6 +490,7 @@ fn after_probe(
             LinkEvent::Up => {
                 // Only a fresh link is news: one that inherited "up" from the
                 // connection it replaced was up all along.
+                health.failed.store(false, Ordering::Relaxed);
                 if !health.up.swap(true, Ordering::Relaxed) {
                     info!(rtt_ms = ?health.measured().rtt_ms, "link up: probes answered");
                     log_failover(shared, peer, true);
@@ -484,6 +500,7 @@ fn after_probe(
                 reason: DownReason::ProbesLost { consecutive },
             } => {
                 health.up.store(false, Ordering::Relaxed);
+                health.failed.store(true, Ordering::Relaxed);
                 warn!(
                     consecutive,
                     loss = stats.loss,
@@ -526,7 +543,7 @@ fn log_failover(shared: &Shared, peer: u32, up: bool) {
         info!(
             cause = "local failover",
             moved = moves.len(),
-            next_hops = %NextHopMoves::new(&shared.cfg.topology, &moves),
+            next_hops = %NextHopMoves::new(&shared.cfg().topology, &moves),
             "reroute: link {}",
             if up { "up" } else { "down" }
         );

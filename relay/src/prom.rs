@@ -171,7 +171,7 @@ pub fn response(shared: &Shared) -> Response {
 
 /// Reads the relay's state into a fresh registry.
 pub fn scrape(shared: &Shared) -> Scrape {
-    let mut s = Scrape::new("overlay_relay", &[("node", shared.cfg.node_id())]);
+    let mut s = Scrape::new("overlay_relay", &[("node", shared.node_id())]);
     links(&mut s, shared);
     services(&mut s, shared);
     forwarding(&mut s, shared);
@@ -181,7 +181,7 @@ pub fn scrape(shared: &Shared) -> Scrape {
 fn links(s: &mut Scrape, shared: &Shared) {
     let live: HashMap<u32, Link> = shared.peers.snapshot().into_iter().collect();
     let open = |key: &u32| live.get(key).filter(|l| l.conn.close_reason().is_none());
-    let neighbors = &shared.neighbors;
+    let neighbors = &shared.neighbors();
     s.gauges(
         "link_up",
         "1 if the link to this neighbor carries traffic (connected and its probes pass), else 0",
@@ -264,20 +264,20 @@ fn links(s: &mut Scrape, shared: &Shared) {
 
 fn services(s: &mut Scrape, shared: &Shared) {
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let services = shared.services();
     s.gauges(
         "service_flows",
         "Flows of the service open at this relay: UDP flows at its ingress or egress, and open TCP sessions",
         "service",
-        shared.services.iter().map(|(key, name, c)| {
-            let udp_in = shared.udp_ingress.get(&key).map_or(0, |i| i.flow_count());
+        services.iter().map(|(key, name, c)| {
+            let udp_in = shared.udp_ingress().get(&key).map_or(0, |i| i.flow_count());
             let udp_out = shared.udp_egress.flow_count_of(key);
             let flows = udp_in as u64 + udp_out as u64 + load(&c.tcp_open);
             (name.to_string(), flows as f64)
         }),
     );
     let each = |pick: fn(&crate::metrics::ServiceCounters) -> &AtomicU64| {
-        shared
-            .services
+        services
             .iter()
             .map(move |(_, name, c)| (name.to_string(), load(pick(c))))
     };

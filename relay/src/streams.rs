@@ -65,7 +65,7 @@ async fn ingress_session(
         kind: Kind::StreamOpen,
         ttl: INITIAL_TTL,
         flags: 0,
-        dst: shared.cfg.topology.node_key(service.egress_node),
+        dst: shared.cfg().topology.node_key(service.egress_node),
         src: shared.me,
         service: service.key,
         flow: NEXT_TCP_FLOW.fetch_add(1, Ordering::Relaxed),
@@ -88,13 +88,13 @@ async fn ingress_session(
         }
     };
     let cancel = shared.cancel.clone();
-    let counters = shared.services.get(service.key);
-    let _open = counters.map(|c| c.open_session());
+    let counters = shared.services().get(service.key);
+    let _open = counters.as_deref().map(|c| c.open_session());
     tokio::select! {
         _ = cancel.cancelled() => {}
         r = splice(End::Tcp(stream), End::Quic(send, recv)) => {
             debug!(service = %service.name, %client, "tcp session ended: {r:?}");
-            if let (Ok(carried), Some(c)) = (r, counters) {
+            if let (Ok(carried), Some(c)) = (r, counters.as_deref()) {
                 c.received(0, carried.a_to_b);
                 c.delivered(0, carried.b_to_a);
             }
@@ -111,7 +111,7 @@ async fn open_on(
     ttl: u8,
 ) -> Result<(quinn::SendStream, quinn::RecvStream), DropReason> {
     header.ttl = ttl;
-    let setup = shared.cfg.tuning.setup_timeout;
+    let setup = shared.cfg().tuning.setup_timeout;
     let open = async {
         let (mut send, recv) = conn.open_bi().await.map_err(|_| DropReason::PeerDown)?;
         send.write_all(&header.encode())
@@ -130,7 +130,7 @@ pub async fn relay_stream(
     send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let setup = shared.cfg.tuning.setup_timeout;
+    let setup = shared.cfg().tuning.setup_timeout;
     let mut head = [0u8; HEADER_LEN];
     match tokio::time::timeout(setup, recv.read_exact(&mut head)).await {
         Ok(Ok(_)) => {}
@@ -151,8 +151,8 @@ pub async fn relay_stream(
     let cancel = shared.cancel.clone();
     match shared.decide_with(|up| table.decide(&header, up)) {
         (Decision::Deliver, _) => {
-            let target = match shared.cfg.topology.service_by_key(header.service) {
-                Some(s) if s.protocol == Protocol::Tcp && s.egress_node == shared.cfg.node => {
+            let target = match shared.cfg().topology.service_by_key(header.service) {
+                Some(s) if s.protocol == Protocol::Tcp && s.egress_node == shared.cfg().node => {
                     s.target
                 }
                 _ => {
@@ -172,13 +172,13 @@ pub async fn relay_stream(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let counters = shared.services.get(header.service);
-            let _open = counters.map(|c| c.open_session());
+            let counters = shared.services().get(header.service);
+            let _open = counters.as_deref().map(|c| c.open_session());
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 r = splice(End::Quic(send, recv), End::Tcp(tcp)) => {
                     debug!(%target, "egress stream ended: {r:?}");
-                    if let (Ok(carried), Some(c)) = (r, counters) {
+                    if let (Ok(carried), Some(c)) = (r, counters.as_deref()) {
                         c.delivered(0, carried.a_to_b);
                         c.received(0, carried.b_to_a);
                     }

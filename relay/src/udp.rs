@@ -103,6 +103,10 @@ impl UdpIngress {
         lock(&self.flows).by_id.len()
     }
 
+    pub fn service_key(&self) -> u32 {
+        self.service.key
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.send.local_addr()
     }
@@ -112,11 +116,19 @@ impl UdpIngress {
     }
 
     /// The flow id and next sequence number for a datagram from `client`.
-    fn flow_for(&self, client: SocketAddr, max: usize) -> Result<(u32, u32), DropReason> {
+    fn flow_for(
+        &self,
+        client: SocketAddr,
+        max: usize,
+        draining: bool,
+    ) -> Result<(u32, u32), DropReason> {
         let mut flows = lock(&self.flows);
         let id = match flows.by_client.get(&client) {
             Some(id) => *id,
             None => {
+                if draining {
+                    return Err(DropReason::Draining);
+                }
                 if flows.by_id.len() >= max {
                     return Err(DropReason::FlowLimit);
                 }
@@ -166,7 +178,6 @@ impl UdpIngress {
 /// Reads the ingress socket until shutdown, sending each datagram into the overlay.
 pub async fn run_ingress(shared: Arc<Shared>, ingress: Arc<UdpIngress>) {
     let mut buf = vec![0u8; 65_535];
-    let max = shared.cfg.tuning.max_flows_per_service;
     loop {
         let received = tokio::select! {
             biased;
@@ -185,7 +196,9 @@ pub async fn run_ingress(shared: Arc<Shared>, ingress: Arc<UdpIngress>) {
             shared.metrics.drop(DropReason::NotAllowed);
             continue;
         }
-        let (flow, seq) = match ingress.flow_for(client, max) {
+        // Read per datagram, so a reload's new limit applies at once.
+        let max = shared.cfg().tuning.max_flows_per_service;
+        let (flow, seq) = match ingress.flow_for(client, max, shared.is_draining()) {
             Ok(f) => f,
             Err(reason) => {
                 shared.metrics.drop(reason);
@@ -203,7 +216,7 @@ pub async fn run_ingress(shared: Arc<Shared>, ingress: Arc<UdpIngress>) {
             seq,
             timestamp_us: now_us(),
         };
-        if let Some(c) = shared.services.get(ingress.service.key) {
+        if let Some(c) = shared.services().get(ingress.service.key) {
             c.received(1, n as u64);
         }
         shared.originate(header, &buf[..n]);
@@ -212,7 +225,7 @@ pub async fn run_ingress(shared: Arc<Shared>, ingress: Arc<UdpIngress>) {
 
 /// Delivers a reply that came back through the overlay to the flow's client.
 pub fn deliver_reply(shared: &Arc<Shared>, header: &Header, payload: &[u8]) {
-    let Some(ingress) = shared.udp_ingress.get(&header.service) else {
+    let Some(ingress) = shared.udp_ingress().get(&header.service).cloned() else {
         return shared.metrics.drop(DropReason::UnknownFlow);
     };
     let client = {
@@ -228,7 +241,7 @@ pub fn deliver_reply(shared: &Arc<Shared>, header: &Header, payload: &[u8]) {
     match ingress.socket.send.send_to(payload, client) {
         Ok(_) => {
             shared.count_delivered(payload.len());
-            if let Some(c) = shared.services.get(header.service) {
+            if let Some(c) = shared.services().get(header.service) {
                 c.delivered(1, payload.len() as u64);
             }
         }
@@ -266,6 +279,13 @@ impl EgressFlows {
         lock(&self.per_service).get(&service).copied().unwrap_or(0)
     }
 
+    /// Forgets every flow of a service (a reload removed or changed it): their
+    /// sockets close and their reader tasks end.
+    pub fn forget_service(&self, service: u32) {
+        lock(&self.flows).retain(|(_, s, _), _| *s != service);
+        lock(&self.per_service).remove(&service);
+    }
+
     fn expire(&self, cutoff: Instant) -> usize {
         let mut flows = lock(&self.flows);
         let stale: Vec<(u32, u32, u32)> = flows
@@ -289,8 +309,9 @@ impl EgressFlows {
 /// Sends a datagram that reached its egress to the service target, from the
 /// flow's own socket (created on the flow's first datagram).
 pub fn deliver_to_target(shared: &Arc<Shared>, header: &Header, payload: &[u8]) {
-    let service = match shared.cfg.topology.service_by_key(header.service) {
-        Some(s) if s.protocol == Protocol::Udp && s.egress_node == shared.cfg.node => s,
+    let cfg = shared.cfg();
+    let service = match cfg.topology.service_by_key(header.service) {
+        Some(s) if s.protocol == Protocol::Udp && s.egress_node == cfg.node => s,
         _ => return shared.metrics.drop(DropReason::UnknownFlow),
     };
     let key = (header.src, header.service, header.flow);
@@ -304,7 +325,7 @@ pub fn deliver_to_target(shared: &Arc<Shared>, header: &Header, payload: &[u8]) 
             None => {
                 let mut per_service = lock(&shared.udp_egress.per_service);
                 let count = per_service.entry(service.key).or_default();
-                if *count >= shared.cfg.tuning.max_flows_per_service {
+                if *count >= shared.cfg().tuning.max_flows_per_service {
                     return shared.metrics.drop(DropReason::FlowLimit);
                 }
                 let socket = match connected_socket(service.target) {
@@ -349,7 +370,7 @@ pub fn deliver_to_target(shared: &Arc<Shared>, header: &Header, payload: &[u8]) 
     match socket.send.send(payload) {
         Ok(_) => {
             shared.count_delivered(payload.len());
-            if let Some(c) = shared.services.get(service.key) {
+            if let Some(c) = shared.services().get(service.key) {
                 c.delivered(1, payload.len() as u64);
             }
         }
@@ -388,7 +409,7 @@ async fn read_replies(
         match received {
             Ok(n) => {
                 *lock(&last_seen) = Instant::now();
-                if let Some(c) = shared.services.get(reply.service) {
+                if let Some(c) = shared.services().get(reply.service) {
                     c.received(1, n as u64);
                 }
                 reply.timestamp_us = now_us();
@@ -403,12 +424,13 @@ async fn read_replies(
 
 /// Expires idle flows until shutdown.
 pub async fn expire_loop(shared: Arc<Shared>) {
-    let idle = shared.cfg.tuning.flow_idle_timeout;
-    let every = (idle / 4).clamp(
-        std::time::Duration::from_millis(10),
-        std::time::Duration::from_secs(1),
-    );
     loop {
+        // Read each round, so a reload's new timeout applies.
+        let idle = shared.cfg().tuning.flow_idle_timeout;
+        let every = (idle / 4).clamp(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_secs(1),
+        );
         tokio::select! {
             biased;
             _ = shared.cancel.cancelled() => return,
@@ -418,7 +440,7 @@ pub async fn expire_loop(shared: Arc<Shared>) {
             continue;
         };
         let mut expired = shared.udp_egress.expire(cutoff);
-        for ingress in shared.udp_ingress.values() {
+        for ingress in shared.udp_ingress().values() {
             expired += ingress.expire(cutoff);
         }
         if expired > 0 {

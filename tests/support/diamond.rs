@@ -19,7 +19,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub fn topology(target: SocketAddr) -> topology::Topology {
-    let yaml = format!(
+    topology::parse("diamond.yaml", &yaml(target)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The diamond's topology file; its `services:` list comes last, so a test can
+/// append services to it.
+pub fn yaml(target: SocketAddr) -> String {
+    format!(
         "version: 1\nnodes:\n\
          \x20 - {{ id: aaa, city: A, country: JP, region: asia, lat: 35.0, lon: 139.0, addr: \"127.0.0.1:1\" }}\n\
          \x20 - {{ id: bbb, city: B, country: JP, region: asia, lat: 36.0, lon: 140.0, addr: \"127.0.0.1:2\" }}\n\
@@ -33,8 +39,7 @@ pub fn topology(target: SocketAddr) -> topology::Topology {
          services:\n\
          \x20 - {{ name: media, protocol: udp, ingress: {{ node: aaa, listen: \"127.0.0.1:0\" }}, egress: {{ node: ddd, target: \"{target}\" }} }}\n\
          \x20 - {{ name: signal, protocol: tcp, ingress: {{ node: aaa, listen: \"127.0.0.1:0\" }}, egress: {{ node: ddd, target: \"{target}\" }} }}\n"
-    );
-    topology::parse("diamond.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"))
+    )
 }
 
 /// Faster stability timers than production, so tests take seconds.
