@@ -363,3 +363,26 @@ fn a_link_down_only_while_relays_start_is_used_as_soon_as_it_comes_up() {
     );
     assert_eq!(sel.in_force(BD), Some(10_000));
 }
+
+#[test]
+fn a_draining_node_is_routed_around_at_once_but_stays_reachable() {
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    for link in [AB, BD, AC, CD] {
+        report_both(&mut db, &mut sel, link, ms(20), t0);
+    }
+    assert_eq!(next(&sel, A, D), Some(B), "the fast side first");
+    let version = sel.routes().version;
+
+    // No hold applies: a drain has a deadline.
+    assert!(sel.set_draining(B, true));
+    assert!(sel.routes().version > version);
+    assert_eq!(next(&sel, A, D), Some(C), "transit moves off b");
+    assert_eq!(next(&sel, D, A), Some(C));
+    assert_eq!(next(&sel, A, B), Some(B), "b itself is still reachable");
+    assert_eq!(next(&sel, B, D), Some(D), "and still reaches others");
+    assert!(!sel.set_draining(B, true), "marking twice changes nothing");
+
+    assert!(sel.set_draining(B, false));
+    assert_eq!(next(&sel, A, D), Some(B), "back once it stops draining");
+}
