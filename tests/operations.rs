@@ -102,7 +102,9 @@ async fn a_draining_relay_moves_transit_traffic_off_before_it_exits() {
 
         let grace = Duration::from_secs(5);
         let started = Instant::now();
+        assert!(!bbb.status().draining);
         let report = bbb.drain(grace).await;
+        assert!(bbb.status().draining, "status shows the drain");
         let took = started.elapsed();
         println!("drain: {report:?}");
         assert!(

@@ -380,6 +380,8 @@ pub struct Status {
     pub node: String,
     /// 0: the topology's own routes; else the controller's table version.
     pub table_version: u64,
+    /// Draining before a stop: routes move off this relay, no new flows.
+    pub draining: bool,
     pub uptime_s: f64,
     pub quic_addr: SocketAddr,
     pub peers: Vec<PeerStatus>,
@@ -606,6 +608,7 @@ fn status(shared: &Arc<Shared>) -> Status {
         table_version: shared
             .table_version
             .load(std::sync::atomic::Ordering::Relaxed),
+        draining: shared.is_draining(),
         uptime_s: shared.started.elapsed().as_secs_f64(),
         quic_addr: shared.cfg().listen,
         peers,

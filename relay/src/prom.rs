@@ -370,6 +370,11 @@ fn forwarding(s: &mut Scrape, shared: &Shared) {
         "Version of the forwarding table in force: 0 for the topology's own, else the controller's",
         shared.table_version.load(Ordering::Relaxed) as f64,
     );
+    s.gauge(
+        "draining",
+        "1 while the relay drains before it stops (routes move off it, no new flows), else 0",
+        if shared.is_draining() { 1.0 } else { 0.0 },
+    );
 }
 
 #[cfg(test)]
