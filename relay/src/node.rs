@@ -676,6 +676,8 @@ pub async fn run(
     load: impl Fn() -> Result<RelayConfig, topology::ConfigErrors>,
 ) -> anyhow::Result<()> {
     use crate::daemon::Signal;
+    // A daemon's host is what these limits are about (the lab shares one host).
+    crate::sockbuf::check_flow_capacity(&cfg);
     let mut relay = start(cfg, socket, admin).await?;
     let line = |relay: &RelayHandle| {
         let s = relay.status();
