@@ -75,7 +75,10 @@ pub fn check_flow_capacity(cfg: &crate::config::RelayConfig) {
     if egress_services == 0 {
         return;
     }
-    let wanted = cfg.tuning.max_flows_per_service.saturating_mul(egress_services);
+    let wanted = cfg
+        .tuning
+        .max_flows_per_service
+        .saturating_mul(egress_services);
     if let Some(ports) = ephemeral_ports() {
         if ports < wanted {
             warn!(
@@ -135,6 +138,9 @@ mod limit_tests {
         let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
                       Max open files            20000                20000                files\n";
         assert_eq!(parse_open_files(limits), Some(20_000));
-        assert_eq!(parse_open_files("Max open files   unlimited unlimited files"), None);
+        assert_eq!(
+            parse_open_files("Max open files   unlimited unlimited files"),
+            None
+        );
     }
 }
