@@ -3,7 +3,7 @@
 //!
 //! Set-up: the relay under test, `r0`, is the ingress of every flow. Its UDP
 //! services `media-1`..`media-k` leave the overlay at egress relays `e1`..`ek`,
-//! which hold one UDP socket per flow (two open files: see
+//! which hold one UDP socket per flow (one open file: see
 //! [`EGRESS_FDS_PER_FLOW`]); k is the fewest egress processes that stay under
 //! this host's open-files limit. Each relay runs in its own child process (this
 //! program re-executed with `OVERLAY_SCALE_RELAY=<relay.yaml>`), so `/proc`
@@ -50,10 +50,10 @@ const PAYLOAD: usize = 200;
 /// Every client sends from this port, each from its own loopback address.
 const CLIENT_PORT: u16 = 5000;
 const MB: f64 = 1e6;
-/// Open files an egress relay holds per flow: the flow's socket and its
-/// duplicate for sending (`SplitSocket` in `relay/src/udp.rs`). The report
-/// prints what the run really measured.
-const EGRESS_FDS_PER_FLOW: usize = 2;
+/// Open files an egress relay holds per flow: the flow's socket
+/// (`SplitSocket` in `relay/src/udp.rs`). The report prints what the run
+/// really measured.
+const EGRESS_FDS_PER_FLOW: usize = 1;
 
 fn main() -> ExitCode {
     if let Some(config) = std::env::var_os(CHILD_ENV) {

@@ -59,24 +59,33 @@ struct IngressFlows {
     next_id: u32,
 }
 
-/// Two handles on one non-blocking UDP socket: tokio's for receiving, std's for
-/// sending. Sending through tokio's `try_send` fails with WouldBlock until the
-/// reactor has reported the socket writable once, which drops the first packet
-/// of every new flow; the std handle's WouldBlock means a really full buffer.
+/// A non-blocking UDP socket received from through tokio and sent on directly.
+/// Sending through tokio's `try_send` fails with WouldBlock until the reactor
+/// has reported the socket writable once, which drops the first packet of
+/// every new flow; a direct send's WouldBlock means a really full buffer. The
+/// direct send borrows the same descriptor (no duplicate: an egress flow costs
+/// one open file, not two).
 #[derive(Debug)]
 pub struct SplitSocket {
     pub recv: UdpSocket,
-    pub send: std::net::UdpSocket,
 }
 
 impl SplitSocket {
     pub fn new(socket: std::net::UdpSocket) -> std::io::Result<Self> {
         socket.set_nonblocking(true)?;
-        let send = socket.try_clone()?;
         Ok(SplitSocket {
             recv: UdpSocket::from_std(socket)?,
-            send,
         })
+    }
+
+    /// Sends now, or fails with WouldBlock if the send buffer is full.
+    pub fn send_to(&self, payload: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+        socket2::SockRef::from(&self.recv).send_to(payload, &to.into())
+    }
+
+    /// [`SplitSocket::send_to`] on a connected socket.
+    pub fn send(&self, payload: &[u8]) -> std::io::Result<usize> {
+        socket2::SockRef::from(&self.recv).send(payload)
     }
 }
 
@@ -108,7 +117,7 @@ impl UdpIngress {
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.send.local_addr()
+        self.socket.recv.local_addr()
     }
 
     fn allowed(&self, src: IpAddr) -> bool {
@@ -238,7 +247,7 @@ pub fn deliver_reply(shared: &Arc<Shared>, header: &Header, payload: &[u8]) {
             None => return shared.metrics.drop(DropReason::UnknownFlow),
         }
     };
-    match ingress.socket.send.send_to(payload, client) {
+    match ingress.socket.send_to(payload, client) {
         Ok(_) => {
             shared.count_delivered(payload.len());
             if let Some(c) = shared.services().get(header.service) {
@@ -367,7 +376,7 @@ pub fn deliver_to_target(shared: &Arc<Shared>, header: &Header, payload: &[u8]) 
             }
         }
     };
-    match socket.send.send(payload) {
+    match socket.send(payload) {
         Ok(_) => {
             shared.count_delivered(payload.len());
             if let Some(c) = shared.services().get(service.key) {
@@ -399,15 +408,22 @@ async fn read_replies(
     mut reply: Header,
     last_seen: Arc<Mutex<Instant>>,
 ) {
-    let mut buf = vec![0u8; 65_535];
     loop {
-        let received = tokio::select! {
+        let readable = tokio::select! {
             biased;
             _ = shared.cancel.cancelled() => return,
-            r = socket.recv.recv(&mut buf) => r,
+            r = socket.recv.readable() => r,
         };
-        match received {
-            Ok(n) => {
+        if let Err(e) = readable {
+            debug!("flow socket error: {e}");
+            return;
+        }
+        // Drain what is queued into this thread's buffer: a flow owns no
+        // buffer of its own while it waits (35,000 idle flows, not 35,000 x 64 KiB).
+        loop {
+            let received = REPLY_BUFFER.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                let n = socket.recv.try_recv(&mut buf)?;
                 *lock(&last_seen) = Instant::now();
                 if let Some(c) = shared.services().get(reply.service) {
                     c.received(1, n as u64);
@@ -415,11 +431,22 @@ async fn read_replies(
                 reply.timestamp_us = now_us();
                 shared.originate(reply, &buf[..n]);
                 reply.seq = reply.seq.wrapping_add(1);
+                Ok::<_, std::io::Error>(())
+            });
+            match received {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // The target is not listening (ICMP port unreachable): keep the flow.
+                Err(e) => debug!("flow socket receive error: {e}"),
             }
-            // The target is not listening (ICMP port unreachable): keep the flow.
-            Err(e) => debug!("flow socket receive error: {e}"),
         }
     }
+}
+
+thread_local! {
+    /// Where egress flows read replies into: one per runtime thread, sized for
+    /// the largest UDP datagram.
+    static REPLY_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 65_535]);
 }
 
 /// Expires idle flows until shutdown.
