@@ -135,7 +135,8 @@ pub fn route(shared: &Shared, from: &str, to: &str) -> Result<RouteInfo, String>
                 backup_next_hop: None,
             });
         };
-        cost += st.selector.in_force(e.primary.link).unwrap_or(0);
+        // What routes pay: a held-down link used as a last resort shows its penalty.
+        cost += st.selector.metric().cost(e.primary.link).unwrap_or(0);
         at = e.primary.node;
         path.push(topo.node(at).id.clone());
         if path.len() > topo.nodes.len() + 1 {

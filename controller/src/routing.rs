@@ -138,6 +138,10 @@ struct LinkCtl {
     pending: Option<(Instant, bool)>,
     /// For a link held down that is up again: when it may be used.
     restore_at: Option<Instant>,
+    /// While held down: its measured cost. Routes may still use it, at
+    /// [`HOLD_DOWN_PENALTY`] more, where no other path exists (a restarted
+    /// relay's own traffic must not wait out the hold-down).
+    held: Option<Cost>,
     /// Whether any report has shown it up. Hold-down is for links that failed;
     /// a link reported down only while its relays were still starting (probes not
     /// yet passing) is used as soon as it first comes up.
@@ -163,6 +167,9 @@ pub struct RouteSelector {
 
 /// Added to every link of a draining node, in µs: far above any real path.
 pub const DRAIN_PENALTY: Cost = 10_000_000;
+/// Added to a held-down link, in µs: above any real path and above a drain, so
+/// such a link carries only traffic that has no other way.
+pub const HOLD_DOWN_PENALTY: Cost = 20_000_000;
 
 impl RouteSelector {
     /// Starts with every link up at its expected delay from the topology.
@@ -175,6 +182,7 @@ impl RouteSelector {
                 in_force: Some(l.delay_us.max(1)),
                 pending: None,
                 restore_at: None,
+                held: None,
                 ever_up: false,
             })
             .collect();
@@ -223,8 +231,10 @@ impl RouteSelector {
                 .zip(&topology.links)
                 .map(|(c, l)| {
                     let drained = draining.contains(&l.a) || draining.contains(&l.b);
-                    c.in_force
-                        .map(|cost| if drained { cost + DRAIN_PENALTY } else { cost })
+                    let cost = c
+                        .in_force
+                        .or(c.held.map(|m| m + HOLD_DOWN_PENALTY))?;
+                    Some(if drained { cost + DRAIN_PENALTY } else { cost })
                 })
                 .collect(),
         );
@@ -305,7 +315,7 @@ impl RouteSelector {
 
     /// The cost in force on `link`; `None` if down or held down.
     pub fn in_force(&self, link: LinkIdx) -> Option<Cost> {
-        self.metric.cost(link)
+        self.links.get(link.get()).and_then(|c| c.in_force)
     }
 }
 
@@ -322,7 +332,8 @@ fn step(
         // Down: at once.
         ctl.pending = None;
         ctl.restore_at = None;
-        return ctl.in_force.take().is_some();
+        let was_held = ctl.held.take().is_some();
+        return ctl.in_force.take().is_some() || was_held;
     };
     // First sight of it up after being reported down before it ever came up
     // (relays starting): use it at once. Otherwise the band rules below apply.
@@ -346,15 +357,19 @@ fn step(
             Some(s) => s + cfg.hold_down,
             None => *ctl.restore_at.get_or_insert(now + cfg.hold_down),
         };
-        let before = ctl.in_force;
+        let before = (ctl.in_force, ctl.held);
         if now >= at {
             ctl.restore_at = None;
+            ctl.held = None;
             ctl.in_force = Some(m);
         } else {
             ctl.restore_at = Some(at);
+            // The first measurement while held is the one it is used at, as a last
+            // resort: following every wobble would churn the tables for nothing.
+            ctl.held = ctl.held.or(Some(m));
             ctl.in_force = None;
         }
-        return ctl.in_force != before;
+        return (ctl.in_force, ctl.held) != before;
     }
     let Some(c) = ctl.in_force else {
         return false;

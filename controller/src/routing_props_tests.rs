@@ -98,8 +98,8 @@ fn check(sel: &RouteSelector, t: &Topology, prev: &RouteTables, now: Instant) {
     if let Some(at) = sel.poll_timeout() {
         assert!(at > now, "poll_timeout {at:?} is not after now {now:?}");
     }
-    // Reachability over links whose cost in force is Some, by flooding.
-    let usable = |l: usize| sel.in_force(LinkIdx(l as u32)).is_some();
+    // Reachability over links routes may use (held-down ones as a last resort), by flooding.
+    let usable = |l: usize| sel.metric().cost(LinkIdx(l as u32)).is_some();
     for s in 0..n {
         let mut reach = vec![false; n];
         reach[s] = true;

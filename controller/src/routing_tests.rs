@@ -386,3 +386,28 @@ fn a_draining_node_is_routed_around_at_once_but_stays_reachable() {
     assert!(sel.set_draining(B, false));
     assert_eq!(next(&sel, A, D), Some(B), "back once it stops draining");
 }
+
+#[test]
+fn a_held_down_link_carries_only_traffic_with_no_other_way() {
+    // a — b — c in a line, plus the diamond's habit of reporting both ends.
+    let t = topology(&["a", "b", "c"], &[("a", "b", 10.0), ("b", "c", 10.0)]);
+    let mut db = LinkStateDb::new(t.clone());
+    let mut sel = RouteSelector::new(t, StabilityConfig::default());
+    let (ab, bc) = (LinkIdx(0), LinkIdx(1));
+    let start = Instant::now();
+    report_both(&mut db, &mut sel, ab, ms(20), start);
+    report_both(&mut db, &mut sel, bc, ms(20), start);
+    // b — c fails (c restarts, say) and comes back: held down for 10 s.
+    let t0 = start + ms(10);
+    db.handle_report(down(B, bc), t0).unwrap();
+    sel.update(&db, t0);
+    assert_eq!(next(&sel, A, C), None, "no route while it is down");
+    let back = t0 + ms(1000);
+    report_both(&mut db, &mut sel, bc, ms(20), back);
+    assert_eq!(sel.in_force(bc), None, "held down");
+    // c has no other way in or out: its traffic uses the held link at once.
+    assert_eq!(next(&sel, C, A), Some(B));
+    assert_eq!(next(&sel, A, C), Some(B));
+    let cost = sel.metric().cost(bc).expect("usable as a last resort");
+    assert!(cost >= HOLD_DOWN_PENALTY, "at a penalty: {cost}");
+}
