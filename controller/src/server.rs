@@ -286,6 +286,7 @@ async fn reload(
     }
     let unchanged = new.topology == old.topology
         && new.identity.cert_chain == old.identity.cert_chain
+        && new.roots.roots == old.roots.roots
         && new.stability == old.stability;
     if unchanged {
         info!("reload applied: nothing changed");
@@ -293,7 +294,19 @@ async fn reload(
     }
     let (nodes, links) = (new.topology.nodes.len(), new.topology.links.len());
     handle.shutdown().await;
-    let (socket, admin) = relay::daemon::bind(new.listen, new.admin)?;
+    // The old endpoint lets go of its socket once its connections have drained
+    // (a few PTOs): retry the bind until then.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (socket, admin) = loop {
+        match relay::daemon::bind(new.listen, new.admin) {
+            Ok(bound) => break bound,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("rebinding after reload: {e:#}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let handle = start(new, socket, admin).await?;
     info!(
         nodes,

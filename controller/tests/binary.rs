@@ -1,5 +1,6 @@
 //! The `controller` binary as an operator runs it: check-config, run, the admin
-//! API with relays reporting to it, and a clean exit on SIGTERM.
+//! API with relays reporting to it, reloads on SIGHUP (a broken file refused,
+//! a changed topology applied on the same addresses), and a clean exit on SIGTERM.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
@@ -54,6 +55,22 @@ fn write_fleet(dir: &Path) -> (SocketAddr, [SocketAddr; 2]) {
     (admin, [a, b])
 }
 
+fn signal(child: &Running, name: &str) {
+    assert!(Command::new("kill")
+        .args([&format!("-{name}"), &child.0.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+}
+
+/// The controller's nodes (empty while its API is not answering).
+async fn nodes(admin: SocketAddr) -> Vec<serde_json::Value> {
+    match relay::http::get(admin, "/api/v1/nodes").await {
+        Ok((200, body)) => serde_json::from_str(&body).expect("json"),
+        _ => Vec::new(),
+    }
+}
+
 #[test]
 fn check_config_accepts_a_good_file_and_lists_every_error_of_a_bad_one() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -93,7 +110,7 @@ fn check_config_accepts_a_good_file_and_lists_every_error_of_a_bad_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_controller_process_serves_relays_and_its_api_and_stops_on_sigterm() {
+async fn the_controller_process_serves_relays_and_its_api_reloads_on_sighup_and_stops_on_sigterm() {
     let test = async {
         let dir = tempfile::tempdir().expect("tempdir");
         let (admin, relay_addrs) = write_fleet(dir.path());
@@ -168,11 +185,44 @@ async fn the_controller_process_serves_relays_and_its_api_and_stops_on_sigterm()
             "relays hold the controller's table"
         );
 
-        assert!(Command::new("kill")
-            .args(["-TERM", &child.0.id().to_string()])
-            .status()
-            .expect("kill")
-            .success());
+        // SIGHUP with a broken topology: refused, the controller keeps serving.
+        let path = dir.path().join("topology.yaml");
+        let good = std::fs::read_to_string(&path).expect("read");
+        std::fs::write(&path, format!("{good}  - {{ between: [aaa, zzz], kind: terrestrial }}\n"))
+            .expect("write");
+        signal(&child, "HUP");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(nodes(admin).await.len(), 2, "old topology in force");
+        assert!(child.0.try_wait().expect("wait").is_none(), "still running");
+
+        // A good change (a third node), reloaded several times: the controller
+        // restarts in place on its own addresses each time and the relays return.
+        let ccc = free_udp();
+        let changed = good.replace(
+            "links:\n",
+            &format!("\x20 - {{ id: ccc, city: C, country: US, region: na, lat: 40.7, lon: -74.0, addr: \"{ccc}\" }}\nlinks:\n  - {{ between: [bbb, ccc], kind: terrestrial }}\n"),
+        );
+        assert_ne!(changed, good);
+        for round in 0..3 {
+            let text = if round % 2 == 0 { &changed } else { &good };
+            std::fs::write(&path, text).expect("write");
+            signal(&child, "HUP");
+            let want = if round % 2 == 0 { 3 } else { 2 };
+            let reloaded = Instant::now();
+            loop {
+                let n = nodes(admin).await;
+                let connected = n.iter().filter(|n| n["connected"] == true).count();
+                if n.len() == want && connected == 2 {
+                    break;
+                }
+                assert!(child.0.try_wait().expect("wait").is_none(), "round {round}: the controller died");
+                assert!(reloaded.elapsed() < Duration::from_secs(15), "round {round}: not back in 15 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            println!("reload {round}: back with {want} nodes in {:?}", reloaded.elapsed());
+        }
+
+        signal(&child, "TERM");
         let stopping = Instant::now();
         let status = loop {
             if let Some(s) = child.0.try_wait().expect("wait") {
