@@ -18,17 +18,24 @@ pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Keeps a session with one of the topology's controllers until shutdown.
 pub async fn controller_loop(shared: Arc<Shared>, endpoint: Endpoint) {
-    let controllers = shared.cfg().topology.controllers.clone();
-    if controllers.is_empty() {
-        return;
-    }
-    let tuning = shared.cfg().tuning.clone();
-    let mut backoff = tuning.reconnect_min;
+    let mut backoff = shared.cfg().tuning.reconnect_min;
     let mut attempt = 0usize;
     loop {
-        let target = &controllers[attempt % controllers.len()];
+        // Read each attempt, so a reload that adds, moves or removes a
+        // controller applies from the next connection.
+        let cfg = shared.cfg();
+        let tuning = cfg.tuning.clone();
+        let controllers = &cfg.topology.controllers;
+        if controllers.is_empty() {
+            tokio::select! {
+                biased;
+                _ = shared.cancel.cancelled() => return,
+                _ = tokio::time::sleep(tuning.reconnect_max) => continue,
+            }
+        }
+        let target = controllers[attempt % controllers.len()].clone();
         attempt += 1;
-        let addr = shared.cfg().controller_addr.unwrap_or(target.addr);
+        let addr = cfg.controller_addr.unwrap_or(target.addr);
         let span = tracing::info_span!("controller", controller = %target.id, %addr);
         let session = async {
             let connecting = endpoint

@@ -17,10 +17,10 @@ pub fn enlarge(socket: &UdpSocket, bytes: usize, what: &str) {
     let s = socket2::SockRef::from(socket);
     let _ = s.set_recv_buffer_size(bytes);
     let _ = s.set_send_buffer_size(bytes);
-    // Linux reports twice the usable size it granted (the kernel's bookkeeping
-    // share), so anything at or above the request is fine.
-    let got_recv = s.recv_buffer_size().unwrap_or(0);
-    let got_send = s.send_buffer_size().unwrap_or(0);
+    // Linux doubles what it grants (the kernel's bookkeeping share) and reports
+    // the doubled size: halve it back to compare with the request.
+    let got_recv = s.recv_buffer_size().unwrap_or(0) / 2;
+    let got_send = s.send_buffer_size().unwrap_or(0) / 2;
     if got_recv < bytes {
         warn!(
             socket = what,
@@ -61,6 +61,9 @@ mod tests {
     }
 }
 
+/// The concurrent flows a relay is sized for (the fleet's peak classes).
+pub const SIZED_FOR_FLOWS: usize = 35_000;
+
 /// Warns when the host cannot hold as many UDP egress flows as the config
 /// allows: each flow is one socket, so it takes one file descriptor and one
 /// ephemeral port. Linux defaults (1024 descriptors, 28,232 ports) are far
@@ -75,10 +78,13 @@ pub fn check_flow_capacity(cfg: &crate::config::RelayConfig) {
     if egress_services == 0 {
         return;
     }
+    // What the config allows, up to the 35,000 flows a relay is sized for: the
+    // default flow limit (100,000 per service) is a guard, not a plan.
     let wanted = cfg
         .tuning
         .max_flows_per_service
-        .saturating_mul(egress_services);
+        .saturating_mul(egress_services)
+        .min(SIZED_FOR_FLOWS);
     if let Some(ports) = ephemeral_ports() {
         if ports < wanted {
             warn!(
