@@ -231,9 +231,7 @@ impl RouteSelector {
                 .zip(&topology.links)
                 .map(|(c, l)| {
                     let drained = draining.contains(&l.a) || draining.contains(&l.b);
-                    let cost = c
-                        .in_force
-                        .or(c.held.map(|m| m + HOLD_DOWN_PENALTY))?;
+                    let cost = c.in_force.or(c.held.map(|m| m + HOLD_DOWN_PENALTY))?;
                     Some(if drained { cost + DRAIN_PENALTY } else { cost })
                 })
                 .collect(),

@@ -188,8 +188,11 @@ async fn the_controller_process_serves_relays_and_its_api_reloads_on_sighup_and_
         // SIGHUP with a broken topology: refused, the controller keeps serving.
         let path = dir.path().join("topology.yaml");
         let good = std::fs::read_to_string(&path).expect("read");
-        std::fs::write(&path, format!("{good}  - {{ between: [aaa, zzz], kind: terrestrial }}\n"))
-            .expect("write");
+        std::fs::write(
+            &path,
+            format!("{good}  - {{ between: [aaa, zzz], kind: terrestrial }}\n"),
+        )
+        .expect("write");
         signal(&child, "HUP");
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(nodes(admin).await.len(), 2, "old topology in force");
@@ -215,11 +218,20 @@ async fn the_controller_process_serves_relays_and_its_api_reloads_on_sighup_and_
                 if n.len() == want && connected == 2 {
                     break;
                 }
-                assert!(child.0.try_wait().expect("wait").is_none(), "round {round}: the controller died");
-                assert!(reloaded.elapsed() < Duration::from_secs(15), "round {round}: not back in 15 s");
+                assert!(
+                    child.0.try_wait().expect("wait").is_none(),
+                    "round {round}: the controller died"
+                );
+                assert!(
+                    reloaded.elapsed() < Duration::from_secs(15),
+                    "round {round}: not back in 15 s"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            println!("reload {round}: back with {want} nodes in {:?}", reloaded.elapsed());
+            println!(
+                "reload {round}: back with {want} nodes in {:?}",
+                reloaded.elapsed()
+            );
         }
 
         signal(&child, "TERM");
