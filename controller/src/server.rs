@@ -107,6 +107,9 @@ impl Shared {
     }
 }
 
+/// Receive and send buffer asked for on the controller's QUIC socket.
+const CONTROLLER_SOCKET_BUFFER: usize = 4 << 20;
+
 /// A started controller.
 pub struct ControllerHandle {
     pub shared: Arc<Shared>,
@@ -141,6 +144,10 @@ pub async fn start(
     }
     server.transport_config(Arc::new(transport));
     socket.set_nonblocking(true)?;
+    // Every relay handshakes at once when a fleet (or the lab) starts: the
+    // default 208 KiB receive buffer drops Initials and stalls handshakes
+    // for seconds of retransmission.
+    relay::sockbuf::enlarge(&socket, CONTROLLER_SOCKET_BUFFER, "quic");
     let quic_addr = socket.local_addr()?;
     let endpoint = Endpoint::new(
         EndpointConfig::default(),
