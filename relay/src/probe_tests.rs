@@ -99,7 +99,7 @@ fn defaults_match_the_documented_values() {
     let c = ProbeConfig::default();
     assert_eq!(c.interval, 50 * MS);
     assert_eq!((c.down_after, c.up_after, c.window), (3, 5, 100));
-    assert_eq!((c.min_timeout, c.max_timeout), (100 * MS, 1000 * MS));
+    assert_eq!((c.min_timeout, c.max_timeout), (50 * MS, 1000 * MS));
     assert_eq!(c.validate(), Ok(()));
     let bad = ProbeConfig {
         interval: Duration::ZERO,
