@@ -2,7 +2,8 @@
 //! (aaa–bbb–ddd fast, aaa–ccc–ddd slow, emulated delays 10 and 25 ms), a
 //! 1,000 packet/s stream aaa → ddd; the active link aaa–bbb is cut 20 times
 //! (restored between cuts, and given time to be preferred again), first with the
-//! controller running, then with it stopped (relays fail over on their own).
+//! controller running, then with it stopped (relays fail over on their own),
+//! then once more with probes every 30 ms instead of 50 (`probe_interval_ms`).
 //! Target: gap p99 of 200 ms or less.
 //!
 //! Run: `cargo bench --bench reroute` (a few minutes).
@@ -67,6 +68,65 @@ async fn cuts(
     gaps
 }
 
+/// Starts the diamond with `tune_relay` applied to every relay, streams into
+/// it, and measures the gap over `n` cuts with the controller running and,
+/// if `also_without`, with it stopped.
+async fn measure(
+    n: usize,
+    tune_relay: fn(&mut relay::RelayConfig),
+    also_without: bool,
+) -> (Histogram<u64>, Option<Histogram<u64>>) {
+    let receiver = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let target = receiver.local_addr().expect("addr");
+    let options = FleetOptions {
+        jitter: 0.0,
+        tune_controller: |c| {
+            c.stability.hold = Duration::from_secs(1);
+            c.stability.hold_down = Duration::from_secs(2);
+        },
+        tune_relay,
+        ..FleetOptions::default()
+    };
+    let mut fleet = Fleet::start(diamond(target), options).await.expect("fleet");
+    fleet
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .expect("ready");
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let a = arrivals.clone();
+    let rx = tokio::spawn(async move {
+        let mut buf = [0u8; 256];
+        while receiver.recv(&mut buf).await.is_ok() {
+            a.lock().expect("lock").push(Instant::now());
+        }
+    });
+    let ingress = fleet.relay("aaa").ingress_addrs["media"];
+    let tx = tokio::spawn(async move {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        loop {
+            tick.tick().await;
+            let _ = socket.send_to(&[0u8; 160], ingress).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // With the controller: after each restore, wait out the hold-down so the
+    // next cut again hits the active path.
+    let with = cuts(&fleet, &arrivals, n, Duration::from_secs(4)).await;
+    let without = if also_without {
+        fleet.stop_controller().await;
+        // Without it, tables stay as they were: the restored link is the primary
+        // again as soon as its probes pass.
+        Some(cuts(&fleet, &arrivals, n, Duration::from_secs(2)).await)
+    } else {
+        None
+    };
+    tx.abort();
+    rx.abort();
+    fleet.shutdown().await;
+    (with, without)
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 20 } else { 2 };
@@ -76,48 +136,29 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let receiver = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let target = receiver.local_addr().expect("addr");
-        let options = FleetOptions {
-            jitter: 0.0,
-            tune_controller: |c| {
-                c.stability.hold = Duration::from_secs(1);
-                c.stability.hold_down = Duration::from_secs(2);
-            },
-            ..FleetOptions::default()
-        };
-        let mut fleet = Fleet::start(diamond(target), options).await.expect("fleet");
-        fleet.wait_ready(Duration::from_secs(30)).await.expect("ready");
-        let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
-        let a = arrivals.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 256];
-            while receiver.recv(&mut buf).await.is_ok() {
-                a.lock().expect("lock").push(Instant::now());
-            }
-        });
-        let ingress = fleet.relay("aaa").ingress_addrs["media"];
-        tokio::spawn(async move {
-            let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            loop {
-                tick.tick().await;
-                let _ = socket.send_to(&[0u8; 160], ingress).await;
-            }
-        });
-        tokio::time::sleep(Duration::from_secs(1)).await;
         println!("delivery gap when the active link is blackholed, ms ({n} cuts each; stream 1,000 packets/s)");
-        println!("{:<34} {:>5} {:>7} {:>7} {:>7}", "mode", "cuts", "p50", "p99", "max");
-        // With the controller: after each restore, wait out the hold-down so the
-        // next cut again hits the active path.
-        let with = cuts(&fleet, &arrivals, n, Duration::from_secs(4)).await;
-        fleet.stop_controller().await;
-        // Without it, tables stay as they were: the restored link is the primary
-        // again as soon as its probes pass.
-        let without = cuts(&fleet, &arrivals, n, Duration::from_secs(2)).await;
-        for (name, h) in [("controller running", &with), ("controller stopped (local failover)", &without)] {
-            println!("{name:<34} {:>5} {:>7} {:>7} {:>7}", h.len(), h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max());
+        println!("{:<52} {:>5} {:>7} {:>7} {:>7}", "mode", "cuts", "p50", "p99", "max");
+        let row = |name: &str, h: &Histogram<u64>| {
+            println!(
+                "{name:<52} {:>5} {:>7} {:>7} {:>7}",
+                h.len(),
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.max()
+            );
+        };
+        let (with, without) = measure(n, |_| {}, true).await;
+        row("defaults: controller running", &with);
+        if let Some(without) = without {
+            row("defaults: controller stopped (local failover)", &without);
         }
-        fleet.shutdown().await;
+        // The knob operators have: probes every 30 ms instead of 50.
+        let (fast, _) = measure(
+            n,
+            |r| r.tuning.probe.interval = Duration::from_millis(30),
+            false,
+        )
+        .await;
+        row("probe_interval_ms 30: controller running", &fast);
     });
 }

@@ -52,6 +52,15 @@ struct RawRelayConfig {
     /// `TimeoutStopSec`.
     #[serde(default)]
     drain_grace_ms: Option<u64>,
+    /// Time between two link probes. Default 50. Shorter detects a dead link
+    /// sooner (a link is down after 3 lost probes) at more probe traffic and
+    /// more sensitivity to a starved CPU; see BENCHMARKS.md, benchmark 3.
+    #[serde(default)]
+    probe_interval_ms: Option<u64>,
+    /// The least time a probe may take before it counts as lost. Default 50.
+    /// Links with longer round trips wait srtt + 4 x rttvar instead.
+    #[serde(default)]
+    probe_timeout_floor_ms: Option<u64>,
     /// Dial this address for a peer instead of its topology `addr` (the lab and
     /// tests put link emulators there). Default: none.
     #[serde(default)]
@@ -212,6 +221,18 @@ impl RelayConfig {
                 doc.error("socket_buffer_bytes", "must be at least 65536 (64 KiB)");
             }
             tuning.socket_buffer = n as usize;
+        }
+        if let Some(ms) = raw.probe_interval_ms {
+            if !(5..=1000).contains(&ms) {
+                doc.error("probe_interval_ms", "must be between 5 and 1000");
+            }
+            tuning.probe.interval = Duration::from_millis(ms);
+        }
+        if let Some(ms) = raw.probe_timeout_floor_ms {
+            if !(5..=1000).contains(&ms) {
+                doc.error("probe_timeout_floor_ms", "must be between 5 and 1000");
+            }
+            tuning.probe.min_timeout = Duration::from_millis(ms);
         }
         if let Some(ms) = raw.drain_grace_ms {
             if ms > 600_000 {

@@ -1,0 +1,61 @@
+//! The relay config's tuning keys as `relay check-config` sees them: good
+//! values pass, bad ones are each reported with their line, exit 64.
+
+mod support;
+
+use std::process::Command;
+
+use support::process::write_fleet;
+
+fn check(config: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["check-config", "--config"])
+        .arg(config)
+        .output()
+        .expect("relay runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn tuning_keys_are_checked_with_their_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_fleet(dir.path());
+    let base = std::fs::read_to_string(dir.path().join("aaa.yaml")).expect("read");
+    let lines_before = base.lines().count();
+
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        format!("{base}probe_interval_ms: 30\nprobe_timeout_floor_ms: 60\ndrain_grace_ms: 5000\nsocket_buffer_bytes: 1048576\n"),
+    )
+    .expect("write");
+    let (code, stderr) = check(&good);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        format!("{base}probe_interval_ms: 2\nprobe_timeout_floor_ms: 5000\ndrain_grace_ms: 900000\nsocket_buffer_bytes: 1000\n"),
+    )
+    .expect("write");
+    let (code, stderr) = check(&bad);
+    assert_eq!(code, Some(64), "{stderr}");
+    for (offset, key) in [
+        "probe_interval_ms",
+        "probe_timeout_floor_ms",
+        "drain_grace_ms",
+        "socket_buffer_bytes",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let line = lines_before + offset + 1;
+        assert!(
+            stderr.contains(&format!("bad.yaml:{line}: {key}:")),
+            "{key} reported on line {line}:\n{stderr}"
+        );
+    }
+}
