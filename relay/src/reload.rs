@@ -190,25 +190,20 @@ impl RelayHandle {
         }
         // Let the stopped tasks drop their sockets before changed services rebind.
         tokio::task::yield_now().await;
-        let mut restarted = node::bind_services(
-            &new,
-            restart
-                .iter()
-                .filter_map(|s| after.get(s.name.as_str()).map(|(s, _)| *s))
-                .filter(is_ingress_here),
-        )
-        .await;
-        if restarted.is_err() {
-            // The old socket may still be closing: one more try after a pause.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            restarted = node::bind_services(
+        let bind_restarted = || {
+            node::bind_services(
                 &new,
                 restart
                     .iter()
                     .filter_map(|s| after.get(s.name.as_str()).map(|(s, _)| *s))
                     .filter(is_ingress_here),
             )
-            .await;
+        };
+        let mut restarted = bind_restarted().await;
+        if restarted.is_err() {
+            // The old socket may still be closing: one more try after a pause.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            restarted = bind_restarted().await;
         }
 
         let mut udp_new = fresh.udp;

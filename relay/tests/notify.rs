@@ -2,48 +2,20 @@
 //! `STATUS=` line, `WATCHDOG=1` while it runs, `STOPPING=1` on SIGTERM. The
 //! test plays systemd: it binds the `NOTIFY_SOCKET` datagram socket itself.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+mod support;
+
+use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-}
+use support::process::write_fleet;
 
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-}
-
-/// A CA, certificates for `aaa` and `bbb`, a two-node topology and `aaa.yaml`.
-/// Only `aaa` runs, so its one link stays down. Returns `aaa`'s admin address.
+/// The fleet of `support::process`; only `aaa` runs, so its one link stays
+/// down. Returns `aaa`'s admin address.
 fn write_node(dir: &Path) -> SocketAddr {
-    relay::pki::init_ca(&dir.join("ca"), false).expect("ca");
-    for id in ["aaa", "bbb"] {
-        relay::pki::issue(&dir.join("ca"), id, &dir.join("certs"), false).expect("issue");
-    }
-    let topology = format!(
-        "version: 1\nnodes:\n\
-         \x20 - {{ id: aaa, city: A, country: JP, region: asia, lat: 35.68, lon: 139.69, addr: \"{}\" }}\n\
-         \x20 - {{ id: bbb, city: B, country: US, region: na, lat: 34.05, lon: -118.24, addr: \"{}\" }}\n\
-         links:\n  - {{ between: [aaa, bbb], kind: undersea }}\n",
-        free_udp(),
-        free_udp()
-    );
-    std::fs::write(dir.join("topology.yaml"), topology).expect("write topology");
-    let admin = free_tcp();
-    let config = format!(
-        "node: aaa\ntopology: topology.yaml\ncert: certs/aaa.pem\nkey: certs/aaa.key\nca: ca/ca.pem\nadmin: \"{admin}\"\n"
-    );
-    std::fs::write(dir.join("aaa.yaml"), config).expect("write config");
-    admin
+    write_fleet(dir)[0]
 }
 
 /// The relay process; killed if the test ends early. Its stderr goes to a file

@@ -23,7 +23,9 @@ pub fn free_tcp() -> SocketAddr {
 }
 
 /// A CA, certificates, a topology of `aaa`—`bbb` and a config per node.
-pub fn write_fleet(dir: &Path) {
+/// A CA, certificates for `aaa` and `bbb`, a two-node topology, and a config
+/// for each (`aaa.yaml`, `bbb.yaml`). Returns their admin addresses.
+pub fn write_fleet(dir: &Path) -> [SocketAddr; 2] {
     relay::pki::init_ca(&dir.join("ca"), false).expect("ca");
     for id in ["aaa", "bbb"] {
         relay::pki::issue(&dir.join("ca"), id, &dir.join("certs"), false).expect("issue");
@@ -37,13 +39,14 @@ pub fn write_fleet(dir: &Path) {
         free_udp()
     );
     std::fs::write(dir.join("topology.yaml"), topology).expect("write topology");
-    for id in ["aaa", "bbb"] {
+    ["aaa", "bbb"].map(|id| {
+        let admin = free_tcp();
         let config = format!(
-            "node: {id}\ntopology: topology.yaml\ncert: certs/{id}.pem\nkey: certs/{id}.key\nca: ca/ca.pem\nadmin: \"{}\"\n",
-            free_tcp()
+            "node: {id}\ntopology: topology.yaml\ncert: certs/{id}.pem\nkey: certs/{id}.key\nca: ca/ca.pem\nadmin: \"{admin}\"\n"
         );
         std::fs::write(dir.join(format!("{id}.yaml")), config).expect("write config");
-    }
+        admin
+    })
 }
 
 /// A relay process whose stderr lines arrive on a channel.
