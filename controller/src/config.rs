@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use relay::config::{
-    admin_addr, decode_root, load_ca, load_identity, load_topology, parse_addr, read_file,
+    admin_addr, decode_root, load_identity_and_ca, load_topology, parse_addr, read_file,
     single_error,
 };
 use relay::tls::Identity;
@@ -124,8 +124,8 @@ impl ControllerConfig {
             None => in_topology.as_ref().map(|c| c.addr),
         };
         let admin = admin_addr(&mut doc, raw.admin.as_deref(), DEFAULT_ADMIN);
-        let identity = load_identity(&mut doc, base, &raw.cert, &raw.key, &raw.id);
-        let roots = load_ca(&mut doc, base, &raw.ca);
+        let (identity, roots) =
+            load_identity_and_ca(&mut doc, base, (&raw.cert, &raw.key, &raw.ca), &raw.id);
         let mut stability = StabilityConfig::default();
         if let Some(s) = raw.stability {
             if let Some(r) = s.relative {

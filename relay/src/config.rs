@@ -187,8 +187,8 @@ impl RelayConfig {
             _ => None,
         };
         let admin = admin_addr(&mut doc, raw.admin.as_deref(), DEFAULT_ADMIN);
-        let identity = load_identity(&mut doc, base, &raw.cert, &raw.key, &raw.node);
-        let roots = load_ca(&mut doc, base, &raw.ca);
+        let (identity, roots) =
+            load_identity_and_ca(&mut doc, base, (&raw.cert, &raw.key, &raw.ca), &raw.node);
         let mut dial = HashMap::new();
         for (peer, addr) in &raw.dial {
             let path = format!("dial.{peer}");
@@ -334,27 +334,51 @@ pub fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// Loads the certificate and key named by `cert` and `key`; errors go to `cert`.
-pub fn load_identity(
+/// Loads a daemon's certificate, key and CA, and checks they fit together: the
+/// certificate names `node`, verifies against the CA and belongs to the key.
+/// Each problem is reported on the key it is about.
+pub fn load_identity_and_ca(
     doc: &mut Doc,
     base: &Path,
-    cert: &str,
-    key: &str,
+    (cert, key, ca): (&str, &str, &str),
     node: &str,
-) -> Option<Identity> {
-    match Identity::load(&resolve(base, cert), &resolve(base, key)) {
+) -> (Option<Identity>, Option<Arc<rustls::RootCertStore>>) {
+    let issue = format!("issue one with `overlay pki issue --ca CA_DIR --node {node} --out DIR`");
+    let key_path = resolve(base, key);
+    let identity = match Identity::load(&resolve(base, cert), &key_path) {
         Ok(id) => Some(id),
         Err(e) => {
+            let about_key = match &e {
+                crate::tls::TlsError::NoKey { .. } | crate::tls::TlsError::BadKeyPem { .. } => true,
+                crate::tls::TlsError::Missing { path }
+                | crate::tls::TlsError::Unreadable { path, .. } => *path == key_path,
+                _ => false,
+            };
             doc.error(
-                "cert",
-                format!("{e}; issue one with `overlay pki issue --node {node}`"),
+                if about_key { "key" } else { "cert" },
+                format!("{e}; {issue}"),
             );
             None
         }
+    };
+    let roots = load_ca(doc, base, ca);
+    if let (Some(identity), Some(roots)) = (&identity, &roots) {
+        use crate::tls::IdentityProblem;
+        match crate::tls::check_identity(identity, roots, node) {
+            Ok(()) => {}
+            Err(e @ IdentityProblem::KeyMismatch(_)) => {
+                doc.error("key", format!("{e}; give the key issued with `{cert}`"))
+            }
+            Err(e @ IdentityProblem::NotFromCa(_)) => doc.error(
+                "cert",
+                format!("{e} in `{ca}`; {issue} from this fleet's CA"),
+            ),
+            Err(e) => doc.error("cert", format!("{e}; {issue}")),
+        }
     }
+    (identity, roots)
 }
 
-/// Loads the fleet CA named by `ca`.
 pub fn load_ca(doc: &mut Doc, base: &Path, ca: &str) -> Option<Arc<rustls::RootCertStore>> {
     match crate::tls::load_roots(&resolve(base, ca)) {
         Ok(r) => Some(Arc::new(r)),

@@ -94,6 +94,57 @@ impl Identity {
     }
 }
 
+/// What is wrong with an identity for `node` under the fleet CA `roots`, if
+/// anything: the certificate must name the node, verify against the CA now,
+/// and belong to the key. A daemon checks this with its config, so a mismatch
+/// is a config error (exit 64) rather than a failure at every handshake.
+pub fn check_identity(
+    identity: &Identity,
+    roots: &RootCertStore,
+    node: &str,
+) -> Result<(), IdentityProblem> {
+    let leaf = identity
+        .cert_chain
+        .first()
+        .ok_or(IdentityProblem::Unreadable)?;
+    let parsed = webpki::EndEntityCert::try_from(leaf).map_err(|_| IdentityProblem::Unreadable)?;
+    if !names_node(&parsed, node) {
+        let names = parsed.valid_dns_names().map(str::to_owned).collect();
+        return Err(IdentityProblem::WrongName {
+            node: node.to_string(),
+            names,
+        });
+    }
+    let provider = provider();
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots.clone()), provider.clone())
+            .build()
+            .map_err(|e| IdentityProblem::NotFromCa(e.to_string()))?;
+    verifier
+        .verify_client_cert(leaf, &identity.cert_chain[1..], UnixTime::now())
+        .map_err(|e| IdentityProblem::NotFromCa(e.to_string()))?;
+    rustls::sign::CertifiedKey::from_der(
+        identity.cert_chain.clone(),
+        identity.key.clone_key(),
+        &provider,
+    )
+    .map_err(|e| IdentityProblem::KeyMismatch(e.to_string()))?;
+    Ok(())
+}
+
+/// Why an identity is unfit for its node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityProblem {
+    #[error("the certificate cannot be parsed")]
+    Unreadable,
+    #[error("the certificate names {names:?}, not node `{node}`")]
+    WrongName { node: String, names: Vec<String> },
+    #[error("the certificate does not verify against the CA: {0}")]
+    NotFromCa(String),
+    #[error("the key does not belong to the certificate: {0}")]
+    KeyMismatch(String),
+}
+
 /// Loads every certificate in `ca_path` (PEM) as a trust anchor.
 pub fn load_roots(ca_path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();

@@ -59,3 +59,65 @@ fn tuning_keys_are_checked_with_their_lines() {
         );
     }
 }
+
+#[test]
+fn a_certificate_key_or_ca_that_does_not_fit_the_node_is_a_config_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_fleet(dir.path());
+    relay::pki::init_ca(&dir.path().join("other-ca"), false).expect("other ca");
+    relay::pki::issue(
+        &dir.path().join("other-ca"),
+        "aaa",
+        &dir.path().join("other"),
+        false,
+    )
+    .expect("issue");
+    let base = std::fs::read_to_string(dir.path().join("aaa.yaml")).expect("read");
+    let line_of = |key: &str| {
+        base.lines()
+            .position(|l| l.starts_with(&format!("{key}:")))
+            .expect("key in config")
+            + 1
+    };
+    for (name, from, to, key, expect) in [
+        (
+            "wrong-node",
+            "certs/aaa.pem",
+            "certs/bbb.pem",
+            "cert",
+            "not node `aaa`",
+        ),
+        (
+            "wrong-key",
+            "certs/aaa.key",
+            "certs/bbb.key",
+            "key",
+            "does not belong",
+        ),
+        (
+            "other-ca",
+            "certs/aaa.pem",
+            "other/aaa.pem",
+            "cert",
+            "does not verify against the CA",
+        ),
+        (
+            "missing-key",
+            "certs/aaa.key",
+            "certs/none.key",
+            "key",
+            "does not exist",
+        ),
+    ] {
+        let config = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&config, base.replace(from, to)).expect("write");
+        let (code, stderr) = check(&config);
+        assert_eq!(code, Some(64), "{name}: {stderr}");
+        let at = format!("{name}.yaml:{}: {key}:", line_of(key));
+        assert!(stderr.contains(&at), "{name}: wanted `{at}`:\n{stderr}");
+        assert!(
+            stderr.contains(expect),
+            "{name}: wanted `{expect}`:\n{stderr}"
+        );
+    }
+}
