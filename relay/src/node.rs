@@ -278,6 +278,7 @@ pub(crate) struct BoundServices {
 /// node). Fails on the first that cannot bind, naming it; nothing is served yet.
 pub(crate) async fn bind_services<'a>(
     cfg: &RelayConfig,
+    counters: &ServiceMetrics,
     services: impl IntoIterator<Item = &'a topology::Service>,
 ) -> anyhow::Result<BoundServices> {
     let topo = &cfg.topology;
@@ -297,7 +298,12 @@ pub(crate) async fn bind_services<'a>(
                 let sock = udp::SplitSocket::new(sock)?;
                 bound.udp.insert(
                     service.key,
-                    Arc::new(UdpIngress::new(service.clone(), dst, sock)),
+                    Arc::new(UdpIngress::new(
+                        service.clone(),
+                        dst,
+                        sock,
+                        counters.get(service.key),
+                    )),
                 );
             }
             Protocol::Tcp => {
@@ -468,8 +474,10 @@ pub async fn start(
     )
     .context("starting the QUIC endpoint")?;
 
+    let service_metrics = ServiceMetrics::new(&topo, me_idx);
     let bound = bind_services(
         &cfg,
+        &service_metrics,
         topo.services.iter().filter(|s| s.ingress_node == me_idx),
     )
     .await?;
@@ -479,7 +487,7 @@ pub async fn start(
         table: RwLock::new(Arc::new(ForwardingTable::from_topology(&topo, me_idx))),
         peers: Peers::new(&me_id),
         metrics: Metrics::default(),
-        services: RwLock::new(Arc::new(ServiceMetrics::new(&topo, me_idx))),
+        services: RwLock::new(Arc::new(service_metrics)),
         client: RwLock::new(client),
         policy,
         stops: Default::default(),

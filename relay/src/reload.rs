@@ -140,10 +140,13 @@ impl RelayHandle {
             }
         }
         let is_ingress_here = |s: &&Service| s.ingress_node == new.node;
+        // Counters of services that stay carry on; new ones start at zero.
+        let counters = shared.services().rebuilt(&new.topology, new.node);
         // New services bind now; a changed one may reuse its old address, so it
         // binds after its old socket is closed, below.
         let fresh = node::bind_services(
             &new,
+            &counters,
             after
                 .iter()
                 .filter(|(name, _)| !before.contains_key(*name))
@@ -193,6 +196,7 @@ impl RelayHandle {
         let bind_restarted = || {
             node::bind_services(
                 &new,
+                &counters,
                 restart
                     .iter()
                     .filter_map(|s| after.get(s.name.as_str()).map(|(s, _)| *s))
@@ -222,7 +226,7 @@ impl RelayHandle {
         let live = Live {
             neighbors: new_neighbors.clone(),
             udp_ingress,
-            services: shared.services().rebuilt(&new.topology, new.node),
+            services: counters,
             client,
         };
         let topology_routes = shared

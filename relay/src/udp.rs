@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use topology::{Protocol, Service};
 
 use crate::fwd::DropReason;
+use crate::metrics::ServiceCounters;
 use crate::node::Shared;
 use crate::wire::{Header, Kind, FLAG_REPLY, INITIAL_TTL};
 
@@ -96,15 +97,23 @@ pub struct UdpIngress {
     dst: u32,
     socket: SplitSocket,
     flows: Mutex<IngressFlows>,
+    /// The service's counters, looked up once rather than per datagram.
+    counters: Option<Arc<ServiceCounters>>,
 }
 
 impl UdpIngress {
-    pub fn new(service: Service, dst: u32, socket: SplitSocket) -> Self {
+    pub fn new(
+        service: Service,
+        dst: u32,
+        socket: SplitSocket,
+        counters: Option<Arc<ServiceCounters>>,
+    ) -> Self {
         UdpIngress {
             service,
             dst,
             socket,
             flows: Mutex::new(IngressFlows::default()),
+            counters,
         }
     }
 
@@ -128,7 +137,7 @@ impl UdpIngress {
     fn flow_for(
         &self,
         client: SocketAddr,
-        max: usize,
+        max: impl FnOnce() -> usize,
         draining: bool,
     ) -> Result<(u32, u32), DropReason> {
         let mut flows = lock(&self.flows);
@@ -138,7 +147,7 @@ impl UdpIngress {
                 if draining {
                     return Err(DropReason::Draining);
                 }
-                if flows.by_id.len() >= max {
+                if flows.by_id.len() >= max() {
                     return Err(DropReason::FlowLimit);
                 }
                 let mut id = flows.next_id;
@@ -205,8 +214,8 @@ pub async fn run_ingress(shared: Arc<Shared>, ingress: Arc<UdpIngress>) {
             shared.metrics.drop(DropReason::NotAllowed);
             continue;
         }
-        // Read per datagram, so a reload's new limit applies at once.
-        let max = shared.cfg().tuning.max_flows_per_service;
+        // Read for each new flow, so a reload's new limit applies at once.
+        let max = || shared.cfg().tuning.max_flows_per_service;
         let (flow, seq) = match ingress.flow_for(client, max, shared.is_draining()) {
             Ok(f) => f,
             Err(reason) => {
@@ -225,7 +234,7 @@ pub async fn run_ingress(shared: Arc<Shared>, ingress: Arc<UdpIngress>) {
             seq,
             timestamp_us: now_us(),
         };
-        if let Some(c) = shared.services().get(ingress.service.key) {
+        if let Some(c) = &ingress.counters {
             c.received(1, n as u64);
         }
         shared.originate(header, &buf[..n]);
@@ -250,7 +259,7 @@ pub fn deliver_reply(shared: &Arc<Shared>, header: &Header, payload: &[u8]) {
     match ingress.socket.send_to(payload, client) {
         Ok(_) => {
             shared.count_delivered(payload.len());
-            if let Some(c) = shared.services().get(header.service) {
+            if let Some(c) = &ingress.counters {
                 c.delivered(1, payload.len() as u64);
             }
         }
@@ -267,6 +276,7 @@ pub fn deliver_reply(shared: &Arc<Shared>, header: &Header, payload: &[u8]) {
 struct EgressFlow {
     socket: Arc<SplitSocket>,
     last_seen: Arc<Mutex<Instant>>,
+    counters: Option<Arc<ServiceCounters>>,
     _reader: AbortOnDrop,
 }
 
@@ -315,71 +325,25 @@ impl EgressFlows {
     }
 }
 
+/// What sending on an egress flow needs: its socket and its service's counters.
+type FlowSend = (Arc<SplitSocket>, Option<Arc<ServiceCounters>>);
+
 /// Sends a datagram that reached its egress to the service target, from the
 /// flow's own socket (created on the flow's first datagram).
 pub fn deliver_to_target(shared: &Arc<Shared>, header: &Header, payload: &[u8]) {
-    let cfg = shared.cfg();
-    let service = match cfg.topology.service_by_key(header.service) {
-        Some(s) if s.protocol == Protocol::Udp && s.egress_node == cfg.node => s,
-        _ => return shared.metrics.drop(DropReason::UnknownFlow),
-    };
     let key = (header.src, header.service, header.flow);
-    let socket = {
-        let mut flows = lock(&shared.udp_egress.flows);
-        match flows.get(&key) {
-            Some(f) => {
-                *lock(&f.last_seen) = Instant::now();
-                f.socket.clone()
-            }
-            None => {
-                let mut per_service = lock(&shared.udp_egress.per_service);
-                let count = per_service.entry(service.key).or_default();
-                if *count >= shared.cfg().tuning.max_flows_per_service {
-                    return shared.metrics.drop(DropReason::FlowLimit);
-                }
-                let socket = match connected_socket(service.target) {
-                    Ok(s) => Arc::new(s),
-                    Err(e) => {
-                        warn!(service = %service.name, target = %service.target, "cannot open flow socket: {e}");
-                        return shared.metrics.drop(DropReason::SendFailed);
-                    }
-                };
-                *count += 1;
-                let last_seen = Arc::new(Mutex::new(Instant::now()));
-                let reply = Header {
-                    kind: Kind::Media,
-                    ttl: INITIAL_TTL,
-                    flags: FLAG_REPLY,
-                    dst: header.src,
-                    src: shared.me,
-                    service: header.service,
-                    flow: header.flow,
-                    seq: 0,
-                    timestamp_us: 0,
-                };
-                let reader = tokio::spawn(read_replies(
-                    shared.clone(),
-                    socket.clone(),
-                    reply,
-                    last_seen.clone(),
-                ));
-                flows.insert(
-                    key,
-                    EgressFlow {
-                        socket: socket.clone(),
-                        last_seen,
-                        _reader: AbortOnDrop(reader),
-                    },
-                );
-                debug!(service = %service.name, flow = header.flow, "new egress flow");
-                socket
-            }
-        }
+    let existing = lock(&shared.udp_egress.flows).get(&key).map(|f| {
+        *lock(&f.last_seen) = Instant::now();
+        (f.socket.clone(), f.counters.clone())
+    });
+    let Some((socket, counters)) = existing.or_else(|| open_egress_flow(shared, header, key))
+    else {
+        return;
     };
     match socket.send(payload) {
         Ok(_) => {
             shared.count_delivered(payload.len());
-            if let Some(c) = shared.services().get(service.key) {
+            if let Some(c) = &counters {
                 c.delivered(1, payload.len() as u64);
             }
         }
@@ -388,6 +352,75 @@ pub fn deliver_to_target(shared: &Arc<Shared>, header: &Header, payload: &[u8]) 
         }
         Err(_) => shared.metrics.drop(DropReason::SendFailed),
     }
+}
+
+/// Opens the egress flow `key` for its first datagram: checks the service
+/// ends here (the config is read only for new flows) and the flow limit, opens
+/// the flow's socket and starts its reply reader. `None` if it cannot, counted.
+fn open_egress_flow(
+    shared: &Arc<Shared>,
+    header: &Header,
+    key: (u32, u32, u32),
+) -> Option<FlowSend> {
+    let cfg = shared.cfg();
+    let service = match cfg.topology.service_by_key(header.service) {
+        Some(s) if s.protocol == Protocol::Udp && s.egress_node == cfg.node => s,
+        _ => {
+            shared.metrics.drop(DropReason::UnknownFlow);
+            return None;
+        }
+    };
+    let mut flows = lock(&shared.udp_egress.flows);
+    if let Some(f) = flows.get(&key) {
+        // Another thread opened it meanwhile.
+        return Some((f.socket.clone(), f.counters.clone()));
+    }
+    let mut per_service = lock(&shared.udp_egress.per_service);
+    let count = per_service.entry(service.key).or_default();
+    if *count >= cfg.tuning.max_flows_per_service {
+        shared.metrics.drop(DropReason::FlowLimit);
+        return None;
+    }
+    let socket = match connected_socket(service.target) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            warn!(service = %service.name, target = %service.target, "cannot open flow socket: {e}");
+            shared.metrics.drop(DropReason::SendFailed);
+            return None;
+        }
+    };
+    *count += 1;
+    let counters = shared.services().get(service.key);
+    let last_seen = Arc::new(Mutex::new(Instant::now()));
+    let reply = Header {
+        kind: Kind::Media,
+        ttl: INITIAL_TTL,
+        flags: FLAG_REPLY,
+        dst: header.src,
+        src: shared.me,
+        service: header.service,
+        flow: header.flow,
+        seq: 0,
+        timestamp_us: 0,
+    };
+    let reader = tokio::spawn(read_replies(
+        shared.clone(),
+        socket.clone(),
+        reply,
+        last_seen.clone(),
+        counters.clone(),
+    ));
+    flows.insert(
+        key,
+        EgressFlow {
+            socket: socket.clone(),
+            last_seen,
+            counters: counters.clone(),
+            _reader: AbortOnDrop(reader),
+        },
+    );
+    debug!(service = %service.name, flow = header.flow, "new egress flow");
+    Some((socket, counters))
 }
 
 /// A UDP socket on an ephemeral port, connected to `target`.
@@ -407,6 +440,7 @@ async fn read_replies(
     socket: Arc<SplitSocket>,
     mut reply: Header,
     last_seen: Arc<Mutex<Instant>>,
+    counters: Option<Arc<ServiceCounters>>,
 ) {
     loop {
         let readable = tokio::select! {
@@ -425,7 +459,7 @@ async fn read_replies(
                 let mut buf = buf.borrow_mut();
                 let n = socket.recv.try_recv(&mut buf)?;
                 *lock(&last_seen) = Instant::now();
-                if let Some(c) = shared.services().get(reply.service) {
+                if let Some(c) = &counters {
                     c.received(1, n as u64);
                 }
                 reply.timestamp_us = now_us();
