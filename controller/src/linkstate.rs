@@ -111,6 +111,10 @@ struct EndReport {
 struct LinkEntry {
     /// The latest report from each end: `[from a, from b]`.
     ends: [Option<EndReport>; 2],
+    /// Whether each end has ever reported the link up. An end that has not is
+    /// still bringing the link up (its probes not yet passing): its "down" is no
+    /// news while the other end reports the link up.
+    ever_up: [bool; 2],
     view: LinkView,
 }
 
@@ -134,6 +138,7 @@ impl LinkStateDb {
     pub fn with_stale_after(topology: Arc<Topology>, stale_after: Duration) -> Self {
         let entry = LinkEntry {
             ends: [None, None],
+            ever_up: [false, false],
             view: LinkView::UNKNOWN,
         };
         LinkStateDb {
@@ -155,7 +160,9 @@ impl LinkStateDb {
     /// Records a report received at `now`, then brings every view up to `now`.
     pub fn handle_report(&mut self, report: LinkReport, now: Instant) -> Result<(), ReportError> {
         let end = self.check(&report)?;
-        self.links[report.link.get()].ends[end] = Some(EndReport { at: now, report });
+        let entry = &mut self.links[report.link.get()];
+        entry.ever_up[end] |= report.up;
+        entry.ends[end] = Some(EndReport { at: now, report });
         self.refresh(now);
         Ok(())
     }
@@ -234,12 +241,13 @@ impl LinkStateDb {
         self.now = Some(self.now.map_or(now, |t| t.max(now)));
         for entry in &mut self.links {
             let old = entry.view;
-            let fresh: Vec<&LinkReport> = entry
+            let fresh: Vec<(&LinkReport, bool)> = entry
                 .ends
                 .iter()
-                .flatten()
-                .filter(|r| now.saturating_duration_since(r.at) < self.stale_after)
-                .map(|r| &r.report)
+                .zip(entry.ever_up)
+                .filter_map(|(r, ever_up)| r.as_ref().map(|r| (r, ever_up)))
+                .filter(|(r, _)| now.saturating_duration_since(r.at) < self.stale_after)
+                .map(|(r, ever_up)| (&r.report, ever_up))
                 .collect();
             let mut view = if fresh.is_empty() {
                 LinkView { stale: true, ..old }
@@ -254,13 +262,18 @@ impl LinkStateDb {
     }
 }
 
-/// Merges fresh reports (at least one): down if any says down, mean RTT, worst loss
-/// and jitter, best minimum RTT.
-fn merge(fresh: &[&LinkReport], since: Option<Instant>) -> LinkView {
+/// Merges fresh reports (at least one, each with whether its end was ever up):
+/// down if an end that has been up says down, or if no end says up; mean RTT,
+/// worst loss and jitter, best minimum RTT. (An end still bringing the link up
+/// says down until its probes pass; taking that for a failure would hold the
+/// link down for the whole hold-down when a fleet starts.)
+fn merge(fresh: &[(&LinkReport, bool)], since: Option<Instant>) -> LinkView {
+    let up = !fresh.iter().any(|(r, ever_up)| !r.up && *ever_up) && fresh.iter().any(|(r, _)| r.up);
+    let fresh: Vec<&LinkReport> = fresh.iter().map(|(r, _)| *r).collect();
     let rtts: Vec<Duration> = fresh.iter().filter_map(|r| r.rtt).collect();
     let rtt = (!rtts.is_empty()).then(|| rtts.iter().sum::<Duration>() / rtts.len() as u32);
     LinkView {
-        up: fresh.iter().all(|r| r.up),
+        up,
         rtt,
         min_rtt: fresh.iter().filter_map(|r| r.min_rtt).min(),
         loss: fresh.iter().map(|r| r.loss).fold(0.0, f64::max),

@@ -106,6 +106,7 @@ fn either_end_seeing_down_makes_the_link_down_and_records_when() {
     let t0 = Instant::now();
     let l = LinkIdx(0);
     db.handle_report(up(a, l, ms(20)), t0).unwrap();
+    db.handle_report(up(b, l, ms(20)), t0).unwrap();
     db.handle_report(down(b, l), t0 + ms(50)).unwrap();
     let v = db.view(l);
     assert!(!v.up);
@@ -143,12 +144,34 @@ fn a_stale_down_report_stops_outvoting_a_fresh_up_one() {
     let (mut db, a, b, _) = chain();
     let t0 = Instant::now();
     let l = LinkIdx(0);
+    db.handle_report(up(a, l, ms(20)), t0 - ms(10)).unwrap();
     db.handle_report(down(a, l), t0).unwrap();
     db.handle_report(up(b, l, ms(20)), t0 + ms(4000)).unwrap();
     assert!(!db.view(l).up);
     db.handle_report(up(b, l, ms(20)), t0 + ms(5000)).unwrap();
     assert!(db.view(l).up);
     assert_eq!(db.view(l).since, Some(t0 + ms(5000)));
+}
+
+#[test]
+fn an_end_still_bringing_the_link_up_does_not_outvote_one_that_sees_it_up() {
+    let (mut db, a, b, _) = chain();
+    let t0 = Instant::now();
+    let l = LinkIdx(0);
+    // Both ends starting: neither has seen it up, so it is down.
+    db.handle_report(down(a, l), t0).unwrap();
+    db.handle_report(down(b, l), t0).unwrap();
+    assert!(!db.view(l).up);
+    // a's probes pass first; b's "down" only means its probes have not yet.
+    db.handle_report(up(a, l, ms(20)), t0 + ms(300)).unwrap();
+    db.handle_report(down(b, l), t0 + ms(350)).unwrap();
+    assert!(db.view(l).up, "b has never seen it up: no failure");
+    assert_eq!(db.view(l).since, Some(t0 + ms(300)));
+    db.handle_report(up(b, l, ms(20)), t0 + ms(500)).unwrap();
+    assert_eq!(db.view(l).since, Some(t0 + ms(300)), "no flap in between");
+    // Once b has seen it up, its "down" is a failure.
+    db.handle_report(down(b, l), t0 + ms(900)).unwrap();
+    assert!(!db.view(l).up);
 }
 
 #[test]

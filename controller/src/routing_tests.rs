@@ -411,3 +411,24 @@ fn a_held_down_link_carries_only_traffic_with_no_other_way() {
     let cost = sel.metric().cost(bc).expect("usable as a last resort");
     assert!(cost >= HOLD_DOWN_PENALTY, "at a penalty: {cost}");
 }
+
+#[test]
+fn a_link_seen_down_then_up_before_it_was_ever_up_is_not_held_down() {
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    sel.update(&db, t0);
+    // Both ends report it down while starting, then up, all between two updates.
+    db.handle_report(down(B, BD), t0 + ms(100)).unwrap();
+    db.handle_report(down(D, BD), t0 + ms(100)).unwrap();
+    db.handle_report(up(B, BD, ms(20)), t0 + ms(300)).unwrap();
+    db.handle_report(up(D, BD, ms(20)), t0 + ms(300)).unwrap();
+    sel.update(&db, t0 + ms(400));
+    assert_eq!(sel.in_force(BD), Some(10_000), "in force, not held down");
+    assert_eq!(sel.poll_timeout(), None);
+    assert_eq!(next(&sel, A, D), Some(B));
+    // Once it has been up, the same unseen down-and-up is a flap.
+    db.handle_report(down(B, BD), t0 + ms(500)).unwrap();
+    db.handle_report(up(B, BD, ms(20)), t0 + ms(600)).unwrap();
+    sel.update(&db, t0 + ms(700));
+    assert_eq!(sel.in_force(BD), None, "held down");
+}
