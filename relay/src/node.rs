@@ -432,6 +432,9 @@ pub struct RelayHandle {
     pub ingress_addrs: HashMap<String, SocketAddr>,
 }
 
+/// Initial congestion window of peer links, in bytes.
+const INITIAL_WINDOW: u64 = 1 << 20;
+
 fn transport(cfg: &RelayConfig) -> Arc<TransportConfig> {
     let t = &cfg.tuning;
     let mut tc = TransportConfig::default();
@@ -444,6 +447,14 @@ fn transport(cfg: &RelayConfig) -> Arc<TransportConfig> {
     tc.datagram_receive_buffer_size(Some(4 * 1024 * 1024));
     tc.datagram_send_buffer_size(1024 * 1024);
     tc.max_concurrent_bidi_streams(100_000u32.into());
+    // Peer links are dedicated circuits carrying live media from the moment
+    // classes start: a 14 KB initial window (RFC 9002's Internet default)
+    // makes a new link queue and drop datagrams, probes among them, for its
+    // first round trips, and the link looks down. Start at 1 MiB; congestion
+    // control still backs off on loss.
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(INITIAL_WINDOW);
+    tc.congestion_controller_factory(Arc::new(cubic));
     Arc::new(tc)
 }
 
