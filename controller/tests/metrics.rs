@@ -3,99 +3,20 @@
 //! route computation time; relays count the reroute too. The exposition passes
 //! `promtool check metrics` (set `OVERLAY_REQUIRE_PROMTOOL=1` to fail without it).
 
+#[path = "../../relay/tests/support/exposition.rs"]
+mod exposition;
+
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
 use controller::{ControllerConfig, ControllerHandle};
+use exposition::{fetch, promtool_check, samples, value};
 use relay::emulator::{EmulatedLink, LinkParams};
 use relay::pki::TestCa;
 use relay::{RelayConfig, RelayHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use topology::Topology;
-
-/// `GET path`: (status, content type, body).
-async fn fetch(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let content_type = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Type: "))
-        .expect("content type")
-        .to_string();
-    (status, content_type, body.to_string())
-}
-
-/// Series (name with labels, as written) → value.
-fn samples(exposition: &str) -> BTreeMap<String, f64> {
-    exposition
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').expect("series and value");
-            (
-                series.to_string(),
-                value
-                    .parse()
-                    .unwrap_or_else(|_| panic!("a number in {l:?}")),
-            )
-        })
-        .collect()
-}
-
-fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
-    *samples
-        .get(series)
-        .unwrap_or_else(|| panic!("no series {series} in {samples:#?}"))
-}
-
-/// Runs `promtool check metrics` on the exposition, when promtool is installed.
-fn promtool_check(what: &str, exposition: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            assert!(
-                std::env::var("OVERLAY_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
-                "OVERLAY_REQUIRE_PROMTOOL=1 but promtool is not on PATH"
-            );
-            println!("promtool not found, exposition not validated ({what})");
-            return;
-        }
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(exposition.as_bytes())
-        .expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool ran");
-    assert!(
-        out.status.success(),
-        "promtool check metrics rejected the {what} exposition ({}):\n{}{}\n--- exposition ---\n{exposition}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-}
 
 struct Setup {
     topology: Arc<Topology>,

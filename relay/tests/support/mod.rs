@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod exposition;
 pub mod process;
 
 use std::collections::BTreeMap;
