@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use quinn::{Endpoint, EndpointConfig, Incoming, TransportConfig};
+use quinn::{Endpoint, Incoming, TransportConfig};
 use relay::control::{self, ControllerMessage, RelayMessage, RouteEntry, TableUpdate};
 use relay::tls::{self, PeerPolicy};
 use tokio::sync::{watch, Notify};
@@ -143,19 +143,11 @@ pub async fn start(
         transport.max_idle_timeout(Some(idle));
     }
     server.transport_config(Arc::new(transport));
-    socket.set_nonblocking(true)?;
     // Every relay handshakes at once when a fleet (or the lab) starts: the
     // default 208 KiB receive buffer drops Initials and stalls handshakes
     // for seconds of retransmission.
-    relay::sockbuf::enlarge(&socket, CONTROLLER_SOCKET_BUFFER, "quic");
-    let quic_addr = socket.local_addr()?;
-    let endpoint = Endpoint::new(
-        EndpointConfig::default(),
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .context("starting the QUIC endpoint")?;
+    let (endpoint, quic_addr) =
+        relay::daemon::quic_endpoint(socket, server, CONTROLLER_SOCKET_BUFFER)?;
 
     let selector = RouteSelector::new(topo.clone(), cfg.stability);
     let (tables, _) = watch::channel(Arc::new(selector.routes().clone()));

@@ -492,6 +492,28 @@ pub fn bind(
     Ok((socket, admin))
 }
 
+/// A QUIC endpoint serving `server` on an already bound socket, with the
+/// socket's buffers enlarged to `buffer` bytes (see [`crate::sockbuf`]).
+/// Returns the endpoint and its address.
+pub fn quic_endpoint(
+    socket: std::net::UdpSocket,
+    server: quinn::ServerConfig,
+    buffer: usize,
+) -> anyhow::Result<(quinn::Endpoint, std::net::SocketAddr)> {
+    use anyhow::Context as _;
+    socket.set_nonblocking(true)?;
+    crate::sockbuf::enlarge(&socket, buffer, "quic");
+    let addr = socket.local_addr()?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        std::sync::Arc::new(quinn::TokioRuntime),
+    )
+    .context("starting the QUIC endpoint")?;
+    Ok((endpoint, addr))
+}
+
 /// Hands each incoming QUIC connection to `handle` (on its own task) until
 /// `cancel` fires or the endpoint closes.
 pub async fn accept_each<F>(

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use quinn::{Endpoint, EndpointConfig, TransportConfig};
+use quinn::{Endpoint, TransportConfig};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -474,16 +474,8 @@ pub async fn start(
     let policy = PeerPolicy::new(neighbors.iter().map(|(_, id)| id.clone()));
     let (server, client) = tls_configs(&cfg, &policy)?;
 
-    socket.set_nonblocking(true)?;
-    crate::sockbuf::enlarge(&socket, cfg.tuning.socket_buffer, "quic");
-    let quic_addr = socket.local_addr()?;
-    let endpoint = Endpoint::new(
-        EndpointConfig::default(),
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .context("starting the QUIC endpoint")?;
+    let (endpoint, quic_addr) =
+        crate::daemon::quic_endpoint(socket, server, cfg.tuning.socket_buffer)?;
 
     let service_metrics = ServiceMetrics::new(&topo, me_idx);
     let bound = bind_services(
