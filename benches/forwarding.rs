@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use overlay::fleet::{Fleet, FleetOptions};
 
 mod support;
-use support::{chain, epoch};
+use support::{epoch, start_chain};
 
 const PACKET: usize = 200;
 /// The first packets set up the flow (egress socket): not counted.
@@ -143,20 +142,8 @@ fn main() {
         };
         row("direct", &direct, 0);
         for hops in 1..=3usize {
-            let options = FleetOptions {
-                controller: false,
-                emulate: false,
-                ..FleetOptions::default()
-            };
             let result = runtime.block_on(async {
-                let fleet = Fleet::start(chain(hops + 1, target), options)
-                    .await
-                    .expect("fleet");
-                fleet
-                    .wait_ready(Duration::from_secs(20))
-                    .await
-                    .expect("ready");
-                let ingress = fleet.relay("r0").ingress_addrs["media"];
+                let (fleet, ingress) = start_chain(hops + 1, target).await;
                 let rx = receiver.try_clone().expect("clone");
                 let r = tokio::task::spawn_blocking(move || measure(&rx, ingress, rate, count))
                     .await

@@ -17,10 +17,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use overlay::fleet::{Fleet, FleetOptions};
-
 mod support;
-use support::chain;
+use support::start_chain;
 
 const LOSS_LIMIT: f64 = 0.001;
 
@@ -348,19 +346,7 @@ fn main() {
             };
             print(&format!("plain UDP, {relays} forwarders"), &plain, None);
             let overlay = runtime.block_on(async {
-                let options = FleetOptions {
-                    controller: false,
-                    emulate: false,
-                    ..FleetOptions::default()
-                };
-                let fleet = Fleet::start(chain(relays, receiver.addr), options)
-                    .await
-                    .expect("fleet");
-                fleet
-                    .wait_ready(Duration::from_secs(20))
-                    .await
-                    .expect("ready");
-                let ingress = fleet.relay("r0").ingress_addrs["media"];
+                let (fleet, ingress) = start_chain(relays, receiver.addr).await;
                 let sender = sender.try_clone().expect("clone");
                 let tally = receiver.tally.clone();
                 let found = tokio::task::spawn_blocking(move || {

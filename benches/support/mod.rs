@@ -20,6 +20,26 @@ pub fn now_ns() -> u64 {
     epoch().elapsed().as_nanos() as u64
 }
 
+/// Starts [`chain`] on loopback without emulated links or a controller (the
+/// relays themselves are measured) and waits until its links are up. Returns
+/// the fleet and the ingress address of its `media` service.
+pub async fn start_chain(relays: usize, target: SocketAddr) -> (overlay::fleet::Fleet, SocketAddr) {
+    let options = overlay::fleet::FleetOptions {
+        controller: false,
+        emulate: false,
+        ..overlay::fleet::FleetOptions::default()
+    };
+    let fleet = overlay::fleet::Fleet::start(chain(relays, target), options)
+        .await
+        .expect("fleet starts");
+    fleet
+        .wait_ready(std::time::Duration::from_secs(20))
+        .await
+        .expect("chain ready");
+    let ingress = fleet.relay("r0").ingress_addrs["media"];
+    (fleet, ingress)
+}
+
 /// A chain r0 – r1 – … of `relays` relays with one UDP service `media` from r0
 /// to the last relay, delivering to `target`.
 pub fn chain(relays: usize, target: SocketAddr) -> topology::Topology {
