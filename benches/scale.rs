@@ -107,12 +107,12 @@ fn run_relay(config: &Path) -> ExitCode {
     let (tx, signals) = tokio::sync::mpsc::channel(1);
     std::thread::spawn(move || {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        let _ = tx.blocking_send(relay::daemon::Signal::Stop);
+        let _ = tx.blocking_send(daemon::Signal::Stop);
     });
     let path = config.to_path_buf();
-    relay::daemon::run_until_signal("scale relay", || async move {
-        let (socket, admin) = relay::daemon::bind(cfg.listen, cfg.admin)?;
-        let notify = relay::daemon::Notifier::disabled();
+    daemon::cli::run_until_signal("scale relay", || async move {
+        let (socket, admin) = daemon::quic::bind(cfg.listen, cfg.admin)?;
+        let notify = daemon::Notifier::disabled();
         let load = || relay::RelayConfig::load(&path);
         relay::run(cfg, socket, admin, signals, &notify, load).await
     })
@@ -179,10 +179,10 @@ fn start_relays(flows: usize, targets: &[SocketAddr]) -> (Relays, Vec<SocketAddr
     let names: Vec<String> = std::iter::once("r0".to_string())
         .chain((1..=k).map(|i| format!("e{i}")))
         .collect();
-    relay::pki::init_ca(&dir.join("ca"), false).expect("create the CA");
+    pki::init_ca(&dir.join("ca"), false).expect("create the CA");
     let mut topology = String::from("version: 1\nnodes:\n");
     for (i, name) in names.iter().enumerate() {
-        relay::pki::issue(&dir.join("ca"), name, &dir.join("certs"), false).expect("issue");
+        pki::issue(&dir.join("ca"), name, &dir.join("certs"), false).expect("issue");
         topology += &format!(
             "  - {{ id: {name}, city: C{i}, country: US, region: bench, lat: 10.0, lon: {i}.0, \
              addr: \"127.0.0.1:{}\" }}\n",
@@ -236,7 +236,7 @@ fn start_relays(flows: usize, targets: &[SocketAddr]) -> (Relays, Vec<SocketAddr
 /// One relay's `/api/v1/status`, within 5 s.
 fn status(rt: &tokio::runtime::Runtime, relay: &Relay) -> Result<Value, String> {
     let answer = rt.block_on(async {
-        let get = relay::http::get(relay.admin, "/api/v1/status");
+        let get = daemon::admin::client::get(relay.admin, "/api/v1/status");
         tokio::time::timeout(Duration::from_secs(5), get).await
     });
     match answer {

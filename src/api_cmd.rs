@@ -1,7 +1,6 @@
 //! `overlay status|links|routes`: the controller's admin API, as tables.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -11,21 +10,19 @@ use crate::table::Table;
 
 /// GETs `path` from the API at `api` and parses the JSON (bounded in time).
 fn get(api: SocketAddr, path: &str) -> Result<Value, Failure> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
-    let response = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(5), relay::http::get(api, path)).await
-    });
-    let (status, body) = match response {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
+    let (status, body) = match daemon::admin::client::get_blocking(api, path) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(Failure::runtime(format!(
+                "the controller API at {api} did not answer within {} s",
+                daemon::admin::client::TIMEOUT.as_secs()
+            )))
+        }
+        Err(e) => {
             return Err(Failure::runtime(format!(
                 "cannot reach the controller API at {api}: {e}; is the controller (or `overlay lab`) running? Point elsewhere with --api ADDR"
             )))
         }
-        Err(_) => return Err(Failure::runtime(format!("the controller API at {api} did not answer within 5 s"))),
     };
     let value: Value = serde_json::from_str(&body).map_err(|e| {
         Failure::runtime(format!(

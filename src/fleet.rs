@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use controller::{ControllerConfig, ControllerHandle};
-use relay::emulator::{EmulatedLink, LinkHandle, LinkParams};
-use relay::pki::TestCa;
+use emulator::{EmulatedLink, LinkHandle, LinkParams};
+use pki::TestCa;
 use relay::{RelayConfig, RelayHandle};
 use topology::Topology;
 
@@ -239,12 +239,9 @@ impl Fleet {
                 // ...and the controller has every link in force, so it has heard the
                 // last "up" reports and its tables are the converged ones.
                 Some(c) => {
-                    let version = c.tables().version;
-                    let all_in_force = {
-                        let st = c.shared.state();
-                        (0..self.topology.links.len())
-                            .all(|i| st.selector.in_force(topology::LinkIdx(i as u32)).is_some())
-                    };
+                    let view = c.shared.view();
+                    let version = view.tables.version;
+                    let all_in_force = view.all_links_in_force();
                     all_in_force
                         && self
                             .relays

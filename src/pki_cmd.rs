@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use relay::pki::{self, PkiError};
+use pki::PkiError;
 
 use crate::failure::Failure;
 use crate::outln;

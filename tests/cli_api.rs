@@ -22,10 +22,19 @@ async fn status_links_and_routes_show_the_live_fleet() {
             .await
             .expect("bind");
         let api = listener.local_addr().expect("addr").to_string();
-        let handler: relay::http::Handler =
-            Arc::new(move |r: &relay::http::Request| controller::api::respond(&shared, r));
-        let cancel = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(relay::http::serve(listener, handler, cancel.clone()));
+        let tasks = daemon::Supervisor::new(tokio_util::sync::CancellationToken::new());
+        tasks.spawn(
+            "api",
+            daemon::OnFailure::Log,
+            daemon::admin::serve(
+                listener,
+                controller::api::router(shared),
+                daemon::admin::AdminLimits::default(),
+                Arc::default(),
+                tasks.cancel_token().clone(),
+                tasks.spawner(),
+            ),
+        );
         fleet.link("ccc", "ddd").expect("link").cut();
         tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -90,7 +99,7 @@ async fn status_links_and_routes_show_the_live_fleet() {
         .expect("routes");
         assert_eq!(unknown.status.code(), Some(64), "{}", text(&unknown.stderr));
         assert!(text(&unknown.stderr).contains("no node `zzz`"));
-        cancel.cancel();
+        tasks.shutdown(Duration::from_secs(1)).await;
         fleet.shutdown().await;
     };
     tokio::time::timeout(Duration::from_secs(60), test)

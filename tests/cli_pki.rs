@@ -85,12 +85,12 @@ fn init_then_issue_writes_certificates_and_keys() {
     }
 
     // The written pair loads as a TLS identity, and the CA as roots.
-    relay::tls::Identity::load(
+    daemon::tls::Identity::load(
         &dir.path().join("certs/sha.pem"),
         &dir.path().join("certs/sha.key"),
     )
     .expect("identity loads");
-    relay::tls::load_roots(&dir.path().join("ca/ca.pem")).expect("roots load");
+    daemon::tls::load_roots(&dir.path().join("ca/ca.pem")).expect("roots load");
 }
 
 #[test]

@@ -53,9 +53,9 @@ async fn reload_adds_a_service_and_a_running_flow_loses_nothing() {
             cfg.topology = topology.clone();
             let summary = relay.reload(cfg).await.expect("reload");
             let expected: &[&str] = if id == "aaa" || id == "ddd" { &["extra"] } else { &[] };
-            assert_eq!(summary.services_added, expected, "{id}: {summary}");
-            assert!(summary.services_removed.is_empty() && summary.services_changed.is_empty());
-            assert!(summary.links_added.is_empty() && summary.links_removed.is_empty());
+            assert_eq!(summary.plan.services_added, expected, "{id}: {summary}");
+            assert!(summary.plan.services_removed.is_empty() && summary.plan.services_changed.is_empty());
+            assert!(summary.plan.links_added.is_empty() && summary.plan.links_removed.is_empty());
         }
 
         // The new service carries traffic.

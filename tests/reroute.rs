@@ -10,6 +10,13 @@ use std::time::Duration;
 use support::diamond::{self, forwarded, ttl_drops, wait_forwarding};
 use tokio::time::Instant;
 
+/// The README documents a 175–210 ms delivery gap on a blackhole cut (3 lost
+/// probes at 50 ms, the loss timeout, and the backup path's extra 30 ms). The
+/// bound is that figure plus 100 ms for a loaded 2-core machine: a regression
+/// to the 250–260 ms of an older probe timeout would still show, one to a second
+/// certainly.
+const FAILOVER_GAP_BOUND: Duration = Duration::from_millis(310);
+
 async fn bounded<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), f)
         .await
@@ -83,7 +90,10 @@ async fn a_blackholed_link_fails_over_in_under_a_second_and_returns_after_hold_d
         tokio::time::sleep(Duration::from_secs(1)).await;
         let gap = stream.longest_gap(cut_at, Instant::now());
         println!("delivery gap after the cut: {} ms", gap.as_millis());
-        assert!(gap < Duration::from_secs(1), "gap {gap:?}");
+        assert!(
+            gap <= FAILOVER_GAP_BOUND,
+            "gap {gap:?}, bound {FAILOVER_GAP_BOUND:?}"
+        );
         assert_eq!(ttl_drops(&fleet), 0, "no packet looped");
 
         // Restore: the link is usable again only after the hold-down (3 s here).
@@ -127,9 +137,19 @@ async fn jitter_on_every_link_for_a_minute_does_not_flap_routes() {
                 .map(|t| t.entries.iter().map(|(d, e)| (d.0, e.primary.node.0)).collect())
                 .collect()
         };
+        // The jitter the controller sees on each link, from the relays' reports.
+        let seen_jitter = || -> Vec<f64> {
+            controller
+                .view()
+                .links
+                .iter()
+                .map(|l| l.view.jitter.map_or(0.0, |j| j.as_secs_f64() * 1000.0))
+                .collect()
+        };
         let start_version = controller.tables().version;
         let mut last = primaries();
         let mut changes = 0;
+        let mut most_jitter = vec![0.0f64; fleet.topology.links.len()];
         let until = Instant::now() + Duration::from_secs(60);
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -138,12 +158,27 @@ async fn jitter_on_every_link_for_a_minute_does_not_flap_routes() {
                 changes += 1;
                 last = now;
             }
+            for (most, j) in most_jitter.iter_mut().zip(seen_jitter()) {
+                *most = most.max(j);
+            }
         }
         let versions = controller.tables().version - start_version;
         // Versions may move once as the jitter raises link costs (backups can shift);
         // what must not happen is primaries moving back and forth.
-        println!("primary next-hop changes in 60 s of ±10% jitter: {changes}; table versions: {versions}");
+        println!("primary next-hop changes in 60 s of ±10% jitter: {changes}; table versions: {versions}; most jitter seen per link (ms): {most_jitter:.2?}");
         assert!(changes <= 1, "{changes} changes of primary next hops");
+        // The controller did hear the jitter: every link's reported jitter is at
+        // least a tenth of the ±10% the emulator adds (1 ms on the 10 ms links),
+        // so a controller ignoring the reports fails here, not above.
+        for ((l, most), link) in fleet.topology.links.iter().zip(&most_jitter).zip(&fleet.topology.links) {
+            let floor = l.delay_us as f64 / 1000.0 / 100.0;
+            assert!(
+                *most >= floor,
+                "link {}–{}: jitter seen {most:.3} ms, below {floor:.2} ms",
+                fleet.topology.node(link.a).id,
+                fleet.topology.node(link.b).id
+            );
+        }
         assert!(stream.received() > 10_000);
         fleet.shutdown().await;
     })
@@ -173,7 +208,10 @@ async fn without_the_controller_relays_keep_forwarding_and_fail_over_locally() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let gap = stream.longest_gap(cut_at, Instant::now());
         println!("gap with the controller away: {} ms", gap.as_millis());
-        assert!(gap < Duration::from_secs(1), "gap {gap:?}");
+        assert!(
+            gap <= FAILOVER_GAP_BOUND,
+            "gap {gap:?}, bound {FAILOVER_GAP_BOUND:?}"
+        );
         assert!(fleet.relay("aaa").status().counters.sent_via_backup > 0);
 
         // The controller comes back: it rebuilds from reports and pushes tables

@@ -1,14 +1,21 @@
 //! The controller's admin HTTP API: nodes, links, routes, health (JSON), and
-//! Prometheus metrics (`/metrics`, see [`crate::prom`]). GET only.
+//! Prometheus metrics (`/metrics`, see [`crate::exposition`]). GET only. Every
+//! handler reads the compute task's latest snapshot and never waits on a
+//! computation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use relay::http::{Request, Response};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use daemon::admin;
 use serde::Serialize;
 use topology::LinkIdx;
 
-use crate::server::Shared;
+use crate::runtime::Shared;
 
 #[derive(Debug, Serialize)]
 pub struct NodeInfo {
@@ -80,15 +87,18 @@ pub fn nodes(shared: &Shared) -> Vec<NodeInfo> {
 
 pub fn links(shared: &Shared) -> Vec<LinkInfo> {
     let topo = shared.topology();
-    let st = shared.state();
+    let view = shared.view();
     let now = std::time::Instant::now();
     topo.links
         .iter()
         .enumerate()
         .map(|(i, l)| {
             let idx = LinkIdx(i as u32);
-            let v = st.db.view(idx);
-            let in_force = st.selector.in_force(idx);
+            let status = view.link(idx).copied();
+            let v = status
+                .map(|s| s.view)
+                .unwrap_or(crate::linkstate::LinkView::UNKNOWN);
+            let in_force = status.and_then(|s| s.in_force);
             LinkInfo {
                 a: topo.node(l.a).id.clone(),
                 b: topo.node(l.b).id.clone(),
@@ -119,11 +129,11 @@ pub fn route(shared: &Shared, from: &str, to: &str) -> Result<RouteInfo, String>
     let topo = shared.topology();
     let src = topo.require_node(from).map_err(|e| e.to_string())?;
     let dst = topo.require_node(to).map_err(|e| e.to_string())?;
-    let tables = shared.tables();
+    let view = shared.view();
+    let tables = &view.tables;
     let mut path = vec![topo.node(src).id.clone()];
     let mut at = src;
     let mut cost: u64 = 0;
-    let st = shared.state();
     while at != dst {
         let Some(e) = tables.node(at).entries.get(&dst) else {
             return Ok(RouteInfo {
@@ -136,7 +146,7 @@ pub fn route(shared: &Shared, from: &str, to: &str) -> Result<RouteInfo, String>
             });
         };
         // What routes pay: a held-down link used as a last resort shows its penalty.
-        cost += st.selector.metric().cost(e.primary.link).unwrap_or(0);
+        cost += view.link(e.primary.link).and_then(|l| l.cost).unwrap_or(0);
         at = e.primary.node;
         path.push(topo.node(at).id.clone());
         if path.len() > topo.nodes.len() + 1 {
@@ -158,28 +168,46 @@ pub fn route(shared: &Shared, from: &str, to: &str) -> Result<RouteInfo, String>
     })
 }
 
-pub fn respond(shared: &Arc<Shared>, r: &Request) -> Response {
-    if r.method != "GET" {
-        return Response::error(405, "only GET is served here");
-    }
-    match r.path.as_str() {
-        "/healthz" => Response::text(200, "ok\n"),
-        "/metrics" => crate::prom::response(shared),
-        "/api/v1/nodes" => Response::json(&nodes(shared)),
-        "/api/v1/links" => Response::json(&links(shared)),
-        "/api/v1/routes" => {
-            let q: &BTreeMap<String, String> = &r.query;
-            match (q.get("from"), q.get("to")) {
-                (Some(f), Some(t)) => match route(shared, f, t) {
-                    Ok(info) => Response::json(&info),
-                    Err(e) => Response::error(400, &e),
-                },
-                _ => Response::error(
-                    400,
-                    "give both `from` and `to`, e.g. /api/v1/routes?from=sha&to=lax",
-                ),
-            }
-        }
-        other => Response::not_found(other),
+/// The router of the controller's admin API.
+pub fn router(shared: Arc<Shared>) -> Router {
+    routes()
+        .method_not_allowed_fallback(admin::get_only)
+        .fallback(admin::not_found)
+        .with_state(shared)
+}
+
+/// The API's routes, for a server that adds its own (the lab).
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/healthz", get(|| async { admin::ok_text() }))
+        .route("/metrics", get(metrics))
+        .route(
+            "/api/v1/nodes",
+            get(|State(s): State<Arc<Shared>>| async move { admin::json(&nodes(&s)) }),
+        )
+        .route(
+            "/api/v1/links",
+            get(|State(s): State<Arc<Shared>>| async move { admin::json(&links(&s)) }),
+        )
+        .route("/api/v1/routes", get(route_query))
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    crate::exposition::scrape(&s).response()
+}
+
+async fn route_query(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    match (q.get("from"), q.get("to")) {
+        (Some(f), Some(t)) => match route(&s, f, t) {
+            Ok(info) => admin::json(&info),
+            Err(e) => admin::error(StatusCode::BAD_REQUEST, &e),
+        },
+        _ => admin::error(
+            StatusCode::BAD_REQUEST,
+            "give both `from` and `to`, e.g. /api/v1/routes?from=sha&to=lax",
+        ),
     }
 }

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay::config::{
+use daemon::config_file::{
     admin_addr, decode_root, load_identity_and_ca, load_topology, parse_addr, read_file,
     single_error,
 };
-use relay::tls::Identity;
+use daemon::tls::Identity;
 use serde::Deserialize;
 use topology::{ConfigErrors, Topology};
 

@@ -1,15 +1,22 @@
 //! The controller: link-state database from relay reports, route computation
 //! with stability, route push to relays, and the admin API.
 //!
-//! Sans-IO cores: [`linkstate`] (merging reports) and [`routing`] (metric damping,
-//! tables, diffs). Drivers: [`server`] (QUIC sessions, recomputation) and [`api`].
+//! Sans-IO cores: [`linkstate`] (merging reports) and [`routing`] (metric
+//! damping, tables, diffs). Drivers: [`compute`] (the one owner of both, on its
+//! own task), [`session`] (one per relay: where a relay's report arrives and its
+//! route table leaves), [`runtime`] (start, shutdown, the daemon's signal loop,
+//! reload), [`api`] and [`exposition`] (the admin API), reading [`view`].
 
 pub mod api;
+pub mod compute;
 pub mod config;
+pub mod exposition;
 pub mod linkstate;
-pub mod prom;
+pub mod metrics;
 pub mod routing;
-pub mod server;
+pub mod runtime;
+pub mod session;
+pub mod view;
 
 pub use config::ControllerConfig;
-pub use server::{run, start, ControllerHandle};
+pub use runtime::{run, start, ControllerHandle};

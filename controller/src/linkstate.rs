@@ -89,7 +89,7 @@ pub struct LinkView {
 }
 
 impl LinkView {
-    const UNKNOWN: LinkView = LinkView {
+    pub const UNKNOWN: LinkView = LinkView {
         up: true,
         rtt: None,
         min_rtt: None,

@@ -5,7 +5,6 @@
 use std::process::ExitCode;
 
 use controller::ControllerConfig;
-use relay::daemon;
 
 fn main() -> ExitCode {
     daemon::main(
@@ -22,8 +21,8 @@ fn main() -> ExitCode {
             )
         },
         |cfg, notify, path| async move {
-            let (socket, admin) = daemon::bind(cfg.listen, cfg.admin)?;
-            let signals = daemon::os_signals()?;
+            let (socket, admin) = daemon::quic::bind(cfg.listen, cfg.admin)?;
+            let signals = daemon::OsSignals::new()?;
             let load = || ControllerConfig::load(&path);
             controller::run(cfg, socket, admin, signals, &notify, load).await
         },

@@ -1,9 +1,13 @@
 //! Route selection with stability: the per-link costs in force (damped measurements),
 //! the forwarding tables they give every node, and table diffs.
 //!
-//! Stability is applied to the metric, never to each node's choice of next hop: all
-//! tables come from one metric, so they agree with each other and are loop-free.
-//! (Per-node hysteresis lets two nodes keep different views and point at each other.)
+//! Stability works at two levels. First on the metric: a measured cost takes effect
+//! only when it leaves a band around the cost in force for a hold time, so noise never
+//! reaches the tables. Then on each node's next hop: a node keeps its current next hop
+//! while that stays within the band of the best path *and* is strictly closer to the
+//! destination (see `sticky_tables`). All tables come from one metric, and the
+//! "strictly closer" rule keeps every table loop-free although nodes may keep different
+//! next hops than a fresh shortest-path computation would give.
 //!
 //! Sans-IO: measurements come in through [`RouteSelector::update`] or
 //! [`RouteSelector::handle_link_views`] with their `now`; [`RouteSelector::poll_timeout`]

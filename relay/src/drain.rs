@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::node::RelayHandle;
+use crate::runtime::RelayHandle;
 
 /// How long no datagram may cross the relay before it counts as drained.
 pub const QUIET: Duration = Duration::from_millis(1000);
@@ -33,9 +33,9 @@ impl RelayHandle {
     /// Drains the relay; returns within `grace` (plus one look, 50 ms). Call
     /// [`RelayHandle::shutdown`] after it.
     pub async fn drain(&mut self, grace: Duration) -> DrainReport {
-        let shared = self.shared.clone();
+        let shared = self.ctx.clone();
         let started = Instant::now();
-        if shared.start_draining() {
+        if shared.admission.start_draining() {
             info!(
                 grace_s = grace.as_secs_f64(),
                 "draining: routes move off this relay, no new flows"
@@ -45,14 +45,15 @@ impl RelayHandle {
             // TCP: close the listeners so new connections are refused; open
             // sessions carry on. UDP ingress sockets stay for existing flows.
             let tcp: Vec<u32> = shared
-                .cfg()
+                .live()
+                .cfg
                 .topology
                 .services
                 .iter()
                 .filter(|s| s.protocol == topology::Protocol::Tcp)
                 .map(|s| s.key)
                 .collect();
-            let mut stops = shared.stops.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stops = shared.stops();
             for key in tcp {
                 if let Some(stop) = stops.services.remove(&key) {
                     stop.cancel();

@@ -1,33 +1,37 @@
-//! The relay daemon: QUIC peer links with mutual TLS, the forwarding plane, and the
-//! ingress and egress of classroom services.
+//! The relay daemon's drivers: they own the sockets, tasks and timers, and
+//! carry out what `relay_core` (the I/O-free logic) decides.
 //!
-//! Sans-IO cores: [`wire`] (header codec), [`fwd`] (forwarding table and decision).
-//! Drivers: [`node`] (start/run/shutdown), [`peers`], [`dispatch`], [`udp`],
-//! [`streams`], [`splice`], [`http`]. Also here: [`pki`], [`tls`], [`emulator`].
+//! - [`runtime`]: start-up and the [`RelayHandle`] that owns a running relay;
+//!   [`run`]: the daemon's signal loop; [`reload`], [`drain`].
+//! - [`context`]: handles to each part of the relay's state, one writer each:
+//!   [`live`] (the config in force), [`admission`], [`metrics`].
+//! - [`links`]: peer links (registry, dialing, accepting, the per-connection actor).
+//! - [`datapath`]: where a datagram is forwarded ([`datapath::forwarder`]) and
+//!   the UDP ingress and egress; [`tcp`]: TCP services over QUIC streams.
+//! - [`control_session`]: where a route table from the controller arrives.
+//! - [`admin`], [`status`], [`exposition`]: the admin API; [`config`],
+//!   [`host_limits`].
 
+pub mod admin;
+pub mod admission;
 pub mod config;
-pub mod control;
-pub mod controller_link;
-pub mod daemon;
-pub mod dispatch;
+pub mod context;
+pub mod control_session;
+pub mod datapath;
 pub mod drain;
-pub mod emulator;
-pub mod fwd;
-pub mod http;
+pub mod exposition;
+pub mod host_limits;
+pub mod links;
+pub mod live;
 pub mod metrics;
-pub mod node;
-pub mod peers;
-pub mod pki;
-pub mod probe;
-pub mod prom;
 pub mod reload;
-pub mod sockbuf;
-pub mod splice;
-pub mod streams;
-pub mod tls;
-pub mod udp;
-pub mod wire;
+pub mod run;
+pub mod runtime;
+pub mod status;
+pub mod tcp;
 
 pub use config::RelayConfig;
-pub use node::{run, start, RelayHandle, Status};
-pub use reload::ReloadSummary;
+pub use relay_core::reload_plan::ReloadSummary;
+pub use run::run;
+pub use runtime::{start, RelayHandle};
+pub use status::Status;

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use relay::{daemon, RelayConfig};
+use relay::RelayConfig;
 
 fn main() -> ExitCode {
     daemon::main(
@@ -13,8 +13,8 @@ fn main() -> ExitCode {
         RelayConfig::load,
         summary,
         |cfg, notify, path| async move {
-            let (socket, admin) = daemon::bind(cfg.listen, cfg.admin)?;
-            let signals = daemon::os_signals()?;
+            let (socket, admin) = daemon::quic::bind(cfg.listen, cfg.admin)?;
+            let signals = daemon::OsSignals::new()?;
             let load = || RelayConfig::load(&path);
             relay::run(cfg, socket, admin, signals, &notify, load).await
         },

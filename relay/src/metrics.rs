@@ -4,7 +4,7 @@
 //! per link, per service, per drop reason, never per flow.
 //!
 //! Everything here is cheap to update (relaxed atomics, no lock per packet);
-//! [`crate::prom`] turns it into the Prometheus exposition at scrape time.
+//! [`crate::exposition`] turns it into the Prometheus exposition at scrape time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 use topology::{NodeIdx, Topology};
 
-use crate::fwd::{DropReason, ForwardingTable};
+use relay_core::DropReason;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -65,12 +65,18 @@ impl Counters {
 }
 
 impl Metrics {
-    pub fn drop(&self, reason: DropReason) {
+    pub fn count_drop(&self, reason: DropReason) {
         self.drops[index(reason)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A datagram of `bytes` handed to a local service socket.
+    pub fn count_delivered(&self, bytes: usize) {
+        Metrics::add(&self.datagrams_delivered, 1);
+        Metrics::add(&self.bytes_delivered, bytes as u64);
     }
 
     pub fn snapshot(&self) -> Counters {
@@ -99,15 +105,6 @@ fn index(reason: DropReason) -> usize {
         .iter()
         .position(|r| *r == reason)
         .unwrap_or(0)
-}
-
-/// How many destinations have a different primary next hop in `new` than in
-/// `old`. Destinations that gain or lose their route are not reroutes: traffic
-/// for them did not move from one neighbor to another.
-pub fn reroutes(old: &ForwardingTable, new: &ForwardingTable) -> u64 {
-    new.routes()
-        .filter(|(dst, route)| old.route(*dst).is_some_and(|o| o.primary != route.primary))
-        .count() as u64
 }
 
 // ---------------------------------------------------------------- services
@@ -307,52 +304,15 @@ mod tests {
     #[test]
     fn drops_are_counted_by_reason() {
         let m = Metrics::default();
-        m.drop(DropReason::TtlExpired);
-        m.drop(DropReason::TtlExpired);
-        m.drop(DropReason::Malformed);
+        m.count_drop(DropReason::TtlExpired);
+        m.count_drop(DropReason::TtlExpired);
+        m.count_drop(DropReason::Malformed);
         let c = m.snapshot();
         assert_eq!(c.drop_count(DropReason::TtlExpired), 2);
         assert_eq!(c.drop_count(DropReason::Malformed), 1);
         assert_eq!(c.drop_count(DropReason::NoRoute), 0);
         assert_eq!(c.total_drops(), 3);
         assert_eq!(c.drops.len(), DropReason::ALL.len());
-    }
-
-    fn table(routes: &[(u32, u32)]) -> ForwardingTable {
-        let routes = routes
-            .iter()
-            .map(|&(dst, primary)| {
-                (
-                    dst,
-                    crate::fwd::Route {
-                        primary,
-                        backup: None,
-                    },
-                )
-            })
-            .collect();
-        ForwardingTable::new(1, routes)
-    }
-
-    #[test]
-    fn reroutes_count_destinations_whose_primary_moved() {
-        let old = table(&[(20, 2), (30, 3), (40, 2), (50, 3)]);
-        // 20 and 40 move, 30 stays, 50 loses its route, 60 gains one.
-        let new = table(&[(20, 3), (30, 3), (40, 4), (60, 2)]);
-        assert_eq!(reroutes(&old, &new), 2);
-        assert_eq!(reroutes(&new, &old), 2);
-        assert_eq!(reroutes(&old, &old), 0);
-        // A backup change alone moves no traffic.
-        let mut backup = BTreeMap::new();
-        backup.insert(
-            20,
-            crate::fwd::Route {
-                primary: 2,
-                backup: Some(3),
-            },
-        );
-        let with_backup = ForwardingTable::new(1, backup);
-        assert_eq!(reroutes(&table(&[(20, 2)]), &with_backup), 0);
     }
 
     #[test]

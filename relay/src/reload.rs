@@ -1,107 +1,30 @@
 //! Reload: puts a re-read config in force while the relay runs, changing only
-//! what differs. Services and links that stay keep running, with their flows;
-//! new ones come up; removed ones go. Certificates and the CA are re-read on
-//! every reload (rotation needs no restart). The node id and the QUIC and admin
-//! addresses cannot change without a restart: a config that changes them is
-//! refused and the running one stays.
+//! what differs (the diff is `relay_core::reload_plan`). Services and links that
+//! stay keep running, with their flows; new ones come up; removed ones go.
+//! Certificates and the CA are re-read on every reload (rotation needs no
+//! restart). The node id and the QUIC and admin addresses cannot change without
+//! a restart: a config that changes them is refused and the running one stays.
 
-use std::collections::BTreeMap;
-use std::fmt;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::bail;
-use ipnet::IpNet;
-use topology::{Protocol, Service, Topology};
+use relay_core::reload_plan::{ReloadPlan, ReloadSummary, Side};
+use relay_core::{ForwardingTable, RoutesInForce};
 
 use crate::config::RelayConfig;
-use crate::fwd::ForwardingTable;
-use crate::node::{self, Live, RelayHandle};
-use crate::peers::CLOSE_NOT_A_PEER;
-
-/// What a reload changed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ReloadSummary {
-    /// Services whose ingress or egress is this node, by name.
-    pub services_added: Vec<String>,
-    pub services_removed: Vec<String>,
-    /// Present before and after but configured differently: restarted, so
-    /// their flows start anew.
-    pub services_changed: Vec<String>,
-    /// Neighbors, by node id.
-    pub links_added: Vec<String>,
-    pub links_removed: Vec<String>,
-    /// The node certificate changed.
-    pub certificate_changed: bool,
-}
-
-impl ReloadSummary {
-    pub fn is_empty(&self) -> bool {
-        *self == ReloadSummary::default()
-    }
-}
-
-impl fmt::Display for ReloadSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            return write!(f, "nothing changed");
-        }
-        let mut parts = Vec::new();
-        let mut list = |what: &str, sign: &str, names: &[String]| {
-            if !names.is_empty() {
-                parts.push(format!("{what} {sign}{}", names.join(&format!(" {sign}"))));
-            }
-        };
-        list("services", "+", &self.services_added);
-        list("services", "-", &self.services_removed);
-        list("services", "~", &self.services_changed);
-        list("links", "+", &self.links_added);
-        list("links", "-", &self.links_removed);
-        if self.certificate_changed {
-            parts.push("new certificate".to_string());
-        }
-        write!(f, "{}", parts.join("; "))
-    }
-}
-
-/// How a service looks from one node, in node ids rather than indices (which
-/// shift when nodes are added), so two topologies' services compare.
-#[derive(Debug, PartialEq)]
-struct ServiceView<'a> {
-    protocol: Protocol,
-    ingress: &'a str,
-    listen: std::net::SocketAddr,
-    egress: &'a str,
-    target: std::net::SocketAddr,
-    allow: &'a [IpNet],
-}
-
-/// The services ending at `cfg`'s node, by name.
-fn services_here(cfg: &RelayConfig) -> BTreeMap<&str, (&Service, ServiceView<'_>)> {
-    let t: &Topology = &cfg.topology;
-    t.services
-        .iter()
-        .filter(|s| s.ingress_node == cfg.node || s.egress_node == cfg.node)
-        .map(|s| {
-            let view = ServiceView {
-                protocol: s.protocol,
-                ingress: &t.node(s.ingress_node).id,
-                listen: s.listen,
-                egress: &t.node(s.egress_node).id,
-                target: s.target,
-                allow: &s.allow,
-            };
-            (s.name.as_str(), (s, view))
-        })
-        .collect()
-}
+use crate::links::registry::CLOSE_NOT_A_PEER;
+use crate::live::LiveConfig;
+use crate::runtime::{self, RelayHandle};
 
 impl RelayHandle {
     /// Puts `new` in force, changing only what differs from the running config.
     /// Every new ingress socket is bound before anything changes: if one cannot
     /// be, the reload is refused and the running config stays whole.
     pub async fn reload(&mut self, new: RelayConfig) -> anyhow::Result<ReloadSummary> {
-        let shared = self.shared.clone();
-        let old = shared.cfg();
+        let ctx = self.ctx.clone();
+        let live = ctx.live();
+        let old = &live.cfg;
         if new.node_id() != old.node_id() {
             bail!(
                 "the node id changed from {} to {}: restart the relay to apply it",
@@ -119,100 +42,75 @@ impl RelayHandle {
         if new.admin != old.admin {
             bail!("the admin address changed: restart the relay to apply it");
         }
-
-        let (before, after) = (services_here(&old), services_here(&new));
-        let mut summary = ReloadSummary::default();
-        let mut restart = Vec::new(); // changed services, stopped then started anew
-        for (name, (service, view)) in &after {
-            match before.get(name) {
-                None => summary.services_added.push(name.to_string()),
-                Some((_, old_view)) if old_view != view => {
-                    summary.services_changed.push(name.to_string());
-                    restart.push(*service);
-                }
-                Some(_) => {}
-            }
-        }
-        for (name, (service, _)) in &before {
-            if !after.contains_key(name) {
-                summary.services_removed.push(name.to_string());
-                restart.push(*service);
-            }
-        }
-        let is_ingress_here = |s: &&Service| s.ingress_node == new.node;
+        let (before, after) = (
+            Side {
+                topology: &old.topology,
+                node: old.node,
+            },
+            Side {
+                topology: &new.topology,
+                node: new.node,
+            },
+        );
+        let plan = ReloadPlan::between(before, after);
+        let summary = ReloadSummary {
+            certificate_changed: new.identity.cert_chain != old.identity.cert_chain,
+            plan: plan.clone(),
+        };
+        let new_services = after.services_here();
+        let ingress_here = |names: &mut dyn Iterator<Item = &str>| -> Vec<&topology::Service> {
+            names
+                .filter_map(|n| new_services.get(n).copied())
+                .filter(|s| s.ingress_node == new.node)
+                .collect()
+        };
         // Counters of services that stay carry on; new ones start at zero.
-        let counters = shared.services().rebuilt(&new.topology, new.node);
+        let counters = live.services.rebuilt(&new.topology, new.node);
         // New services bind now; a changed one may reuse its old address, so it
         // binds after its old socket is closed, below.
-        let fresh = node::bind_services(
+        let fresh = runtime::bind_services(
             &new,
             &counters,
-            after
-                .iter()
-                .filter(|(name, _)| !before.contains_key(*name))
-                .map(|(_, (s, _))| *s)
-                .filter(is_ingress_here),
+            ingress_here(&mut plan.services_added.iter().map(String::as_str)),
         )
         .await?;
 
-        let old_neighbors = shared.neighbors();
-        let new_neighbors = node::neighbors_of(&new);
-        let had = |id: &str, list: &[(u32, String)]| list.iter().any(|(_, n)| n == id);
-        summary.links_added = new_neighbors
-            .iter()
-            .filter(|(_, id)| !had(id, &old_neighbors))
-            .map(|(_, id)| id.clone())
-            .collect();
-        let removed_links: Vec<(u32, String)> = old_neighbors
-            .iter()
-            .filter(|(_, id)| !had(id, &new_neighbors))
-            .cloned()
-            .collect();
-        summary.links_removed = removed_links.iter().map(|(_, id)| id.clone()).collect();
-        summary.certificate_changed = new.identity.cert_chain != old.identity.cert_chain;
-
-        // TLS: re-read on every reload; the server accepts the new neighbors only.
-        shared
-            .policy
+        // TLS: re-read on every reload; the server accepts the new neighbours only.
+        let new_neighbors = after.neighbors();
+        ctx.policy
             .set(new_neighbors.iter().map(|(_, id)| id.clone()));
-        let (server, client) = node::tls_configs(&new, &shared.policy)?;
+        let (server, client) = runtime::tls_configs(&new, &ctx.policy)?;
         self.endpoint.set_server_config(Some(server));
 
         // Stop the ingress of removed and changed services, and forget their
         // egress flows (closing each flow's socket).
-        let mut udp_ingress: std::collections::HashMap<_, _> = (*shared.udp_ingress()).clone();
+        let stopping: Vec<u32> = before
+            .services_here()
+            .iter()
+            .filter(|(name, _)| plan.services_stopping().any(|s| s == **name))
+            .map(|(_, s)| s.key)
+            .collect();
+        let mut udp_ingress: HashMap<_, _> = live.udp_ingress.clone();
         {
-            let mut stops = shared.stops.lock().unwrap_or_else(|p| p.into_inner());
-            for service in &restart {
-                if let Some(stop) = stops.services.remove(&service.key) {
+            let mut stops = ctx.stops();
+            for key in &stopping {
+                if let Some(stop) = stops.services.remove(key) {
                     stop.cancel();
                 }
-                udp_ingress.remove(&service.key);
-                shared.udp_egress.forget_service(service.key);
+                udp_ingress.remove(key);
+                ctx.egress.forget_service(*key);
             }
         }
         // Let the stopped tasks drop their sockets before changed services rebind.
         tokio::task::yield_now().await;
-        let bind_restarted = || {
-            node::bind_services(
-                &new,
-                &counters,
-                restart
-                    .iter()
-                    .filter_map(|s| after.get(s.name.as_str()).map(|(s, _)| *s))
-                    .filter(is_ingress_here),
-            )
-        };
-        let mut restarted = bind_restarted().await;
+        let changed = || ingress_here(&mut plan.services_changed.iter().map(String::as_str));
+        let mut restarted = runtime::bind_services(&new, &counters, changed()).await;
         if restarted.is_err() {
             // The old socket may still be closing: one more try after a pause.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            restarted = bind_restarted().await;
+            restarted = runtime::bind_services(&new, &counters, changed()).await;
         }
-
-        let mut udp_new = fresh.udp;
-        let mut tcp_new = fresh.tcp;
-        let mut addrs = fresh.addrs;
+        let (mut udp_new, mut tcp_new, mut addrs) = (fresh.udp, fresh.tcp, fresh.addrs);
         let restart_error = match restarted {
             Ok(b) => {
                 udp_new.extend(b.udp);
@@ -223,65 +121,56 @@ impl RelayHandle {
             Err(e) => Some(e),
         };
         udp_ingress.extend(udp_new.iter().map(|(k, v)| (*k, v.clone())));
-        let live = Live {
+        let topology_table = ForwardingTable::from_topology(&new.topology, new.node);
+        ctx.admission
+            .set_max_flows(new.tuning.max_flows_per_service);
+        let new = Arc::new(new);
+        ctx.live.store(Arc::new(LiveConfig {
+            cfg: new.clone(),
             neighbors: new_neighbors.clone(),
             udp_ingress,
             services: counters,
             client,
-        };
-        let topology_routes = shared
-            .table_version
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 0;
-        let table = ForwardingTable::from_topology(&new.topology, new.node);
-        shared.set_config(new, live);
-        if topology_routes {
-            // Without a controller table yet, routes follow the topology in force.
-            shared.set_table(table);
-        }
+        }));
+        // Without a controller table yet, routes follow the topology in force.
+        // Checked and replaced as one step: a controller table arriving now wins.
+        ctx.forwarder.install_with(|current| {
+            current
+                .is_topology_routes()
+                .then(|| RoutesInForce::from_topology(topology_table.clone()))
+        });
 
-        for name in summary
-            .services_removed
-            .iter()
-            .chain(&summary.services_changed)
-        {
+        for name in plan.services_stopping() {
             self.ingress_addrs.remove(name);
         }
         self.ingress_addrs.extend(addrs);
-        node::serve_services(&shared, &mut self.tasks, udp_new.into_values(), tcp_new);
+        runtime::serve_services(&ctx, &self.tasks, udp_new.into_values(), tcp_new);
 
-        for (key, id) in &removed_links {
-            if let Some(stop) = shared
-                .stops
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .links
-                .remove(key)
-            {
+        let removed: BTreeSet<&str> = plan.links_removed.iter().map(String::as_str).collect();
+        for (key, id) in before.neighbors() {
+            if !removed.contains(id.as_str()) {
+                continue;
+            }
+            if let Some(stop) = ctx.stops().links.remove(&key) {
                 stop.cancel();
             }
-            if let Some(conn) = shared.peers.connected(*key) {
+            if let Some(conn) = ctx.links.connected(key) {
                 conn.close(CLOSE_NOT_A_PEER.into(), b"link removed from the topology");
             }
             tracing::info!(peer = %id, "link removed by reload");
         }
         for neighbor in new_neighbors
             .into_iter()
-            .filter(|(_, id)| summary.links_added.contains(id))
+            .filter(|(_, id)| plan.links_added.contains(id))
         {
-            node::dial_neighbor(&shared, &mut self.tasks, &self.endpoint, neighbor);
+            runtime::dial_neighbor(&ctx, &self.tasks, &self.endpoint, neighbor);
         }
-        shared.links_changed.notify_one();
+        ctx.links_changed.notify_one();
         if let Some(e) = restart_error {
             bail!(
                 "reload applied except a changed service, now down: {e:#}; {summary} (fix the config and reload again)"
             );
         }
         Ok(summary)
-    }
-
-    /// Reads the config in force (for callers comparing before a reload).
-    pub fn config(&self) -> Arc<RelayConfig> {
-        self.shared.cfg()
     }
 }

@@ -44,9 +44,9 @@ impl Drop for Running {
 
 /// Writes the CA, two node certificates, a topology and two relay configs.
 fn write_fleet(dir: &Path, echo: SocketAddr) -> (SocketAddr, [SocketAddr; 2]) {
-    relay::pki::init_ca(&dir.join("ca"), false).expect("ca");
+    pki::init_ca(&dir.join("ca"), false).expect("ca");
     for id in ["aaa", "bbb"] {
-        relay::pki::issue(&dir.join("ca"), id, &dir.join("certs"), false).expect("issue");
+        pki::issue(&dir.join("ca"), id, &dir.join("certs"), false).expect("issue");
     }
     let (quic_a, quic_b) = (free_udp(), free_udp());
     let ingress = free_udp();
@@ -135,7 +135,7 @@ async fn two_relay_processes_carry_udp_serve_the_admin_api_and_stop_on_sigterm()
         // Healthy, and the link comes up (seen in aaa's status).
         let started = Instant::now();
         loop {
-            if let Ok((200, body)) = relay::http::get(admins[0], "/api/v1/status").await {
+            if let Ok((200, body)) = daemon::admin::client::get(admins[0], "/api/v1/status").await {
                 let status: serde_json::Value = serde_json::from_str(&body).expect("json");
                 if status["peers"][0]["state"] == "up" {
                     assert_eq!(status["node"], "aaa");
@@ -150,7 +150,7 @@ async fn two_relay_processes_carry_udp_serve_the_admin_api_and_stop_on_sigterm()
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(
-            relay::http::get(admins[1], "/healthz")
+            daemon::admin::client::get(admins[1], "/healthz")
                 .await
                 .expect("healthz"),
             (200, "ok\n".to_string())

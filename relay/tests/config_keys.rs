@@ -64,8 +64,8 @@ fn tuning_keys_are_checked_with_their_lines() {
 fn a_certificate_key_or_ca_that_does_not_fit_the_node_is_a_config_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_fleet(dir.path());
-    relay::pki::init_ca(&dir.path().join("other-ca"), false).expect("other ca");
-    relay::pki::issue(
+    pki::init_ca(&dir.path().join("other-ca"), false).expect("other ca");
+    pki::issue(
         &dir.path().join("other-ca"),
         "aaa",
         &dir.path().join("other"),

@@ -32,7 +32,7 @@ fn log_format_json_prints_one_json_object_per_line() {
         assert_eq!(event["level"], "INFO", "{line}");
         assert_eq!(event["fields"]["message"], "relay started", "{line}");
         assert_eq!(event["fields"]["node"], "aaa", "{line}");
-        assert_eq!(event["target"], "relay::node", "{line}");
+        assert_eq!(event["target"], "relay::runtime", "{line}");
         for earlier in &relay.seen {
             json(earlier);
         }

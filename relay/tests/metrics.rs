@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay::pki::TestCa;
+use pki::TestCa;
 use relay::{RelayConfig, RelayHandle};
 use support::exposition::{fetch, promtool_check, samples, value};
 use support::{bounded, UdpEcho};
@@ -64,7 +64,7 @@ async fn start_pair(target: SocketAddr) -> Vec<RelayHandle> {
 async fn scrape(relay: &RelayHandle) -> (String, BTreeMap<String, f64>) {
     let (status, content_type, body) = fetch(relay.admin_addr.expect("admin"), "/metrics").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(content_type, relay::prom::CONTENT_TYPE);
+    assert_eq!(content_type, daemon::exposition::CONTENT_TYPE);
     let parsed = samples(&body);
     (body, parsed)
 }
@@ -210,7 +210,7 @@ async fn metrics_count_link_and_service_traffic_and_pass_promtool() {
                 .count();
             assert_eq!(
                 reasons,
-                relay::fwd::DropReason::ALL.len(),
+                relay_core::DropReason::ALL.len(),
                 "every reason listed"
             );
         }

@@ -7,10 +7,10 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use relay::fwd::DropReason;
-use relay::pki::TestCa;
-use relay::tls::Identity;
-use relay::wire::{Header, Kind};
+use daemon::tls::Identity;
+use pki::TestCa;
+use relay_core::wire::{Header, Kind};
+use relay_core::DropReason;
 use support::{bounded, Fleet, FleetSpec, UdpEcho};
 
 /// A bare QUIC client with `identity`, trusting `ca`.
@@ -18,7 +18,7 @@ fn client(identity: Identity, ca: &TestCa) -> quinn::Endpoint {
     let mut endpoint =
         quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
     endpoint.set_default_client_config(
-        relay::tls::client_config(identity, ca.roots()).expect("client config"),
+        daemon::tls::client_config(identity, ca.roots()).expect("client config"),
     );
     endpoint
 }

@@ -170,7 +170,7 @@ async fn a_reset_at_the_target_resets_the_client() {
             let (mut stream, _) = target.accept().await.expect("accept");
             let mut buf = [0u8; 5];
             stream.read_exact(&mut buf).await.expect("read");
-            relay::splice::reset_tcp(stream);
+            relay::tcp::splice::reset_tcp(stream);
         });
         let mut client = TcpStream::connect(fleet.ingress("aaa", "signal"))
             .await

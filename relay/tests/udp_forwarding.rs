@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use relay::emulator::LinkParams;
+use emulator::LinkParams;
 use support::{bounded, Fleet, FleetSpec, UdpEcho};
 use tokio::net::UdpSocket;
 
@@ -260,7 +260,7 @@ async fn a_datagram_larger_than_the_path_carries_is_dropped_and_counted() {
             "the small datagram still goes through"
         );
         let c = fleet.relay("aaa").status().counters;
-        assert_eq!(c.drop_count(relay::fwd::DropReason::TooBig), 1, "{c:?}");
+        assert_eq!(c.drop_count(relay_core::DropReason::TooBig), 1, "{c:?}");
         assert_eq!(echo.sources.lock().expect("lock").len(), 1);
         fleet.shutdown().await;
     })

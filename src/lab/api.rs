@@ -6,8 +6,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use relay::emulator::LinkHandle;
-use relay::http::{Request, Response};
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use daemon::admin;
+use emulator::LinkHandle;
 use serde::Deserialize;
 
 /// What the lab did, for the closing report: (seconds into the run, what).
@@ -23,28 +29,54 @@ struct Impair {
     loss: f64,
 }
 
-/// Builds the handler. `links` has each link under both (a, b) and (b, a).
-pub fn handler(
-    controller: Arc<controller::server::Shared>,
+/// The lab's links and its event log, for the lab's own endpoints.
+#[derive(Debug)]
+struct Lab {
+    /// Each link under both (a, b) and (b, a).
     links: HashMap<(String, String), LinkHandle>,
     log: EventLog,
     started: tokio::time::Instant,
-) -> relay::http::Handler {
-    Arc::new(move |r: &Request| {
-        if r.method == "GET" {
-            return controller::api::respond(&controller, r);
-        }
-        let parts: Vec<&str> = r.path.trim_matches('/').split('/').collect();
-        let ["api", "v1", "lab", "links", a, b, action] = parts.as_slice() else {
-            return Response::not_found(&r.path);
+}
+
+/// Builds the lab's router. `links` has each link under both (a, b) and (b, a).
+pub fn router(
+    controller: Arc<controller::runtime::Shared>,
+    links: HashMap<(String, String), LinkHandle>,
+    log: EventLog,
+    started: tokio::time::Instant,
+) -> Router {
+    let lab = Arc::new(Lab {
+        links,
+        log,
+        started,
+    });
+    controller::api::routes()
+        .route(
+            "/api/v1/lab/links/{a}/{b}/{action}",
+            post(
+                move |Path((a, b, action)): Path<(String, String, String)>, body: Bytes| {
+                    let lab = lab.clone();
+                    async move { lab.act(&a, &b, &action, &body) }
+                },
+            )
+            .fallback(|| async {
+                admin::error(StatusCode::METHOD_NOT_ALLOWED, "use POST for lab actions")
+            }),
+        )
+        .method_not_allowed_fallback(admin::get_only)
+        .fallback(admin::not_found)
+        .with_state(controller)
+}
+
+impl Lab {
+    fn act(&self, a: &str, b: &str, action: &str, body: &[u8]) -> Response {
+        let Some(link) = self.links.get(&(a.to_string(), b.to_string())) else {
+            return admin::error(
+                StatusCode::NOT_FOUND,
+                &format!("no link between `{a}` and `{b}`"),
+            );
         };
-        if r.method != "POST" {
-            return Response::error(405, "use POST for lab actions");
-        }
-        let Some(link) = links.get(&(a.to_string(), b.to_string())) else {
-            return Response::error(404, &format!("no link between `{a}` and `{b}`"));
-        };
-        let what = match *action {
+        let what = match action {
             "cut" => {
                 link.cut();
                 format!("cut {a}–{b} (API)")
@@ -54,13 +86,13 @@ pub fn handler(
                 format!("restore {a}–{b} (API)")
             }
             "impair" => {
-                let p: Impair = match serde_json::from_slice(&r.body) {
+                let p: Impair = match serde_json::from_slice(body) {
                     Ok(p) => p,
-                    Err(e) => return Response::error(400, &format!("impair takes JSON like {{\"delay_ms\": 150, \"jitter_ms\": 5, \"loss\": 0.01}}: {e}")),
+                    Err(e) => return admin::error(StatusCode::BAD_REQUEST, &format!("impair takes JSON like {{\"delay_ms\": 150, \"jitter_ms\": 5, \"loss\": 0.01}}: {e}")),
                 };
                 let ms = |v: f64| Duration::from_secs_f64(v.clamp(0.0, 60_000.0) / 1000.0);
                 if let Err(e) = link.impair(ms(p.delay_ms), ms(p.jitter_ms), p.loss) {
-                    return Response::error(400, &e.to_string());
+                    return admin::error(StatusCode::BAD_REQUEST, &e.to_string());
                 }
                 format!(
                     "impair {a}–{b}: {} ms ± {} ms, loss {:.1}% (API)",
@@ -70,15 +102,16 @@ pub fn handler(
                 )
             }
             other => {
-                return Response::error(
-                    404,
+                return admin::error(
+                    StatusCode::NOT_FOUND,
                     &format!("unknown lab action `{other}`; use cut, restore or impair"),
                 )
             }
         };
-        log.lock()
+        self.log
+            .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((started.elapsed().as_secs_f64(), what.clone()));
-        Response::json(&serde_json::json!({ "ok": what }))
-    })
+            .push((self.started.elapsed().as_secs_f64(), what.clone()));
+        admin::json(&serde_json::json!({ "ok": what }))
+    }
 }

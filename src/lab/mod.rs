@@ -213,11 +213,22 @@ async fn run_async(
         Ok(listener) => {
             listener.set_nonblocking(true)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            let cancel = tokio_util::sync::CancellationToken::new();
-            let handler = api::handler(controller.clone(), links.clone(), log.clone(), run_started);
-            let task = tokio::spawn(relay::http::serve(listener, handler, cancel.clone()));
+            let tasks = daemon::Supervisor::new(tokio_util::sync::CancellationToken::new());
+            let router = api::router(controller.clone(), links.clone(), log.clone(), run_started);
+            tasks.spawn(
+                "lab API",
+                daemon::OnFailure::Log,
+                daemon::admin::serve(
+                    listener,
+                    router,
+                    daemon::admin::AdminLimits::default(),
+                    std::sync::Arc::default(),
+                    tasks.cancel_token().clone(),
+                    tasks.spawner(),
+                ),
+            );
             eprintln!("lab: API on http://{} (overlay status|links|routes --api {0}; POST /api/v1/lab/links/A/B/cut)", opts.api);
-            Some((task, cancel))
+            Some(tasks)
         }
         Err(e) => {
             eprintln!(
@@ -339,9 +350,8 @@ async fn run_async(
     );
     report.push_str(&undersea_usage(&fleet, &paths));
     drop(running);
-    if let Some((task, cancel)) = api_server {
-        cancel.cancel();
-        let _ = task.await;
+    if let Some(tasks) = api_server {
+        tasks.shutdown(Duration::from_secs(2)).await;
     }
     fleet.shutdown().await;
     Ok(report)

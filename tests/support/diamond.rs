@@ -153,7 +153,7 @@ pub fn ttl_drops(fleet: &Fleet) -> u64 {
         .map(|r| {
             r.status()
                 .counters
-                .drop_count(relay::fwd::DropReason::TtlExpired)
+                .drop_count(relay_core::DropReason::TtlExpired)
         })
         .sum()
 }

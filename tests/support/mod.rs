@@ -40,3 +40,29 @@ pub fn overlay(args: &[&str]) -> Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// The path of a workspace daemon's binary (`relay`, `controller`), built if
+/// it is not there yet: cargo builds only this package's binaries for its
+/// tests, and `cargo test --workspace` builds them all first.
+pub fn daemon_binary(name: &str) -> std::path::PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    let _one = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    if !path.exists() {
+        let release = dir.file_name().is_some_and(|p| p == "release");
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", name, "--bin", name]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building {name} failed");
+    }
+    path
+}

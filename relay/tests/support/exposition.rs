@@ -24,7 +24,11 @@ pub async fn fetch(addr: SocketAddr, path: &str) -> (u16, String, String) {
         .expect("status");
     let content_type = head
         .lines()
-        .find_map(|l| l.strip_prefix("Content-Type: "))
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim())
+        })
         .expect("content type")
         .to_string();
     (status, content_type, body.to_string())

@@ -11,8 +11,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay::emulator::{EmulatedLink, LinkParams};
-use relay::pki::TestCa;
+use emulator::{EmulatedLink, LinkParams};
+use pki::TestCa;
 use relay::{RelayConfig, RelayHandle};
 use topology::Topology;
 

@@ -26,9 +26,9 @@ pub fn free_tcp() -> SocketAddr {
 /// A CA, certificates for `aaa` and `bbb`, a two-node topology, and a config
 /// for each (`aaa.yaml`, `bbb.yaml`). Returns their admin addresses.
 pub fn write_fleet(dir: &Path) -> [SocketAddr; 2] {
-    relay::pki::init_ca(&dir.join("ca"), false).expect("ca");
+    pki::init_ca(&dir.join("ca"), false).expect("ca");
     for id in ["aaa", "bbb"] {
-        relay::pki::issue(&dir.join("ca"), id, &dir.join("certs"), false).expect("issue");
+        pki::issue(&dir.join("ca"), id, &dir.join("certs"), false).expect("issue");
     }
     let topology = format!(
         "version: 1\nnodes:\n\

@@ -1,0 +1,204 @@
+//! The compute task: the one owner of the link-state database and the route
+//! selector. Sessions send it their relays' reports; it merges them, recomputes
+//! routes (on a blocking thread, so a large fleet's computation never holds up
+//! the runtime), and publishes the tables (to sessions) and a [`FleetView`]
+//! (to the API). Reports that arrive while it computes are taken together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use topology::{LinkIdx, NodeIdx, Topology};
+
+use crate::linkstate::{LinkReport, LinkStateDb};
+use crate::metrics::ControllerMetrics;
+use crate::routing::{RouteSelector, RouteTables};
+use crate::view::{FleetView, LinkStatus};
+
+/// Reports waiting for the compute task; beyond this a session's report is
+/// dropped (the next one, a second later, says the same or newer).
+pub const QUEUE: usize = 4096;
+
+/// One relay's report of its links.
+#[derive(Debug)]
+pub struct Reports {
+    pub from: NodeIdx,
+    pub links: Vec<control_protocol::LinkReport>,
+    pub draining: bool,
+    /// Told once the report is taken into the tables published.
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+/// The database and selector, moved to a blocking thread and back for each
+/// computation.
+#[derive(Debug)]
+struct State {
+    db: LinkStateDb,
+    selector: RouteSelector,
+}
+
+/// What the compute task publishes.
+#[derive(Debug)]
+pub struct Published {
+    pub tables: watch::Sender<Arc<RouteTables>>,
+    pub view: ArcSwap<FleetView>,
+}
+
+impl Published {
+    pub fn new(topology: &Arc<Topology>, selector: &RouteSelector, db: &LinkStateDb) -> Self {
+        let tables = Arc::new(selector.routes().clone());
+        Published {
+            tables: watch::channel(tables.clone()).0,
+            view: ArcSwap::from_pointee(view_of(topology, selector, db, tables)),
+        }
+    }
+}
+
+fn view_of(
+    topology: &Topology,
+    selector: &RouteSelector,
+    db: &LinkStateDb,
+    tables: Arc<RouteTables>,
+) -> FleetView {
+    let links = (0..topology.links.len() as u32)
+        .map(LinkIdx)
+        .map(|l| LinkStatus {
+            view: db.view(l),
+            in_force: selector.in_force(l),
+            cost: selector.metric().cost(l),
+        })
+        .collect();
+    FleetView { links, tables }
+}
+
+fn ms_to_duration(ms: Option<f64>) -> Option<Duration> {
+    ms.filter(|v| v.is_finite() && *v >= 0.0 && *v < 3.6e6)
+        .map(|v| Duration::from_secs_f64(v / 1000.0))
+}
+
+impl State {
+    /// Feeds a relay's link reports into the database.
+    fn take(&mut self, topo: &Topology, r: &Reports, now: std::time::Instant) {
+        if self.selector.is_draining(r.from) != r.draining {
+            info!(
+                node = %topo.node(r.from).id,
+                draining = r.draining,
+                "relay drain state changed: routes move accordingly"
+            );
+            self.selector.set_draining(r.from, r.draining);
+        }
+        for l in &r.links {
+            let Some(peer) = topo.node_idx(&l.peer) else {
+                continue;
+            };
+            let Some(link) = topo.link_between(r.from, peer) else {
+                continue;
+            };
+            let report = LinkReport {
+                from: r.from,
+                link,
+                up: l.up,
+                rtt: ms_to_duration(l.rtt_ms),
+                min_rtt: ms_to_duration(l.min_rtt_ms),
+                jitter: ms_to_duration(l.jitter_ms),
+                loss: l.loss,
+            };
+            if let Err(e) = self.db.handle_report(report, now) {
+                warn!("ignored a link report: {e}");
+            }
+        }
+    }
+
+    /// Advances time and recomputes; the time it took, if it recomputed.
+    fn compute(&mut self, now: std::time::Instant) -> Option<Duration> {
+        self.db.handle_timeout(now);
+        let started = std::time::Instant::now();
+        self.selector
+            .update(&self.db, now)
+            .then(|| started.elapsed())
+    }
+}
+
+/// Runs the compute task until `cancel`.
+pub async fn run(
+    topology: Arc<Topology>,
+    db: LinkStateDb,
+    selector: RouteSelector,
+    mut reports: mpsc::Receiver<Reports>,
+    published: Arc<Published>,
+    metrics: Arc<ControllerMetrics>,
+    cancel: CancellationToken,
+) {
+    let mut state = Some(Box::new(State { db, selector }));
+    loop {
+        let Some(st) = state.as_ref() else { return };
+        let next = st.selector.poll_timeout().map(Instant::from_std);
+        let tick = Instant::now() + Duration::from_secs(1);
+        let wake_at = next.map_or(tick, |n| n.min(tick));
+        let mut batch = Vec::new();
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            r = reports.recv() => match r {
+                Some(r) => batch.push(r),
+                None => return,
+            },
+            _ = tokio::time::sleep_until(wake_at) => {}
+        }
+        while let Ok(r) = reports.try_recv() {
+            batch.push(r);
+        }
+        let Some(mut st) = state.take() else { return };
+        let topo = topology.clone();
+        let (done, took, st) = match tokio::task::spawn_blocking(move || {
+            let now = std::time::Instant::now();
+            let mut done = Vec::new();
+            for r in &mut batch {
+                st.take(&topo, r, now);
+                done.extend(r.done.take());
+            }
+            let took = st.compute(now);
+            (done, took, st)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // The state went with the panic; the controller cannot route.
+                tracing::error!("route computation failed: {e}");
+                panic!("route computation failed: {e}");
+            }
+        };
+        if let Some(took) = took {
+            metrics.observe_computation(took);
+        }
+        publish(&topology, &st, &published, &metrics);
+        state = Some(st);
+        for d in done {
+            let _ = d.send(());
+        }
+    }
+}
+
+/// Publishes the tables if their version moved on, and the view always.
+fn publish(topology: &Topology, st: &State, published: &Published, metrics: &ControllerMetrics) {
+    let routes = st.selector.routes();
+    published.tables.send_if_modified(|current| {
+        if routes.version <= current.version {
+            return false;
+        }
+        info!(version = routes.version, "routes changed");
+        metrics.count_route_changes(current, routes);
+        *current = Arc::new(routes.clone());
+        true
+    });
+    let tables = published.tables.borrow().clone();
+    published
+        .view
+        .store(Arc::new(view_of(topology, &st.selector, &st.db, tables)));
+}

@@ -1,0 +1,56 @@
+//! The controller's Prometheus exposition (`GET /metrics`): route changes
+//! pushed per node, route computation time, connected relays, links by state,
+//! and the table version. Labels stay bounded: `node` (a relay of the topology)
+//! and `state`; every series also carries `controller`. The encoding is the
+//! daemons' shared one (`daemon::exposition`).
+
+use daemon::exposition::Scrape;
+use topology::NodeIdx;
+
+use crate::runtime::Shared;
+
+/// Reads the controller's state into a fresh registry.
+pub fn scrape(shared: &Shared) -> Scrape {
+    let topo = shared.topology();
+    let mut s = Scrape::new("overlay_controller", &[("controller", &shared.cfg.id)]);
+    s.counters(
+        "route_changes",
+        "Destinations whose primary next hop changed in the tables pushed to this node",
+        "node",
+        topo.nodes.iter().enumerate().map(|(i, n)| {
+            let changes = shared.metrics.route_changes(NodeIdx(i as u32));
+            (n.id.clone(), changes)
+        }),
+    );
+    s.metric(
+        "route_computation_seconds",
+        "Time to recompute every node's routes after link costs changed",
+        shared.metrics.computation.clone(),
+    );
+    s.gauge(
+        "relays_connected",
+        "Relays with a live session to this controller",
+        shared.sessions().len() as f64,
+    );
+    s.gauge(
+        "topology_nodes",
+        "Relays (nodes) in the topology",
+        topo.nodes.len() as f64,
+    );
+    let links = crate::api::links(shared);
+    s.gauges(
+        "links",
+        "Links by state as the controller sees them: up, down, or held_down (up again but not yet trusted)",
+        "state",
+        [("up", "up"), ("down", "down"), ("held-down", "held_down")].map(|(state, label)| {
+            let n = links.iter().filter(|l| l.state == state).count();
+            (label.to_string(), n as f64)
+        }),
+    );
+    s.gauge(
+        "table_version",
+        "Version of the route tables in force; grows by one each time some node's table changes",
+        shared.tables().version as f64,
+    );
+    s
+}

@@ -1,0 +1,145 @@
+//! A relay's session with the controller, from a stand-in relay speaking the
+//! protocol: a large report that arrives in small pieces while the controller's
+//! other work goes on (its first-report timer fires, tables go out) is read
+//! whole, and its links reach the controller's view.
+//!
+//! The defect this guards against: the controller created its message reader
+//! afresh inside `select!`, so when another branch fired in the middle of a
+//! report the bytes already read were lost and the session fell apart.
+
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::time::Duration;
+
+use control_protocol::{
+    ControlCodec, ControllerMessage, LinkReport, RelayMessage, MAX_CONTROLLER_MESSAGE,
+    MAX_RELAY_MESSAGE,
+};
+use controller::ControllerConfig;
+use futures_util::StreamExt as _;
+use pki::TestCa;
+use tokio::io::AsyncWriteExt as _;
+use tokio_util::codec::FramedRead;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_trickling_in_while_the_controller_works_is_read_whole() {
+    let test = async {
+        let ca = TestCa::new();
+        let ctl_socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let ctl_addr = ctl_socket.local_addr().expect("addr");
+        let yaml = format!(
+            "version: 1\ncontrollers:\n  - {{ id: controller, addr: \"{ctl_addr}\" }}\nnodes:\n\
+             \x20 - {{ id: aaa, city: A, country: JP, region: asia, lat: 35.0, lon: 139.0, addr: \"127.0.0.1:8\" }}\n\
+             \x20 - {{ id: bbb, city: B, country: US, region: na, lat: 34.0, lon: -118.0, addr: \"127.0.0.1:9\" }}\n\
+             links:\n  - {{ between: [aaa, bbb], kind: undersea }}\n"
+        );
+        let topology = Arc::new(topology::parse("t.yaml", &yaml).expect("topology"));
+        let mut cfg = ControllerConfig::new(
+            topology,
+            "controller",
+            ca.issue("controller"),
+            Arc::new(ca.roots()),
+        );
+        cfg.listen = ctl_addr;
+        let controller = controller::start(cfg, ctl_socket, None)
+            .await
+            .expect("controller starts");
+
+        // The stand-in relay `aaa`.
+        let client = daemon::tls::client_config(ca.issue("aaa"), ca.roots()).expect("client");
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let server = daemon::tls::server_config(
+            ca.issue("aaa"),
+            ca.roots(),
+            daemon::tls::PeerPolicy::new(Vec::<String>::new()),
+        )
+        .expect("server config");
+        let (endpoint, _) = daemon::quic::quic_endpoint(socket, server, 1 << 20).expect("endpoint");
+        let conn = endpoint
+            .connect_with(client, ctl_addr, "controller")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let (mut send, recv) = conn.open_bi().await.expect("control stream");
+        let mut reader = FramedRead::new(
+            recv,
+            ControlCodec::<ControllerMessage, RelayMessage>::new(
+                MAX_CONTROLLER_MESSAGE,
+                MAX_RELAY_MESSAGE,
+            ),
+        );
+        let hello = control_protocol::framing::encode(&RelayMessage::Hello {
+            node: "aaa".into(),
+            table_version: 0,
+            protocol: 1,
+        })
+        .expect("encode");
+        send.write_all(&hello).await.expect("hello");
+
+        // A report of the real link plus 1,500 entries about links the
+        // topology does not have (ignored), about 150 KB in all.
+        let mut links = vec![LinkReport {
+            peer: "bbb".into(),
+            up: true,
+            rtt_ms: Some(123.0),
+            min_rtt_ms: Some(120.0),
+            jitter_ms: Some(0.5),
+            loss: 0.0,
+        }];
+        links.extend((0..1_500).map(|i| LinkReport {
+            peer: format!("elsewhere-{i:05}"),
+            up: true,
+            rtt_ms: Some(1.0),
+            min_rtt_ms: Some(1.0),
+            jitter_ms: Some(0.1),
+            loss: 0.0,
+        }));
+        let wire = control_protocol::framing::encode(&RelayMessage::Links {
+            links,
+            draining: false,
+        })
+        .expect("encode");
+        assert!(wire.len() > 100_000, "{} bytes", wire.len());
+        // Over about 3 s: the controller's 2 s first-report timer fires in the
+        // middle, and it pushes a table meanwhile.
+        let started = tokio::time::Instant::now();
+        let mut tables = 0;
+        for piece in wire.chunks(wire.len() / 150 + 1) {
+            send.write_all(piece).await.expect("the session stays up");
+            let pause = tokio::time::sleep(Duration::from_millis(20));
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    m = reader.next() => {
+                        let m = m.expect("the session stays up").expect("decodes");
+                        assert!(matches!(m, ControllerMessage::Table(_)));
+                        tables += 1;
+                    }
+                }
+            }
+        }
+        assert!(started.elapsed() > Duration::from_secs(2));
+        assert!(tables >= 1, "a table went out while the report was arriving");
+        // The report was read whole: the controller's view has the link's RTT.
+        let seen = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let view = controller.shared.view();
+                let link = view.links[0].view;
+                if link.rtt == Some(Duration::from_millis(123)) && !link.stale {
+                    return link;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the report reached the controller");
+        assert!(seen.up);
+        assert_eq!(controller.connected(), ["aaa"]);
+        conn.close(0u32.into(), b"done");
+        controller.shutdown().await;
+    };
+    tokio::time::timeout(Duration::from_secs(60), test)
+        .await
+        .expect("bounded");
+}

@@ -1,0 +1,115 @@
+//! The messages of the relay↔controller protocol.
+//!
+//! relay → controller: `hello` (who I am, the protocol and the table version I
+//! hold), `links` (my links' state and measurements, on change and
+//! periodically), `applied` (the table version now in force).
+//! controller → relay: `table` (the whole table when `full`, else a diff).
+//!
+//! Compatibility: fields added later carry `#[serde(default)]`, so a newer
+//! daemon reads an older one's messages; `hello.protocol` names the version a
+//! relay speaks (absent means 1).
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+fn protocol_v1() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RelayMessage {
+    Hello {
+        node: String,
+        table_version: u64,
+        /// The protocol version the relay speaks.
+        #[serde(default = "protocol_v1")]
+        protocol: u32,
+    },
+    Links {
+        links: Vec<LinkReport>,
+        /// The relay is draining (stopping): route transit traffic around it.
+        #[serde(default)]
+        draining: bool,
+    },
+    Applied {
+        version: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControllerMessage {
+    Table(TableUpdate),
+}
+
+/// One link as seen from the reporting relay's end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkReport {
+    pub peer: String,
+    pub up: bool,
+    pub rtt_ms: Option<f64>,
+    pub min_rtt_ms: Option<f64>,
+    pub jitter_ms: Option<f64>,
+    pub loss: f64,
+}
+
+/// A route table for one relay, whole or as a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableUpdate {
+    pub version: u64,
+    /// When true, `set` is the whole table and anything not in it is removed.
+    pub full: bool,
+    pub set: Vec<RouteEntry>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    pub dst: String,
+    pub primary: String,
+    pub backup: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_without_a_protocol_is_version_1() {
+        let hello: RelayMessage =
+            serde_json::from_str(r#"{"type":"hello","node":"sha","table_version":3}"#)
+                .expect("decodes");
+        assert_eq!(
+            hello,
+            RelayMessage::Hello {
+                node: "sha".into(),
+                table_version: 3,
+                protocol: 1
+            }
+        );
+    }
+
+    #[test]
+    fn messages_have_a_stable_json_form() {
+        let json = serde_json::to_string(&RelayMessage::Applied { version: 7 }).expect("encodes");
+        assert_eq!(json, r#"{"type":"applied","version":7}"#);
+        let table = ControllerMessage::Table(TableUpdate {
+            version: 2,
+            full: false,
+            set: vec![RouteEntry {
+                dst: "lax".into(),
+                primary: "pdx".into(),
+                backup: None,
+            }],
+            remove: vec!["sea".into()],
+        });
+        let json = serde_json::to_string(&table).expect("encodes");
+        assert_eq!(
+            json,
+            r#"{"type":"table","version":2,"full":false,"set":[{"dst":"lax","primary":"pdx","backup":null}],"remove":["sea"]}"#
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! What a relay does with a datagram from a peer link: the header is decoded
+//! once, and the answer is an [`Action`] that the driver carries out. Nothing
+//! here sends, delivers or counts; the driver does all three.
+
+use crate::drop_reason::DropReason;
+use crate::table::{Decision, ForwardingTable};
+use crate::wire::{Header, Kind};
+
+/// What to do with one received datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Pass it to neighbour `peer` with its TTL rewritten to `ttl`.
+    Forward {
+        peer: u32,
+        ttl: u8,
+        via_backup: bool,
+    },
+    /// Its service ends here: the payload goes to the service's target.
+    DeliverToTarget,
+    /// A reply for a flow whose ingress is here: the payload goes to the
+    /// flow's client.
+    DeliverReply,
+    /// The neighbour probes the link: echo `seq` back.
+    AnswerProbe {
+        seq: u32,
+    },
+    /// The neighbour answered our probe `seq`.
+    ProbeAnswered {
+        seq: u32,
+    },
+    Drop(DropReason),
+}
+
+/// A datagram decided: its header (when it had one) and what to do with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub header: Option<Header>,
+    pub action: Action,
+}
+
+/// Decides the fate of `packet`, received from a neighbour, against `table`;
+/// `peer_up(key)` tells whether the link to neighbour `key` carries traffic now.
+/// The payload starts at [`crate::wire::HEADER_LEN`].
+pub fn decide(
+    table: &ForwardingTable,
+    packet: &[u8],
+    peer_up: impl FnMut(u32) -> bool,
+) -> Received {
+    let header = match Header::decode(packet) {
+        Ok((h, _)) => h,
+        Err(_) => {
+            return Received {
+                header: None,
+                action: Action::Drop(DropReason::Malformed),
+            }
+        }
+    };
+    let action = match header.kind {
+        Kind::Probe => Action::AnswerProbe { seq: header.seq },
+        Kind::ProbeReply => Action::ProbeAnswered { seq: header.seq },
+        // Streams open on QUIC streams, never as datagrams.
+        Kind::StreamOpen => Action::Drop(DropReason::Malformed),
+        Kind::Media => match table.decide(&header, peer_up) {
+            Decision::Deliver if header.is_reply() => Action::DeliverReply,
+            Decision::Deliver => Action::DeliverToTarget,
+            Decision::Forward {
+                next_hop,
+                ttl,
+                via_backup,
+            } => Action::Forward {
+                peer: next_hop,
+                ttl,
+                via_backup,
+            },
+            Decision::Drop(reason) => Action::Drop(reason),
+        },
+    };
+    Received {
+        header: Some(header),
+        action,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::table::Route;
+    use crate::wire::{FLAG_REPLY, INITIAL_TTL};
+
+    fn table() -> ForwardingTable {
+        let mut routes = BTreeMap::new();
+        routes.insert(
+            20,
+            Route {
+                primary: 2,
+                backup: Some(3),
+            },
+        );
+        ForwardingTable::new(1, routes)
+    }
+
+    fn packet(kind: Kind, dst: u32, flags: u8) -> Vec<u8> {
+        Header {
+            kind,
+            ttl: INITIAL_TTL,
+            flags,
+            dst,
+            src: 9,
+            service: 5,
+            flow: 1,
+            seq: 42,
+            timestamp_us: 0,
+        }
+        .encode_with(b"payload")
+    }
+
+    #[test]
+    fn each_kind_of_datagram_gets_its_action() {
+        let t = table();
+        let up = |_| true;
+        assert_eq!(
+            decide(&t, &packet(Kind::Media, 20, 0), up).action,
+            Action::Forward {
+                peer: 2,
+                ttl: INITIAL_TTL - 1,
+                via_backup: false
+            }
+        );
+        assert_eq!(
+            decide(&t, &packet(Kind::Media, 20, 0), |p| p == 3).action,
+            Action::Forward {
+                peer: 3,
+                ttl: INITIAL_TTL - 1,
+                via_backup: true
+            }
+        );
+        assert_eq!(
+            decide(&t, &packet(Kind::Media, 1, 0), up).action,
+            Action::DeliverToTarget
+        );
+        assert_eq!(
+            decide(&t, &packet(Kind::Media, 1, FLAG_REPLY), up).action,
+            Action::DeliverReply
+        );
+        assert_eq!(
+            decide(&t, &packet(Kind::Probe, 1, 0), up).action,
+            Action::AnswerProbe { seq: 42 }
+        );
+        assert_eq!(
+            decide(&t, &packet(Kind::ProbeReply, 1, 0), up).action,
+            Action::ProbeAnswered { seq: 42 }
+        );
+        assert_eq!(
+            decide(&t, &packet(Kind::StreamOpen, 1, 0), up).action,
+            Action::Drop(DropReason::Malformed)
+        );
+        assert_eq!(
+            decide(&t, &packet(Kind::Media, 99, 0), up).action,
+            Action::Drop(DropReason::NoRoute)
+        );
+        let short = decide(&t, &[1, 1, 1], up);
+        assert_eq!(short.header, None);
+        assert_eq!(short.action, Action::Drop(DropReason::Malformed));
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives, the decision is total: no panic, and every datagram
+        /// that is not delivered, answered or forwarded has a drop reason.
+        #[test]
+        fn arbitrary_datagrams_are_decided(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            let r = decide(&table(), &bytes, |_| true);
+            if r.header.is_none() {
+                proptest::prop_assert_eq!(r.action, Action::Drop(DropReason::Malformed));
+            }
+        }
+    }
+}

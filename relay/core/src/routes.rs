@@ -1,0 +1,218 @@
+//! The routes in force at a relay, as one value: the forwarding table and the
+//! version it came with (0 for the topology's own, then the controller's).
+//! A relay keeps one [`RoutesInForce`] and swaps it whole, so a packet never
+//! sees a table with another table's version.
+//!
+//! Also here: how a table update from the controller turns into a new value,
+//! and which destinations' next hops it moved (for the reroute log line).
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::table::{ForwardingTable, Route};
+
+/// A forwarding table and the version it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutesInForce {
+    /// 0: routes computed from the topology; else the controller's version.
+    pub version: u64,
+    pub table: ForwardingTable,
+}
+
+impl RoutesInForce {
+    /// The topology's routes, before any controller table.
+    pub fn from_topology(table: ForwardingTable) -> Self {
+        RoutesInForce { version: 0, table }
+    }
+
+    /// Whether these are still the topology's own routes.
+    pub fn is_topology_routes(&self) -> bool {
+        self.version == 0
+    }
+
+    /// This value with a controller update applied: `full` replaces the whole
+    /// table, otherwise `set` entries are added or replaced and `remove` ones
+    /// dropped. Destinations and hops are node wire keys.
+    pub fn updated(
+        &self,
+        version: u64,
+        full: bool,
+        set: impl IntoIterator<Item = (u32, Route)>,
+        remove: impl IntoIterator<Item = u32>,
+    ) -> RoutesInForce {
+        RoutesInForce {
+            version,
+            table: self.table.updated(full, set, remove),
+        }
+    }
+}
+
+/// A destination whose next hop moved: (destination, old, new) as node keys;
+/// `None` is no next hop (no route, or dropped for want of a live link).
+pub type NextHopMove = (u32, Option<u32>, Option<u32>);
+
+/// Destinations whose primary next hop differs between two tables, in key order.
+pub fn next_hop_changes(old: &ForwardingTable, new: &ForwardingTable) -> Vec<NextHopMove> {
+    let dsts: BTreeSet<u32> = old
+        .routes()
+        .chain(new.routes())
+        .map(|(dst, _)| dst)
+        .collect();
+    dsts.into_iter()
+        .filter_map(|dst| {
+            let before = old.route(dst).map(|r| r.primary);
+            let after = new.route(dst).map(|r| r.primary);
+            (before != after).then_some((dst, before, after))
+        })
+        .collect()
+}
+
+/// How many destinations have a different primary next hop in `new` than in
+/// `old`. Destinations that gain or lose their route are not reroutes: traffic
+/// for them did not move from one neighbor to another.
+pub fn reroutes(old: &ForwardingTable, new: &ForwardingTable) -> u64 {
+    new.routes()
+        .filter(|(dst, route)| old.route(*dst).is_some_and(|o| o.primary != route.primary))
+        .count() as u64
+}
+
+/// Next-hop moves for a log line, by node id: `lax: tyo → sea, pdx: tyo → -`.
+/// Long lists are cut after [`NextHopMoves::SHOWN`] with a count of the rest.
+#[derive(Debug)]
+pub struct NextHopMoves<'a> {
+    topology: &'a topology::Topology,
+    moves: &'a [NextHopMove],
+}
+
+impl<'a> NextHopMoves<'a> {
+    pub const SHOWN: usize = 16;
+
+    pub fn new(topology: &'a topology::Topology, moves: &'a [NextHopMove]) -> Self {
+        NextHopMoves { topology, moves }
+    }
+
+    fn name(&self, key: Option<u32>) -> String {
+        match key {
+            None => "-".to_string(),
+            Some(k) => self
+                .topology
+                .node_by_key(k)
+                .map_or_else(|| format!("{k:#x}"), |i| self.topology.node(i).id.clone()),
+        }
+    }
+}
+
+impl fmt::Display for NextHopMoves<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (dst, old, new)) in self.moves.iter().take(Self::SHOWN).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            let dst = self.name(Some(*dst));
+            write!(f, "{dst}: {} → {}", self.name(*old), self.name(*new))?;
+        }
+        if self.moves.len() > Self::SHOWN {
+            write!(f, ", and {} more", self.moves.len() - Self::SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn table(routes: &[(u32, u32)]) -> ForwardingTable {
+        let routes: BTreeMap<u32, Route> = routes
+            .iter()
+            .map(|&(dst, primary)| {
+                (
+                    dst,
+                    Route {
+                        primary,
+                        backup: None,
+                    },
+                )
+            })
+            .collect();
+        ForwardingTable::new(1, routes)
+    }
+
+    #[test]
+    fn an_update_carries_its_version_with_its_table() {
+        let start = RoutesInForce::from_topology(table(&[(10, 2)]));
+        assert!(start.is_topology_routes());
+        let next = start.updated(
+            7,
+            false,
+            [(
+                20,
+                Route {
+                    primary: 3,
+                    backup: None,
+                },
+            )],
+            [],
+        );
+        assert_eq!(next.version, 7);
+        assert_eq!(next.table.routes().count(), 2);
+        assert!(!next.is_topology_routes());
+    }
+
+    #[test]
+    fn next_hop_changes_lists_moved_added_and_removed_destinations_only() {
+        let old = table(&[(10, 2), (20, 2), (30, 3)]);
+        let new = table(&[(10, 2), (20, 3), (40, 4)]);
+        assert_eq!(
+            next_hop_changes(&old, &new),
+            vec![
+                (20, Some(2), Some(3)),
+                (30, Some(3), None),
+                (40, None, Some(4))
+            ]
+        );
+        assert!(next_hop_changes(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn reroutes_count_destinations_whose_primary_moved() {
+        let old = table(&[(20, 2), (30, 3), (40, 2), (50, 3)]);
+        // 20 and 40 move, 30 stays, 50 loses its route, 60 gains one.
+        let new = table(&[(20, 3), (30, 3), (40, 4), (60, 2)]);
+        assert_eq!(reroutes(&old, &new), 2);
+        assert_eq!(reroutes(&new, &old), 2);
+        assert_eq!(reroutes(&old, &old), 0);
+        // A backup change alone moves no traffic.
+        let mut backup = BTreeMap::new();
+        backup.insert(
+            20,
+            Route {
+                primary: 2,
+                backup: Some(3),
+            },
+        );
+        let with_backup = ForwardingTable::new(1, backup);
+        assert_eq!(reroutes(&table(&[(20, 2)]), &with_backup), 0);
+    }
+
+    #[test]
+    fn moves_are_shown_by_node_id_and_long_lists_are_cut() {
+        let yaml = "version: 1\nnodes:\n\
+            \x20 - { id: aaa, city: A, country: JP, region: asia, lat: 35.6, lon: 139.6, addr: \"127.0.0.1:1\" }\n\
+            \x20 - { id: bbb, city: B, country: US, region: na, lat: 34.0, lon: -118.2, addr: \"127.0.0.1:2\" }\n\
+            links:\n  - { between: [aaa, bbb], kind: undersea }\n";
+        let topo = topology::parse("t.yaml", yaml).expect("topology");
+        let (a, b) = (topology::wire_key("aaa"), topology::wire_key("bbb"));
+        let moves = [(b, Some(b), None), (a, None, Some(b))];
+        assert_eq!(
+            NextHopMoves::new(&topo, &moves).to_string(),
+            "bbb: bbb → -, aaa: - → bbb"
+        );
+        let many: Vec<NextHopMove> = (0..20).map(|_| (a, Some(a), Some(b))).collect();
+        let shown = NextHopMoves::new(&topo, &many).to_string();
+        assert_eq!(shown.matches("aaa: aaa → bbb").count(), 16, "{shown}");
+        assert!(shown.ends_with(", and 4 more"), "{shown}");
+    }
+}

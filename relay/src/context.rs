@@ -1,0 +1,104 @@
+//! What the relay's tasks share: a handle to each part of the relay's state.
+//! Each part has one writer (named below) and readers that never take a lock on
+//! the per-packet path; this struct only bundles the handles so a task can be
+//! given them in one argument.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use daemon::tls::PeerPolicy;
+use daemon::Spawner;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Admission;
+use crate::datapath::forwarder::Forwarder;
+use crate::datapath::udp_egress::EgressTable;
+use crate::links::registry::LinkRegistry;
+use crate::live::{Live, LiveConfig};
+use crate::metrics::{LinkTotals, Metrics};
+
+#[derive(Debug)]
+pub struct Context {
+    /// This node's wire key and id (a reload cannot change them).
+    pub me: u32,
+    pub me_id: String,
+    /// The config in force. Writer: reload.
+    pub live: Arc<Live>,
+    /// Routes in force, links, counters: the forwarding path. Writers: the
+    /// controller session and reload (routes), link actors (links).
+    pub forwarder: Arc<Forwarder>,
+    pub links: Arc<LinkRegistry>,
+    pub metrics: Arc<Metrics>,
+    /// UDP flows whose egress is here. Writers: link actors (new flows), the
+    /// expiry loop, reload.
+    pub egress: Arc<EgressTable>,
+    /// Draining and flow limits. Writers: drain, reload.
+    pub admission: Arc<Admission>,
+    /// Per-link traffic totals across reconnects, read at scrape time.
+    pub link_totals: LinkTotals,
+    /// Woken when a link's state changes, so the controller hears at once.
+    pub links_changed: Notify,
+    /// The neighbours whose certificates the TLS server accepts. Writer: reload.
+    pub policy: PeerPolicy,
+    /// What stops each dial loop and each service's ingress on its own.
+    /// Writers: start, reload, drain.
+    pub stops: Mutex<Stops>,
+    /// Where tasks start tasks of their own; the relay's shutdown token.
+    pub tasks: Spawner,
+    pub cancel: CancellationToken,
+    pub started: Instant,
+}
+
+/// Stop tokens of the tasks a reload can end one by one.
+#[derive(Debug, Default)]
+pub struct Stops {
+    /// Dial loops, by peer node key.
+    pub links: HashMap<u32, CancellationToken>,
+    /// Ingress tasks (UDP reader or TCP listener), by service key.
+    pub services: HashMap<u32, CancellationToken>,
+}
+
+impl Context {
+    /// The config in force (a cheap clone of an `Arc`).
+    pub fn live(&self) -> Arc<LiveConfig> {
+        self.live.load_full()
+    }
+
+    pub fn stops(&self) -> std::sync::MutexGuard<'_, Stops> {
+        // Each update is one insert or remove; a poisoned lock is consistent.
+        self.stops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What this relay tells the controller about each of its links.
+    pub fn link_reports(&self) -> Vec<control_protocol::LinkReport> {
+        self.live
+            .load()
+            .neighbors
+            .iter()
+            .map(|(key, id)| {
+                let measured = self
+                    .links
+                    .health(*key)
+                    .map(|h| h.measured())
+                    .unwrap_or_default();
+                control_protocol::LinkReport {
+                    peer: id.clone(),
+                    up: self.links.is_up(*key),
+                    rtt_ms: measured.rtt_ms,
+                    min_rtt_ms: measured.min_rtt_ms,
+                    jitter_ms: measured.jitter_ms,
+                    loss: measured.loss,
+                }
+            })
+            .collect()
+    }
+
+    /// The address to dial for a peer, from the config in force.
+    pub fn dial_addr(&self, peer: u32) -> Option<std::net::SocketAddr> {
+        let live = self.live.load();
+        let cfg = &live.cfg;
+        cfg.topology.node_by_key(peer).map(|idx| cfg.dial_addr(idx))
+    }
+}

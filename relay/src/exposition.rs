@@ -1,0 +1,236 @@
+//! The relay's Prometheus exposition (`GET /metrics`).
+//!
+//! A scrape reads what the relay keeps anyway (atomic counters, link health,
+//! QUIC connection statistics), so nothing on the forwarding path knows about
+//! Prometheus. Labels stay bounded: `peer` (a neighbor), `service` (a service
+//! ending here), `reason` (a drop reason); every series also carries `node`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use daemon::exposition::Scrape;
+
+use crate::context::Context;
+use crate::links::registry::{Link, Measured};
+
+fn seconds(ms: f64) -> f64 {
+    ms / 1000.0
+}
+
+/// Reads the relay's state into a fresh registry.
+pub fn scrape(shared: &Context) -> Scrape {
+    let mut s = Scrape::new("overlay_relay", &[("node", &shared.me_id)]);
+    links(&mut s, shared);
+    services(&mut s, shared);
+    forwarding(&mut s, shared);
+    s
+}
+
+fn links(s: &mut Scrape, shared: &Context) {
+    let connected: HashMap<u32, Link> = shared.links.snapshot().into_iter().collect();
+    let open = |key: &u32| {
+        connected
+            .get(key)
+            .filter(|l| l.conn.close_reason().is_none())
+    };
+    let live = shared.live();
+    let neighbors = &live.neighbors;
+    s.gauges(
+        "link_up",
+        "1 if the link to this neighbor carries traffic (connected and its probes pass), else 0",
+        "peer",
+        neighbors.iter().map(|(key, id)| {
+            let up = open(key).is_some_and(|l| l.health.is_up());
+            (id.clone(), if up { 1.0 } else { 0.0 })
+        }),
+    );
+    let measured: Vec<(String, Measured)> = neighbors
+        .iter()
+        .filter_map(|(key, id)| open(key).map(|l| (id.clone(), l.health.measured())))
+        .collect();
+    let figure = |pick: fn(&Measured) -> Option<f64>| {
+        measured
+            .iter()
+            .filter_map(move |(id, m)| pick(m).map(|v| (id.clone(), v)))
+    };
+    s.gauges(
+        "link_rtt_seconds",
+        "Smoothed round-trip time of the link's probes (connected links only)",
+        "peer",
+        figure(|m| m.rtt_ms.map(seconds)),
+    );
+    s.gauges(
+        "link_min_rtt_seconds",
+        "Lowest recent round-trip time of the link's probes (connected links only)",
+        "peer",
+        figure(|m| m.min_rtt_ms.map(seconds)),
+    );
+    s.gauges(
+        "link_jitter_seconds",
+        "Variation of the link's probe round-trip time (connected links only)",
+        "peer",
+        figure(|m| m.jitter_ms.map(seconds)),
+    );
+    s.gauges(
+        "link_loss_ratio",
+        "Fraction of the link's recent probes lost, 0 to 1 (connected links only)",
+        "peer",
+        figure(|m| Some(m.loss)),
+    );
+    let traffic: Vec<(String, crate::metrics::LinkTraffic)> = neighbors
+        .iter()
+        .map(|(key, id)| {
+            let conn = connected.get(key).map(|l| &l.conn);
+            (id.clone(), shared.link_totals.read(*key, conn))
+        })
+        .collect();
+    let each = |pick: fn(&crate::metrics::LinkTraffic) -> u64| {
+        traffic.iter().map(move |(id, t)| (id.clone(), pick(t)))
+    };
+    let note =
+        "as QUIC counts them (media, streams, probes, acks), summed over the link's connections";
+    s.counters(
+        "link_transmit_bytes",
+        &format!("Bytes of UDP datagrams sent on the link, {note}"),
+        "peer",
+        each(|t| t.tx_bytes),
+    );
+    s.counters(
+        "link_receive_bytes",
+        &format!("Bytes of UDP datagrams received on the link, {note}"),
+        "peer",
+        each(|t| t.rx_bytes),
+    );
+    s.counters(
+        "link_transmit_packets",
+        &format!("UDP datagrams sent on the link, {note}"),
+        "peer",
+        each(|t| t.tx_packets),
+    );
+    s.counters(
+        "link_receive_packets",
+        &format!("UDP datagrams received on the link, {note}"),
+        "peer",
+        each(|t| t.rx_packets),
+    );
+}
+
+fn services(s: &mut Scrape, shared: &Context) {
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let live = shared.live();
+    let services = &live.services;
+    s.gauges(
+        "service_flows",
+        "Flows of the service open at this relay: UDP flows at its ingress or egress, and open TCP sessions",
+        "service",
+        services.iter().map(|(key, name, c)| {
+            let udp_in = live.udp_ingress.get(&key).map_or(0, |i| i.flow_count());
+            let udp_out = shared.egress.flow_count_of(key);
+            let flows = udp_in as u64 + udp_out as u64 + load(&c.tcp_open);
+            (name.to_string(), flows as f64)
+        }),
+    );
+    let each = |pick: fn(&crate::metrics::ServiceCounters) -> &AtomicU64| {
+        services
+            .iter()
+            .map(move |(_, name, c)| (name.to_string(), load(pick(c))))
+    };
+    s.counters(
+        "service_received_bytes",
+        "Bytes the service's local side handed to the overlay here (clients at its ingress, the target's replies at its egress); TCP bytes count when a session ends",
+        "service",
+        each(|c| &c.received_bytes),
+    );
+    s.counters(
+        "service_delivered_bytes",
+        "Bytes the overlay handed to the service's local side here (the target at its egress, clients at its ingress); TCP bytes count when a session ends",
+        "service",
+        each(|c| &c.delivered_bytes),
+    );
+    s.counters(
+        "service_received_packets",
+        "UDP datagrams the service's local side handed to the overlay here",
+        "service",
+        each(|c| &c.received_packets),
+    );
+    s.counters(
+        "service_delivered_packets",
+        "UDP datagrams the overlay handed to the service's local side here",
+        "service",
+        each(|c| &c.delivered_packets),
+    );
+}
+
+fn forwarding(s: &mut Scrape, shared: &Context) {
+    let c = shared.metrics.snapshot();
+    s.counters(
+        "drops",
+        "Packets and streams dropped, by reason",
+        "reason",
+        c.drops.iter().map(|(r, n)| (r.to_string(), *n)),
+    );
+    s.counter(
+        "datagrams_sent",
+        "Datagrams handed to a peer link, originated here or in transit",
+        c.datagrams_sent,
+    );
+    s.counter(
+        "sent_bytes",
+        "Bytes of the datagrams handed to peer links, overlay header included",
+        c.bytes_sent,
+    );
+    s.counter(
+        "datagrams_received",
+        "Datagrams received from peer links, probes excluded",
+        c.datagrams_received,
+    );
+    s.counter(
+        "datagrams_delivered",
+        "Datagrams delivered to a local service socket (egress target or ingress client)",
+        c.datagrams_delivered,
+    );
+    s.counter(
+        "delivered_bytes",
+        "Payload bytes delivered to local service sockets",
+        c.bytes_delivered,
+    );
+    s.counter(
+        "datagrams_sent_via_backup",
+        "Datagrams sent to a backup next hop because the primary was down: local failover",
+        c.sent_via_backup,
+    );
+    s.counter(
+        "tcp_sessions",
+        "TCP sessions accepted at a service ingress here",
+        c.tcp_sessions,
+    );
+    s.counter(
+        "streams_relayed",
+        "Overlay streams taken from peers (transit or egress)",
+        c.streams_relayed,
+    );
+    s.counter(
+        "peers_refused",
+        "Peer connections refused (bad certificate, not a neighbor, handshake failure)",
+        c.peers_refused,
+    );
+    s.counter(
+        "reroutes",
+        "Destinations whose primary next hop changed when a new forwarding table was installed",
+        c.reroutes,
+    );
+    s.gauge(
+        "table_version",
+        "Version of the forwarding table in force: 0 for the topology's own, else the controller's",
+        shared.forwarder.routes().version as f64,
+    );
+    s.gauge(
+        "draining",
+        "1 while the relay drains before it stops (routes move off it, no new flows), else 0",
+        if shared.admission.is_draining() {
+            1.0
+        } else {
+            0.0
+        },
+    );
+}

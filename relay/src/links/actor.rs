@@ -1,0 +1,211 @@
+//! The actor of one peer connection: probes the link, answers the peer's
+//! probes, reads datagrams and accepts streams until the connection ends or the
+//! relay shuts down. Probe verdicts (with hysteresis) decide whether traffic may
+//! use the link. Everything it logs, and its streams, run in a `peer` span
+//! naming the peer node and its address; its streams are its own tasks, ended
+//! with it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::Connection;
+use relay_core::probe::{DownReason, LinkEvent, LinkProbe};
+use relay_core::wire::Kind;
+use relay_core::{DropReason, Header};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::context::Context;
+use crate::datapath::forwarder::Inbound;
+use crate::links::failover::log_failover;
+use crate::links::registry::{LinkHealth, Measured, CLOSE_SHUTDOWN};
+
+/// How long a replacement connection may carry an inherited "up" before its own
+/// probes must confirm it.
+const INHERITED_UP_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the connection `conn` to neighbour `id` (wire key `key`).
+pub async fn run_link(
+    ctx: Arc<Context>,
+    key: u32,
+    id: String,
+    conn: Connection,
+    health: Arc<LinkHealth>,
+) {
+    let span = tracing::info_span!("peer", peer = %id, remote = %conn.remote_address());
+    async {
+        let mut probe = LinkProbe::new(
+            ctx.live.load().cfg.tuning.probe.clone(),
+            std::time::Instant::now(),
+        );
+        // Inherited "up" from a connection this one replaced: it must be confirmed
+        // by this connection's own probes soon, or the link is down after all.
+        let mut confirm_by = health
+            .is_up()
+            .then(|| std::time::Instant::now() + INHERITED_UP_GRACE);
+        let mut streams: JoinSet<()> = JoinSet::new();
+        let mut closed: Option<quinn::ConnectionError> = None;
+        loop {
+            let wake = Instant::from_std(probe.poll_timeout());
+            tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => {
+                    conn.close(CLOSE_SHUTDOWN.into(), b"relay shutting down");
+                    break;
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = std::time::Instant::now();
+                    probe.handle_timeout(now);
+                    while let Some(seq) = probe.poll_transmit(now) {
+                        let header = probe_header(Kind::Probe, key, ctx.me, seq);
+                        let _ = conn.send_datagram(Bytes::copy_from_slice(&header.encode()));
+                    }
+                    after_probe(&ctx, key, &mut probe, &health);
+                    if let Some(deadline) = confirm_by {
+                        if probe.is_up() {
+                            confirm_by = None;
+                        } else if now >= deadline {
+                            confirm_by = None;
+                            health.up.store(false, Ordering::Relaxed);
+                            warn!("link down: probes never passed on the replacement connection");
+                            log_failover(&ctx, key, false);
+                            ctx.links_changed.notify_one();
+                        }
+                    }
+                }
+                d = conn.read_datagram() => match d {
+                    Ok(packet) => on_datagram(&ctx, &conn, key, &mut probe, &health, packet),
+                    Err(e) => {
+                        closed = Some(e);
+                        break;
+                    }
+                },
+                s = conn.accept_bi() => match s {
+                    Ok((send, recv)) => {
+                        let stream = crate::tcp::stream::relay_stream(ctx.clone(), send, recv);
+                        streams.spawn(stream.in_current_span());
+                    }
+                    Err(e) => {
+                        closed = Some(e);
+                        break;
+                    }
+                },
+                Some(done) = streams.join_next(), if !streams.is_empty() => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            tracing::error!("relayed stream failed: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        // A retired duplicate leaves quietly: the link lives on in its replacement.
+        let current = ctx.links.remove(key, conn.stable_id());
+        if current && health.up.swap(false, Ordering::Relaxed) {
+            match &closed {
+                Some(error) => {
+                    warn!("link down: connection closed: {error}");
+                    log_failover(&ctx, key, false);
+                }
+                None => debug!("link closed: relay shutting down"),
+            }
+            ctx.links_changed.notify_one();
+        } else if let Some(error) = &closed {
+            if current {
+                info!("connection closed before its probes passed: {error}");
+            } else {
+                debug!("duplicate connection closed: {error}");
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// One datagram from the peer: forwarded by the forwarder, or a probe for this
+/// actor, or a delivery to a local socket.
+fn on_datagram(
+    ctx: &Context,
+    conn: &Connection,
+    key: u32,
+    probe: &mut LinkProbe,
+    health: &LinkHealth,
+    packet: Bytes,
+) {
+    match ctx.forwarder.on_datagram(packet) {
+        Inbound::Handled => {}
+        Inbound::Probe(seq) => {
+            let reply = probe_header(Kind::ProbeReply, key, ctx.me, seq);
+            let _ = conn.send_datagram(Bytes::copy_from_slice(&reply.encode()));
+        }
+        Inbound::ProbeReply(seq) => {
+            probe.handle_reply(seq, std::time::Instant::now());
+            after_probe(ctx, key, probe, health);
+        }
+        Inbound::ToTarget(header, payload) => {
+            ctx.egress.deliver(&header, &payload, &ctx.live.load());
+        }
+        Inbound::ToClient(header, payload) => {
+            match ctx.live.load().udp_ingress.get(&header.service) {
+                Some(ingress) => ingress.deliver_reply(&header, &payload, &ctx.metrics),
+                None => ctx.metrics.count_drop(DropReason::UnknownFlow),
+            }
+        }
+    }
+}
+
+fn probe_header(kind: Kind, dst: u32, src: u32, seq: u32) -> Header {
+    Header {
+        kind,
+        ttl: 1,
+        flags: 0,
+        dst,
+        src,
+        service: 0,
+        flow: 0,
+        seq,
+        timestamp_us: 0,
+    }
+}
+
+/// Publishes the probe's verdicts and figures: state edges flip the link's
+/// health (the forwarding path reads it), are logged with the local failover
+/// they cause, and wake the controller report. Runs in the link's `peer` span.
+fn after_probe(ctx: &Context, peer: u32, probe: &mut LinkProbe, health: &LinkHealth) {
+    let stats = probe.stats();
+    *health.measured.lock().unwrap_or_else(|p| p.into_inner()) = Measured {
+        rtt_ms: stats.srtt.map(|d| d.as_secs_f64() * 1000.0),
+        min_rtt_ms: stats.min_rtt.map(|d| d.as_secs_f64() * 1000.0),
+        jitter_ms: stats.jitter.map(|d| d.as_secs_f64() * 1000.0),
+        loss: stats.loss,
+    };
+    while let Some(event) = probe.poll_event() {
+        match event {
+            LinkEvent::Up => {
+                // Only a fresh link is news: one that inherited "up" from the
+                // connection it replaced was up all along.
+                health.failed.store(false, Ordering::Relaxed);
+                if !health.up.swap(true, Ordering::Relaxed) {
+                    info!(rtt_ms = ?health.measured().rtt_ms, "link up: probes answered");
+                    log_failover(ctx, peer, true);
+                }
+            }
+            LinkEvent::Down {
+                reason: DownReason::ProbesLost { consecutive },
+            } => {
+                health.up.store(false, Ordering::Relaxed);
+                health.failed.store(true, Ordering::Relaxed);
+                warn!(
+                    consecutive,
+                    loss = stats.loss,
+                    "link down: {consecutive} probes in a row lost"
+                );
+                log_failover(ctx, peer, false);
+            }
+        }
+        ctx.links_changed.notify_one();
+    }
+}

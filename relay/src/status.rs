@@ -1,0 +1,115 @@
+//! What `GET /api/v1/status` returns: the relay's links, flows, routes and
+//! counters as it sees them now.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+use topology::NodeIdx;
+
+use crate::context::Context;
+use crate::links::registry::{Link, Measured};
+use crate::metrics::Counters;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub node: String,
+    /// 0: the topology's own routes; else the controller's table version.
+    pub table_version: u64,
+    /// Draining before a stop: routes move off this relay, no new flows.
+    pub draining: bool,
+    pub uptime_s: f64,
+    pub quic_addr: SocketAddr,
+    pub peers: Vec<PeerStatus>,
+    pub flows: FlowStatus,
+    pub routes: Vec<RouteStatus>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub id: String,
+    /// `up` (probes pass), `probing` (connected, probes not passing), or `down`.
+    pub state: &'static str,
+    /// The probes' RTT, min RTT, jitter and loss.
+    pub measured: Option<Measured>,
+    pub connected_for_s: Option<f64>,
+    pub dialed_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlowStatus {
+    pub udp_ingress: usize,
+    pub udp_egress: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteStatus {
+    pub to: String,
+    pub next_hop: String,
+    pub backup: Option<String>,
+}
+
+/// The relay's status now; `quic_addr` is where its endpoint listens.
+pub fn status(ctx: &Context, quic_addr: SocketAddr) -> Status {
+    let live = ctx.live();
+    let topo = &live.cfg.topology;
+    let name = |key: u32| {
+        topo.node_by_key(key)
+            .map_or_else(|| format!("{key:#x}"), |i: NodeIdx| topo.node(i).id.clone())
+    };
+    let links: HashMap<u32, Link> = ctx.links.snapshot().into_iter().collect();
+    let mut peers: Vec<PeerStatus> = live
+        .neighbors
+        .iter()
+        .map(
+            |(key, id)| match links.get(key).filter(|l| l.conn.close_reason().is_none()) {
+                Some(l) => PeerStatus {
+                    id: id.clone(),
+                    // Connected is not enough: traffic uses a link once its probes pass.
+                    state: if l.health.is_up() { "up" } else { "probing" },
+                    measured: Some(l.health.measured()),
+                    connected_for_s: Some(l.since.elapsed().as_secs_f64()),
+                    dialed_by: Some(if l.dialed_by_me {
+                        ctx.me_id.clone()
+                    } else {
+                        id.clone()
+                    }),
+                },
+                None => PeerStatus {
+                    id: id.clone(),
+                    state: "down",
+                    measured: None,
+                    connected_for_s: None,
+                    dialed_by: None,
+                },
+            },
+        )
+        .collect();
+    peers.sort_by(|a, b| a.id.cmp(&b.id));
+    let routes_in_force = ctx.forwarder.routes();
+    let mut routes: Vec<RouteStatus> = routes_in_force
+        .table
+        .routes()
+        .map(|(dst, r)| RouteStatus {
+            to: name(dst),
+            next_hop: name(r.primary),
+            backup: r.backup.map(name),
+        })
+        .collect();
+    routes.sort_by(|a, b| a.to.cmp(&b.to));
+    Status {
+        node: ctx.me_id.clone(),
+        table_version: routes_in_force.version,
+        draining: ctx.admission.is_draining(),
+        uptime_s: ctx.started.elapsed().as_secs_f64(),
+        quic_addr,
+        peers,
+        flows: FlowStatus {
+            udp_ingress: live.udp_ingress.values().map(|i| i.flow_count()).sum(),
+            udp_egress: ctx.egress.flow_count(),
+        },
+        routes,
+        counters: ctx.metrics.snapshot(),
+    }
+}
