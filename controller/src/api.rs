@@ -15,7 +15,7 @@ use daemon::admin;
 use serde::Serialize;
 use topology::LinkIdx;
 
-use crate::runtime::Shared;
+use crate::shared::Shared;
 
 #[derive(Debug, Serialize)]
 pub struct NodeInfo {
@@ -94,21 +94,18 @@ pub fn links(shared: &Shared) -> Vec<LinkInfo> {
         .enumerate()
         .map(|(i, l)| {
             let idx = LinkIdx(i as u32);
-            let status = view.link(idx).copied();
-            let v = status
-                .map(|s| s.view)
-                .unwrap_or(crate::linkstate::LinkView::UNKNOWN);
-            let in_force = status.and_then(|s| s.in_force);
+            let status = view.link(idx).copied().unwrap_or(crate::view::LinkStatus {
+                view: crate::linkstate::LinkView::UNKNOWN,
+                in_force: None,
+                cost: None,
+            });
+            let (v, in_force) = (status.view, status.in_force);
             LinkInfo {
                 a: topo.node(l.a).id.clone(),
                 b: topo.node(l.b).id.clone(),
                 kind: l.kind.to_string(),
                 name: l.name.clone(),
-                state: match (v.up, in_force) {
-                    (false, _) => "down",
-                    (true, None) => "held-down",
-                    (true, Some(_)) => "up",
-                },
+                state: status.state(),
                 since_s: v
                     .since
                     .map(|t| now.saturating_duration_since(t).as_secs_f64()),

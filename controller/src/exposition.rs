@@ -7,7 +7,7 @@
 use daemon::exposition::Scrape;
 use topology::NodeIdx;
 
-use crate::runtime::Shared;
+use crate::shared::Shared;
 
 /// Reads the controller's state into a fresh registry.
 pub fn scrape(shared: &Shared) -> Scrape {
@@ -37,13 +37,13 @@ pub fn scrape(shared: &Shared) -> Scrape {
         "Relays (nodes) in the topology",
         topo.nodes.len() as f64,
     );
-    let links = crate::api::links(shared);
+    let view = shared.view();
     s.gauges(
         "links",
         "Links by state as the controller sees them: up, down, or held_down (up again but not yet trusted)",
         "state",
         [("up", "up"), ("down", "down"), ("held-down", "held_down")].map(|(state, label)| {
-            let n = links.iter().filter(|l| l.state == state).count();
+            let n = view.links.iter().filter(|l| l.state() == state).count();
             (label.to_string(), n as f64)
         }),
     );

@@ -5,7 +5,8 @@
 //! damping, tables, diffs). Drivers: [`compute`] (the one owner of both, on its
 //! own task), [`session`] (one per relay: where a relay's report arrives and its
 //! route table leaves), [`runtime`] (start, shutdown, the daemon's signal loop,
-//! reload), [`api`] and [`exposition`] (the admin API), reading [`view`].
+//! reload), [`api`] and [`exposition`] (the admin API), reading [`view`];
+//! [`shared`] holds the handles they share.
 
 pub mod api;
 pub mod compute;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod routing;
 pub mod runtime;
 pub mod session;
+pub mod shared;
 pub mod view;
 
 pub use config::ControllerConfig;

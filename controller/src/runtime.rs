@@ -1,110 +1,27 @@
-//! A running controller: its shared state (config, sessions, what the compute
-//! task publishes), start-up, the handle that owns it, the daemon's signal loop,
-//! and reload (a restart in place).
+//! A running controller: start-up, the handle that owns it, the daemon's
+//! signal loop, and reload (a restart in place).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use daemon::tls::{self, PeerPolicy};
 use daemon::{Notifier, OnFailure, Signal, Signals, Supervisor};
 use quinn::{Endpoint, TransportConfig};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use topology::Topology;
-
-use crate::compute::{self, Published, Reports};
+use crate::compute::{self, Published};
 use crate::config::ControllerConfig;
 use crate::linkstate::LinkStateDb;
 use crate::metrics::ControllerMetrics;
 use crate::routing::{RouteSelector, RouteTables};
-use crate::view::FleetView;
-
-/// A connected relay.
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub remote: SocketAddr,
-    pub since: Instant,
-    pub applied: u64,
-    pub(crate) conn_id: usize,
-}
-
-/// What the controller's tasks share. The compute task is the one writer of
-/// the tables and the view; each session writes its own entry in `sessions`.
-#[derive(Debug)]
-pub struct Shared {
-    pub cfg: ControllerConfig,
-    published: Arc<Published>,
-    reports: mpsc::Sender<Reports>,
-    sessions: Mutex<BTreeMap<String, Session>>,
-    /// Reports dropped because the compute task's queue was full.
-    pub reports_dropped: AtomicU64,
-    pub cancel: CancellationToken,
-    pub started: Instant,
-    /// Route changes and computation times, for `GET /metrics`.
-    pub metrics: Arc<ControllerMetrics>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each critical section is one map update; a poisoned lock is still consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Shared {
-    pub fn topology(&self) -> &Arc<Topology> {
-        &self.cfg.topology
-    }
-
-    pub fn sessions(&self) -> BTreeMap<String, Session> {
-        lock(&self.sessions).clone()
-    }
-
-    /// The tables in force.
-    pub fn tables(&self) -> Arc<RouteTables> {
-        self.published.tables.borrow().clone()
-    }
-
-    /// The latest snapshot of links and tables (never waits on a computation).
-    pub fn view(&self) -> Arc<FleetView> {
-        self.published.view.load_full()
-    }
-
-    pub(crate) fn tables_rx(&self) -> watch::Receiver<Arc<RouteTables>> {
-        self.published.tables.subscribe()
-    }
-
-    /// Hands a relay's report to the compute task without waiting; a full
-    /// queue drops it (counted): the relay reports again within a second.
-    pub(crate) fn report(&self, reports: Reports) {
-        if self.reports.try_send(reports).is_err() {
-            self.reports_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn add_session(&self, node: &str, session: Session) {
-        lock(&self.sessions).insert(node.to_string(), session);
-    }
-
-    pub(crate) fn applied(&self, node: &str, version: u64) {
-        if let Some(s) = lock(&self.sessions).get_mut(node) {
-            s.applied = version;
-        }
-    }
-
-    /// Forgets `node`'s session if it is still connection `conn_id`.
-    pub(crate) fn forget_session(&self, node: &str, conn_id: usize) {
-        let mut sessions = lock(&self.sessions);
-        if sessions.get(node).is_some_and(|s| s.conn_id == conn_id) {
-            sessions.remove(node);
-        }
-    }
-}
+use crate::shared::Shared;
 
 /// Receive and send buffer asked for on the controller's QUIC socket.
 const CONTROLLER_SOCKET_BUFFER: usize = 4 << 20;

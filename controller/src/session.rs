@@ -23,7 +23,7 @@ use topology::{NodeIdx, Topology};
 
 use crate::compute::Reports;
 use crate::routing::{diff, NodeTable, RouteTables};
-use crate::runtime::{Session, Shared};
+use crate::shared::{Session, Shared};
 
 /// A relay must say hello within this of its connection.
 pub const HELLO_DEADLINE: Duration = Duration::from_secs(5);

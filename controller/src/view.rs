@@ -23,6 +23,17 @@ pub struct LinkStatus {
     pub cost: Option<Cost>,
 }
 
+impl LinkStatus {
+    /// The state operators see: `up`, `down`, or `held-down` (up again, not yet trusted).
+    pub fn state(&self) -> &'static str {
+        match (self.view.up, self.in_force) {
+            (false, _) => "down",
+            (true, None) => "held-down",
+            (true, Some(_)) => "up",
+        }
+    }
+}
+
 /// A consistent picture of the fleet at one computation.
 #[derive(Debug, Clone)]
 pub struct FleetView {

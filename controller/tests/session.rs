@@ -18,7 +18,6 @@ use control_protocol::{
 use controller::ControllerConfig;
 use futures_util::StreamExt as _;
 use pki::TestCa;
-use tokio::io::AsyncWriteExt as _;
 use tokio_util::codec::FramedRead;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +119,10 @@ async fn a_report_trickling_in_while_the_controller_works_is_read_whole() {
             }
         }
         assert!(started.elapsed() > Duration::from_secs(2));
-        assert!(tables >= 1, "a table went out while the report was arriving");
+        assert!(
+            tables >= 1,
+            "a table went out while the report was arriving"
+        );
         // The report was read whole: the controller's view has the link's RTT.
         let seen = tokio::time::timeout(Duration::from_secs(5), async {
             loop {

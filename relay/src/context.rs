@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
 use crate::datapath::forwarder::Forwarder;
+use crate::datapath::link_registry::LinkRegistry;
 use crate::datapath::udp_egress::EgressTable;
-use crate::links::registry::LinkRegistry;
 use crate::live::{Live, LiveConfig};
 use crate::metrics::{LinkTotals, Metrics};
 

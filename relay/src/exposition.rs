@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use daemon::exposition::Scrape;
 
 use crate::context::Context;
-use crate::links::registry::{Link, Measured};
+use crate::datapath::link_registry::{Link, Measured};
 
 fn seconds(ms: f64) -> f64 {
     ms / 1000.0

@@ -5,9 +5,10 @@
 //!   [`run`]: the daemon's signal loop; [`reload`], [`drain`].
 //! - [`context`]: handles to each part of the relay's state, one writer each:
 //!   [`live`] (the config in force), [`admission`], [`metrics`].
-//! - [`links`]: peer links (registry, dialing, accepting, the per-connection actor).
+//! - [`links`]: peer links (dialing, accepting, the per-connection actor).
 //! - [`datapath`]: where a datagram is forwarded ([`datapath::forwarder`]) and
-//!   the UDP ingress and egress; [`tcp`]: TCP services over QUIC streams.
+//!   the UDP ingress and egress, and the live links; [`flow_expiry`];
+//!   [`tcp`]: TCP services over QUIC streams.
 //! - [`control_session`]: where a route table from the controller arrives.
 //! - [`admin`], [`status`], [`exposition`]: the admin API; [`config`],
 //!   [`host_limits`].
@@ -20,6 +21,7 @@ pub mod control_session;
 pub mod datapath;
 pub mod drain;
 pub mod exposition;
+pub mod flow_expiry;
 pub mod host_limits;
 pub mod links;
 pub mod live;

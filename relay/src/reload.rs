@@ -13,7 +13,7 @@ use relay_core::reload_plan::{ReloadPlan, ReloadSummary, Side};
 use relay_core::{ForwardingTable, RoutesInForce};
 
 use crate::config::RelayConfig;
-use crate::links::registry::CLOSE_NOT_A_PEER;
+use crate::datapath::link_registry::CLOSE_NOT_A_PEER;
 use crate::live::LiveConfig;
 use crate::runtime::{self, RelayHandle};
 

@@ -22,10 +22,10 @@ use crate::admission::Admission;
 use crate::config::RelayConfig;
 use crate::context::{Context, Stops};
 use crate::datapath::forwarder::Forwarder;
+use crate::datapath::link_registry::LinkRegistry;
 use crate::datapath::socket::SplitSocket;
 use crate::datapath::udp_egress::EgressTable;
 use crate::datapath::udp_ingress::UdpIngress;
-use crate::links::registry::LinkRegistry;
 use crate::live::LiveConfig;
 use crate::metrics::{LinkTotals, Metrics, ServiceMetrics};
 use crate::status::Status;
@@ -284,7 +284,7 @@ pub async fn start(
     tasks.spawn(
         "flow expiry",
         OnFailure::StopDaemon,
-        crate::datapath::expiry::expire_loop(ctx.clone()),
+        crate::flow_expiry::expire_loop(ctx.clone()),
     );
     tasks.spawn(
         "controller session",

@@ -8,7 +8,7 @@ use serde::Serialize;
 use topology::NodeIdx;
 
 use crate::context::Context;
-use crate::links::registry::{Link, Measured};
+use crate::datapath::link_registry::{Link, Measured};
 use crate::metrics::Counters;
 
 #[derive(Debug, Clone, Serialize)]

@@ -40,7 +40,7 @@ struct Lab {
 
 /// Builds the lab's router. `links` has each link under both (a, b) and (b, a).
 pub fn router(
-    controller: Arc<controller::runtime::Shared>,
+    controller: Arc<controller::shared::Shared>,
     links: HashMap<(String, String), LinkHandle>,
     log: EventLog,
     started: tokio::time::Instant,

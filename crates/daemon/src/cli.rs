@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use topology::ConfigErrors;
 
-use crate::logging::init_logging;
+use crate::logging::{init_logging, log_format_from_env, LogFormat};
 use crate::notify::{Notifier, Watchdog};
 
 /// The command line every daemon takes.
@@ -21,19 +21,6 @@ pub struct DaemonCli {
     #[command(subcommand)]
     pub command: DaemonCommand,
 }
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum LogFormat {
-    /// One readable line per event (no colours or timestamps under journald).
-    #[default]
-    Human,
-    /// One JSON object per event, with the spans it happened in.
-    Json,
-}
-
-/// The environment variable that sets the log format when `--log-format` is absent.
-pub const LOG_FORMAT_ENV: &str = "OVERLAY_LOG_FORMAT";
 
 #[derive(Debug, Subcommand)]
 pub enum DaemonCommand {
@@ -113,26 +100,6 @@ pub const EXIT_USAGE: u8 = 64;
 /// Exit code for a runtime failure.
 pub const EXIT_RUNTIME: u8 = 1;
 
-/// The log format `OVERLAY_LOG_FORMAT` asks for (human when unset or empty).
-pub fn log_format_from_env() -> Result<LogFormat, String> {
-    parse_log_format(std::env::var_os(LOG_FORMAT_ENV).as_deref())
-}
-
-fn parse_log_format(value: Option<&std::ffi::OsStr>) -> Result<LogFormat, String> {
-    let Some(value) = value.filter(|v| !v.is_empty()) else {
-        return Ok(LogFormat::default());
-    };
-    value
-        .to_str()
-        .and_then(|v| LogFormat::from_str(v, true).ok())
-        .ok_or_else(|| {
-            format!(
-                "{LOG_FORMAT_ENV}: `{}` is not a log format; expected `human` or `json`",
-                value.to_string_lossy()
-            )
-        })
-}
-
 /// Runs `main` on a multi-threaded runtime and maps its outcome to an exit code.
 /// Feeds systemd's watchdog meanwhile, if systemd asked for one.
 pub fn run_until_signal<F>(what: &str, main: impl FnOnce() -> F) -> ExitCode
@@ -158,27 +125,5 @@ where
             eprintln!("{what}: {e:#}");
             ExitCode::from(EXIT_RUNTIME)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::ffi::OsStr;
-
-    #[test]
-    fn log_format_comes_from_the_environment_variable_when_set() {
-        assert_eq!(parse_log_format(None), Ok(LogFormat::Human));
-        assert_eq!(parse_log_format(Some(OsStr::new(""))), Ok(LogFormat::Human));
-        assert_eq!(
-            parse_log_format(Some(OsStr::new("json"))),
-            Ok(LogFormat::Json)
-        );
-        assert_eq!(
-            parse_log_format(Some(OsStr::new("JSON"))),
-            Ok(LogFormat::Json)
-        );
-        let err = parse_log_format(Some(OsStr::new("xml"))).expect_err("not a format");
-        assert!(err.contains("OVERLAY_LOG_FORMAT: `xml`"), "{err}");
     }
 }

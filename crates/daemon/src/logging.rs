@@ -1,6 +1,39 @@
 //! Logging on stderr, human-readable or JSON, with the journal in mind.
 
-use crate::cli::LogFormat;
+use clap::ValueEnum;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event (no colours or timestamps under journald).
+    #[default]
+    Human,
+    /// One JSON object per event, with the spans it happened in.
+    Json,
+}
+
+/// The environment variable that sets the log format when `--log-format` is absent.
+pub const LOG_FORMAT_ENV: &str = "OVERLAY_LOG_FORMAT";
+
+/// The log format `OVERLAY_LOG_FORMAT` asks for (human when unset or empty).
+pub fn log_format_from_env() -> Result<LogFormat, String> {
+    parse_log_format(std::env::var_os(LOG_FORMAT_ENV).as_deref())
+}
+
+fn parse_log_format(value: Option<&std::ffi::OsStr>) -> Result<LogFormat, String> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(LogFormat::default());
+    };
+    value
+        .to_str()
+        .and_then(|v| LogFormat::from_str(v, true).ok())
+        .ok_or_else(|| {
+            format!(
+                "{LOG_FORMAT_ENV}: `{}` is not a log format; expected `human` or `json`",
+                value.to_string_lossy()
+            )
+        })
+}
 
 /// Logs on stderr, human-readable or JSON; `RUST_LOG` filters (default `info`).
 /// Human lines carry colours only on a terminal, and no timestamp when stderr
@@ -40,4 +73,26 @@ fn stderr_is_journal() -> bool {
         return false;
     };
     expected.to_str() == Some(format!("{}:{}", meta.dev(), meta.ino()).as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn log_format_comes_from_the_environment_variable_when_set() {
+        assert_eq!(parse_log_format(None), Ok(LogFormat::Human));
+        assert_eq!(parse_log_format(Some(OsStr::new(""))), Ok(LogFormat::Human));
+        assert_eq!(
+            parse_log_format(Some(OsStr::new("json"))),
+            Ok(LogFormat::Json)
+        );
+        assert_eq!(
+            parse_log_format(Some(OsStr::new("JSON"))),
+            Ok(LogFormat::Json)
+        );
+        let err = parse_log_format(Some(OsStr::new("xml"))).expect_err("not a format");
+        assert!(err.contains("OVERLAY_LOG_FORMAT: `xml`"), "{err}");
+    }
 }

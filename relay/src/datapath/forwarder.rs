@@ -16,7 +16,7 @@ use relay_core::routes::reroutes;
 use relay_core::wire::HEADER_LEN;
 use relay_core::{Decision, DropReason, Header, RoutesInForce};
 
-use crate::links::registry::LinkRegistry;
+use crate::datapath::link_registry::LinkRegistry;
 use crate::metrics::Metrics;
 
 /// What became of a datagram from a peer link, for its link actor.

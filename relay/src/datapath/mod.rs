@@ -1,9 +1,10 @@
-//! The datagram path: [`forwarder`] decides and sends toward neighbours;
+//! The datagram path and the state it reads per packet: [`forwarder`] decides
+//! and sends toward neighbours over the links in [`link_registry`];
 //! [`udp_ingress`] and [`udp_egress`] are the two ends of UDP services;
-//! [`expiry`] forgets idle flows; [`socket`] is their socket type.
+//! [`socket`] is their socket type.
 
-pub mod expiry;
 pub mod forwarder;
+pub mod link_registry;
 pub mod socket;
 pub mod udp_egress;
 pub mod udp_ingress;

@@ -18,10 +18,10 @@ use topology::Protocol;
 use tracing::{debug, warn};
 
 use crate::admission::Admission;
+use crate::config::RelayConfig;
 use crate::datapath::forwarder::Forwarder;
 use crate::datapath::socket::{core_now, now_us, SplitSocket};
-use crate::live::LiveConfig;
-use crate::metrics::{Metrics, ServiceCounters};
+use crate::metrics::{Metrics, ServiceCounters, ServiceMetrics};
 
 /// One flow at its egress.
 #[derive(Debug)]
@@ -94,9 +94,14 @@ impl EgressTable {
     }
 
     /// Sends a datagram that reached its egress to the service target, from the
-    /// flow's own socket (opened on the flow's first datagram: only then is the
-    /// config in force, `live`, looked at).
-    pub fn deliver(self: &Arc<Self>, header: &Header, payload: &Bytes, live: &LiveConfig) {
+    /// flow's own socket (opened on the flow's first datagram: only then are the
+    /// config in force and its service counters looked at).
+    pub fn deliver(
+        self: &Arc<Self>,
+        header: &Header,
+        payload: &Bytes,
+        live: (&RelayConfig, &ServiceMetrics),
+    ) {
         let key = (header.src, header.service, header.flow);
         let existing = lock(&self.flows)
             .get(key, core_now())
@@ -125,9 +130,8 @@ impl EgressTable {
         self: &Arc<Self>,
         header: &Header,
         key: EgressKey,
-        live: &LiveConfig,
+        (cfg, services): (&RelayConfig, &ServiceMetrics),
     ) -> Option<(Arc<SplitSocket>, Option<Arc<ServiceCounters>>)> {
-        let cfg = &live.cfg;
         let service = match cfg.topology.service_by_key(header.service) {
             Some(s) if s.protocol == Protocol::Udp && s.egress_node == cfg.node => s,
             _ => {
@@ -135,7 +139,7 @@ impl EgressTable {
                 return None;
             }
         };
-        let counters = live.services.get(service.key);
+        let counters = services.get(service.key);
         let mut flows = lock(&self.flows);
         if let Some(f) = flows.get(key, core_now()) {
             // Another link's actor opened it meanwhile.

@@ -8,8 +8,8 @@ use quinn::Incoming;
 use tracing::{info, warn};
 
 use crate::context::Context;
+use crate::datapath::link_registry::CLOSE_NOT_A_PEER;
 use crate::links::actor::run_link;
-use crate::links::registry::CLOSE_NOT_A_PEER;
 use crate::metrics::Metrics;
 
 /// Accepts peer connections until shutdown, each on a task of its own.

@@ -20,8 +20,8 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::context::Context;
 use crate::datapath::forwarder::Inbound;
+use crate::datapath::link_registry::{LinkHealth, Measured, CLOSE_SHUTDOWN};
 use crate::links::failover::log_failover;
-use crate::links::registry::{LinkHealth, Measured, CLOSE_SHUTDOWN};
 
 /// How long a replacement connection may carry an inherited "up" before its own
 /// probes must confirm it.
@@ -146,7 +146,9 @@ fn on_datagram(
             after_probe(ctx, key, probe, health);
         }
         Inbound::ToTarget(header, payload) => {
-            ctx.egress.deliver(&header, &payload, &ctx.live.load());
+            let live = ctx.live.load();
+            ctx.egress
+                .deliver(&header, &payload, (&live.cfg, &live.services));
         }
         Inbound::ToClient(header, payload) => {
             match ctx.live.load().udp_ingress.get(&header.service) {
