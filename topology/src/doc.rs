@@ -3,13 +3,50 @@
 //! Shared by the topology file and the daemons' config files: parse once with
 //! line tracking, decode each mapping into its serde struct on its own, and collect
 //! every problem instead of stopping at the first.
+//!
+//! # Limits
+//!
+//! Every document is held to fixed limits, so that no text (however written) can
+//! exhaust memory, time or the stack; crossing one is an error at the line where it
+//! happened, saying which limit and what to do:
+//!
+//! | limit | value | stops |
+//! |---|---|---|
+//! | [`MAX_VALUES`] | 250,000 values | huge documents (memory: a few hundred bytes per value) |
+//! | [`MAX_NESTING`] | 64 levels of lists and mappings | stack overflow (`[[[[...]]]]`) |
+//! | [`MAX_ALIAS_VALUES`] | 50,000 values copied by aliases (and as many kept by anchors) | "billion laughs" alias bombs |
+//! | [`MAX_ALIAS_TEXT_BYTES`] | 1 MiB of text copied by aliases (and as much kept by anchors) | aliases of long strings |
+//! | [`MAX_KEY_BYTES`] | 1 KiB per key | keys that are really misplaced values |
+//!
+//! One document per file (a second `---` is an error at its line); a leading UTF-8
+//! byte order mark is skipped.
 
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 use serde_yaml::Value;
 
 use crate::error::{ConfigErrors, Diagnostic};
-use crate::yaml::{self, Lines};
+use crate::lines::Lines;
+use crate::yaml;
+
+/// Most values one document may hold: every scalar, key, list and mapping, the
+/// copies aliases make included. The 55-city world has 1,834 and a 2,000-node fleet
+/// about 85,000; at the limit parsing holds about 100 MB.
+pub const MAX_VALUES: usize = 250_000;
+
+/// Deepest nesting of lists and mappings (a topology needs 4 levels).
+pub const MAX_NESTING: usize = 64;
+
+/// Most values aliases may copy into one document, in total; anchored values kept
+/// for aliases to copy are held to the same bound.
+pub const MAX_ALIAS_VALUES: usize = 50_000;
+
+/// Most bytes of scalar and key text aliases may copy into one document, in total;
+/// anchored values kept for aliases are held to the same bound.
+pub const MAX_ALIAS_TEXT_BYTES: usize = 1024 * 1024;
+
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 /// A document being read: its line index and the problems found so far.
 #[derive(Debug)]

@@ -8,6 +8,7 @@ mod countries;
 pub mod doc;
 mod error;
 pub mod geo;
+mod lines;
 mod model;
 pub mod paths;
 mod raw;
