@@ -1,17 +1,18 @@
 //! Reading a YAML config document so that every error carries file, line and key.
 //!
-//! Shared by the topology file and the daemons' config files: parse once with
-//! line tracking, decode each mapping into its serde struct on its own, and collect
-//! every problem instead of stopping at the first.
+//! Shared by the topology file and the daemons' config files: read the file with
+//! [`read_config_text`], parse once with line tracking, decode each mapping into its
+//! serde struct on its own, and collect every problem instead of stopping at the first.
 //!
 //! # Limits
 //!
-//! Every document is held to fixed limits, so that no text (however written) can
+//! Every document is held to fixed limits, so that no file (however written) can
 //! exhaust memory, time or the stack; crossing one is an error at the line where it
 //! happened, saying which limit and what to do:
 //!
 //! | limit | value | stops |
 //! |---|---|---|
+//! | [`MAX_CONFIG_BYTES`] | 4 MiB per file | huge files, `/dev/zero` |
 //! | [`MAX_VALUES`] | 250,000 values | huge documents (memory: a few hundred bytes per value) |
 //! | [`MAX_NESTING`] | 64 levels of lists and mappings | stack overflow (`[[[[...]]]]`) |
 //! | [`MAX_ALIAS_VALUES`] | 50,000 values copied by aliases (and as many kept by anchors) | "billion laughs" alias bombs |
@@ -19,7 +20,7 @@
 //! | [`MAX_KEY_BYTES`] | 1 KiB per key | keys that are really misplaced values |
 //!
 //! One document per file (a second `---` is an error at its line); a leading UTF-8
-//! byte order mark is skipped.
+//! byte order mark is skipped. Only regular files are read.
 
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
@@ -28,6 +29,8 @@ use serde_yaml::Value;
 use crate::error::{ConfigErrors, Diagnostic};
 use crate::lines::Lines;
 use crate::yaml;
+
+pub use crate::read::{read_bounded_bytes, read_config_text, ReadError, MAX_CONFIG_BYTES};
 
 /// Most values one document may hold: every scalar, key, list and mapping, the
 /// copies aliases make included. The 55-city world has 1,834 and a 2,000-node fleet

@@ -2,7 +2,7 @@
 //! `topology::load`: each must be refused quickly, with a message that says where and
 //! what to do, and without exhausting memory or the stack.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -174,4 +174,86 @@ fn a_utf8_bom_is_skipped() {
     let path = dir.file("bom.yaml", text.as_bytes());
     let t = topology::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(t.nodes.len(), 55);
+}
+
+/// `topology::load` on `path`, which must fail fast; its message.
+fn load_error(path: PathBuf) -> String {
+    let shown = path.display().to_string();
+    let err = fast("load", move || topology::load(&path)).expect_err("must be refused");
+    let message = err.to_string();
+    assert!(message.contains(&shown), "names the file: {message}");
+    message
+}
+
+#[test]
+fn load_refuses_a_fifo_without_blocking() {
+    let dir = TempDir::new("fifo");
+    let path = dir.0.join("fifo.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let message = load_error(path);
+    assert!(message.contains("is not a regular file"), "{message}");
+    assert!(message.contains("FIFO"), "{message}");
+}
+
+#[test]
+fn load_refuses_dev_zero_without_reading_it() {
+    let message = load_error(PathBuf::from("/dev/zero"));
+    assert!(message.contains("is not a regular file"), "{message}");
+    assert!(message.contains("device"), "{message}");
+}
+
+#[test]
+fn load_refuses_a_directory() {
+    let dir = TempDir::new("dir");
+    let message = load_error(dir.0.clone());
+    assert!(message.contains("is not a regular file"), "{message}");
+    assert!(message.contains("directory"), "{message}");
+}
+
+#[test]
+fn load_refuses_a_file_over_the_size_cap() {
+    let dir = TempDir::new("big");
+    // A YAML comment one byte over 4 MiB: valid YAML, but too large.
+    let mut bytes = vec![b'#'; 4 * 1024 * 1024 + 1];
+    bytes[4 * 1024 * 1024] = b'\n';
+    let path = dir.file("big.yaml", &bytes);
+    let message = load_error(path);
+    assert!(message.contains("4194304"), "states the limit: {message}");
+}
+
+#[test]
+fn load_reads_a_file_at_the_size_cap() {
+    let dir = TempDir::new("cap");
+    let mut bytes = topology::WORLD_YAML.as_bytes().to_vec();
+    bytes.push(b'#');
+    bytes.resize(4 * 1024 * 1024 - 1, b' ');
+    bytes.push(b'\n');
+    let path = dir.file("cap.yaml", &bytes);
+    let t = fast("load", move || topology::load(&path)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.nodes.len(), 55);
+}
+
+#[test]
+fn non_utf8_is_reported_with_its_line_and_byte_offset() {
+    let dir = TempDir::new("utf8");
+    let path = dir.file("latin1.yaml", b"version: 1\nnodes:\n  - id: s\xe9l\n");
+    let message = load_error(path.clone());
+    // "version: 1\n" and "nodes:\n" are 18 bytes, "  - id: s" 9 more.
+    assert!(
+        message.contains(&format!("{}:3:", path.display())),
+        "{message}"
+    );
+    assert!(message.contains("byte offset 27"), "{message}");
+    assert!(message.contains("0xe9"), "{message}");
+    assert!(message.contains("UTF-8"), "{message}");
+}
+
+#[test]
+fn a_missing_file_names_the_path() {
+    let message = load_error(Path::new("/nonexistent/topology.yaml").to_path_buf());
+    assert!(message.contains("cannot open"), "{message}");
 }
