@@ -53,12 +53,9 @@ impl fmt::Display for ConfigErrors {
 /// Reading a topology file from disk failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read topology file {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file could not be read: missing, not a regular file, too large, not UTF-8.
+    #[error(transparent)]
+    Read(#[from] crate::read::ReadError),
     #[error("{0}")]
     Invalid(#[from] ConfigErrors),
 }

@@ -2,19 +2,25 @@
 //!
 //! Pure: no sockets, no clock, no async. `parse` turns text into a [`Topology`] or
 //! into every error found; `load` reads a file first; `world` is the shipped default.
+//! The one file access, [`read_config_text`] (and [`read_bounded_bytes`]), reads only
+//! regular files of bounded size and is shared with the daemons' config files; the
+//! limits every document is held to are listed in [`doc`].
 
 mod compile;
 mod countries;
 pub mod doc;
 mod error;
 pub mod geo;
+mod lines;
 mod model;
 pub mod paths;
 mod raw;
+mod read;
 mod yaml;
 
 pub use compile::{is_valid_id, parse, SCHEMA_VERSION};
 pub use countries::is_iso_alpha2;
+pub use doc::{read_bounded_bytes, read_config_text, ReadError, MAX_CONFIG_BYTES};
 pub use error::{ConfigErrors, Diagnostic, LoadError};
 pub use model::{
     wire_key, Controller, Link, LinkIdx, LinkKind, Node, NodeIdx, Protocol, Service, Topology,
@@ -32,11 +38,9 @@ pub fn world() -> Result<Topology, ConfigErrors> {
     parse(WORLD_SOURCE, WORLD_YAML)
 }
 
-/// Reads and validates a topology file.
+/// Reads and validates a topology file: a regular UTF-8 file of at most
+/// [`MAX_CONFIG_BYTES`], read with [`read_config_text`].
 pub fn load(path: &std::path::Path) -> Result<Topology, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = read_config_text(path, MAX_CONFIG_BYTES)?;
     Ok(parse(&path.display().to_string(), &text)?)
 }
