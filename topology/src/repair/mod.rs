@@ -1,0 +1,400 @@
+//! Local repair of every single link or node failure the graph survives: explicit
+//! repair paths, computed per source for any [`Metric`].
+//!
+//! # The scheme
+//!
+//! Every node `s` routes traffic for a destination `d` to its primary next hop
+//! `n` ([`Routes`]). For each such pair `s` also keeps a [`RepairPath`]: the best
+//! route from `s` to `d` in the graph *without node `n`* (node-protecting), or,
+//! when `d == n` or `n` is a cut vertex between `s` and `d`, in the graph without
+//! the links `s`–`n` (link-protecting). `s` cannot tell a dead link from a dead
+//! neighbour, so it takes the node-protecting route whenever one exists: it
+//! avoids both. When the link-protecting route is taken, a dead `n` would leave
+//! `d` unreachable anyway (it is `n`, or behind it), so there is nothing to save.
+//!
+//! The packet does not carry the whole route. It carries an explicit *segment*,
+//! [`RepairPath::hops`]: the route's nodes after `s` up to the first node `r`
+//! (the *release node*) whose own primary path to `d` is certain to avoid the
+//! protected element, as in the Q-space of remote LFA (RFC 7490):
+//! `dist(r, d) < dist(r, n) + dist(n, d)` for a node, `dist(r, d) < dist(r, s) +
+//! dist(s, d)` for the link (strict: no best path of `r` may touch it, so ties
+//! cannot matter). `d` itself always qualifies. The route's suffix after `r` is a
+//! best path in the reduced graph that is also a best path in the whole graph,
+//! so handing the packet back to the tables at `r` costs nothing: the packet
+//! still follows a best route of the reduced graph ([`RepairPath::cost`],
+//! [`RepairPath::route_hops`]). Releasing early keeps segments short, so the
+//! [`MAX_REPAIR_HOPS`] cap almost never bites, even on fleets of thousands of
+//! nodes where full routes run to tens of hops.
+//!
+//! # Forwarding contract (what a relay does with a table)
+//!
+//! 1. Table mode: forward to the primary next hop while it is usable.
+//! 2. At the first node whose primary next hop is unusable (the point of local
+//!    repair, adjacent to the failure), if the packet is not yet marked repaired:
+//!    mark it repaired, write the segment into it and send it to the segment's
+//!    first node.
+//! 3. A node that finds itself on a segment forwards over the direct link to the
+//!    next listed node; at the last one the packet is back in table mode, still
+//!    marked.
+//! 4. A marked packet is never repaired again: a second unusable hop drops it
+//!    (counted). That is a second failure, outside the single-failure guarantee.
+//!
+//! # Why it cannot loop
+//!
+//! A packet goes through at most three legs: table mode to the repair point, the
+//! explicit segment, table mode from the release node, and never back (the
+//! repaired mark). Table mode follows one shortest-path tree per destination, so
+//! every step strictly lowers the distance to `d`; the segment is a simple path
+//! of at most [`MAX_REPAIR_HOPS`] nodes that the packet consumes. No leg repeats
+//! a node, and the walk ends. Nodes on the segment need no agreement with `s`'s
+//! tables; the release node does, which is why it is chosen by a strict
+//! inequality on the tables' own costs and why the mark exists: if the release
+//! node's table disagrees (a controller update halfway through the fleet) the
+//! worst outcome is a counted drop, not a loop. Between the first and the third
+//! leg a node may be visited twice: a repair point with no way on but back turns
+//! the packet round (a U-turn). That is a detour, not a loop, and no local repair
+//! can avoid it.
+//!
+//! # Cost
+//!
+//! Per source: one Dijkstra on the graph without each neighbour that is a primary
+//! next hop, and one without the link to it when some destination needs a
+//! link-protecting route: O(degree · m log n) per source. Tables for every
+//! source: O(m · m log n).
+
+mod coverage;
+
+pub use coverage::{coverage, Coverage, FailureCoverage};
+
+use std::collections::BTreeMap;
+
+use crate::model::NodeIdx;
+use crate::paths::{shortest_tree, Cost, Graph, Metric, Routes, Tree, UNREACHABLE};
+
+/// The most nodes an explicit repair segment lists; a pair whose segment would be
+/// longer counts as uncovered ([`RepairTable::too_long`]).
+///
+/// Twelve, from measurement (`examples/repair_scale.rs`). The 55-city world needs
+/// 9: tyo → mnl with hkg down follows the China coast down to kul before anyone's
+/// own path to mnl avoids hkg. On random fleets of 500 and 2,000 nodes a cap of 8
+/// leaves 0.12% and 0.19% of routes uncovered, 12 leaves 0.02% and 0.04%. The cost
+/// is 4 bytes of node key per entry, on repaired packets only. Whole routes (no
+/// release) would need 14 in the world and over 8 for 15% of its routes.
+pub const MAX_REPAIR_HOPS: usize = 12;
+
+/// What a repair route avoids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protection {
+    /// The primary next hop, and so every link of it: survives a dead neighbour
+    /// or a dead link.
+    Node,
+    /// Only the link(s) to the primary next hop: taken when the destination is that
+    /// neighbour, or lies behind it.
+    Link,
+}
+
+/// How a source repairs traffic for one destination when its primary next hop is
+/// unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepairPath {
+    hops: [NodeIdx; MAX_REPAIR_HOPS],
+    len: u8,
+    protects: Protection,
+    route_hops: u32,
+    cost: Cost,
+}
+
+impl RepairPath {
+    /// The explicit segment: the nodes after the source, in order, each joined to
+    /// the previous one by a direct link. The last is the release node (possibly the
+    /// destination), where table forwarding resumes. Never empty, never longer than
+    /// [`MAX_REPAIR_HOPS`].
+    pub fn hops(&self) -> &[NodeIdx] {
+        &self.hops[..usize::from(self.len)]
+    }
+
+    /// The release node: the last node of the segment.
+    pub fn release(&self) -> NodeIdx {
+        self.hops[usize::from(self.len) - 1]
+    }
+
+    pub fn protects(&self) -> Protection {
+        self.protects
+    }
+
+    /// Cost of the whole repair route from the source to the destination (segment,
+    /// then tables from the release node): the best cost in the reduced graph.
+    pub fn cost(&self) -> Cost {
+        self.cost
+    }
+
+    /// Links on the whole repair route from the source to the destination.
+    pub fn route_hops(&self) -> u32 {
+        self.route_hops
+    }
+}
+
+/// One source's repair paths, by destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairTable {
+    source: NodeIdx,
+    /// Indexed by destination.
+    paths: Vec<Option<RepairPath>>,
+    too_long: usize,
+}
+
+/// Why repair tables could not be computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepairError {
+    #[error(
+        "routes are for {routes} nodes but the graph has {graph}: compute them from the same graph"
+    )]
+    SizeMismatch { graph: usize, routes: usize },
+    #[error("node index {source_node} is out of range: the graph has {graph} nodes")]
+    UnknownSource { source_node: usize, graph: usize },
+}
+
+impl RepairTable {
+    /// The repair paths of `source` toward every destination, for the primary next
+    /// hops in `routes` and the link costs in `m`.
+    pub fn compute(
+        g: &Graph,
+        m: &Metric,
+        routes: &Routes,
+        source: NodeIdx,
+    ) -> Result<RepairTable, RepairError> {
+        check_sizes(g, routes)?;
+        if source.get() >= g.node_count() {
+            return Err(RepairError::UnknownSource {
+                source_node: source.get(),
+                graph: g.node_count(),
+            });
+        }
+        Ok(compute_table(g, m, routes, source))
+    }
+
+    pub fn source(&self) -> NodeIdx {
+        self.source
+    }
+
+    /// The repair path toward `dst`; `None` when `dst` is this node, unreachable,
+    /// unreachable without the primary link, or only reachable over a segment
+    /// longer than [`MAX_REPAIR_HOPS`].
+    pub fn get(&self, dst: NodeIdx) -> Option<&RepairPath> {
+        self.paths.get(dst.get())?.as_ref()
+    }
+
+    /// (destination, repair path) for every destination that has one, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (NodeIdx, &RepairPath)> {
+        self.paths
+            .iter()
+            .enumerate()
+            .filter_map(|(d, p)| Some((NodeIdx(d as u32), p.as_ref()?)))
+    }
+
+    /// Destinations whose repair route exists but needs a segment longer than
+    /// [`MAX_REPAIR_HOPS`]: uncovered.
+    pub fn too_long(&self) -> usize {
+        self.too_long
+    }
+}
+
+/// The repair tables of every source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairTables {
+    tables: Vec<RepairTable>,
+}
+
+impl RepairTables {
+    /// Every source's [`RepairTable`]. `routes` must come from the same graph; it
+    /// should come from the same metric too, or the repair routes are best for `m`
+    /// while the primaries are best for another (still loop-free, no longer best).
+    pub fn compute(g: &Graph, m: &Metric, routes: &Routes) -> Result<RepairTables, RepairError> {
+        check_sizes(g, routes)?;
+        Ok(compute_tables(g, m, routes))
+    }
+
+    pub fn table(&self, src: NodeIdx) -> Option<&RepairTable> {
+        self.tables.get(src.get())
+    }
+
+    /// The repair path from `src` toward `dst`, if any.
+    pub fn get(&self, src: NodeIdx, dst: NodeIdx) -> Option<&RepairPath> {
+        self.table(src)?.get(dst)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &RepairTable> {
+        self.tables.iter()
+    }
+}
+
+fn check_sizes(g: &Graph, routes: &Routes) -> Result<(), RepairError> {
+    if routes.node_count() == g.node_count() {
+        Ok(())
+    } else {
+        Err(RepairError::SizeMismatch {
+            graph: g.node_count(),
+            routes: routes.node_count(),
+        })
+    }
+}
+
+/// Every table; sizes already checked.
+pub(crate) fn compute_tables(g: &Graph, m: &Metric, routes: &Routes) -> RepairTables {
+    let tables = (0..g.node_count() as u32)
+        .map(|s| compute_table(g, m, routes, NodeIdx(s)))
+        .collect();
+    RepairTables { tables }
+}
+
+/// One source's table; sizes and `s` already checked.
+fn compute_table(g: &Graph, m: &Metric, routes: &Routes, s: NodeIdx) -> RepairTable {
+    let n = g.node_count();
+    let mut table = RepairTable {
+        source: s,
+        paths: vec![None; n],
+        too_long: 0,
+    };
+    // Destinations by primary next hop: one or two Dijkstras per such neighbour.
+    let mut by_next: BTreeMap<NodeIdx, Vec<NodeIdx>> = BTreeMap::new();
+    for d in 0..n as u32 {
+        let d = NodeIdx(d);
+        if let Some(p) = routes.get(s, d).primary {
+            by_next.entry(p.node).or_default().push(d);
+        }
+    }
+    let mut banned_nodes = vec![false; n];
+    let mut banned_links = vec![false; g.link_count()];
+    let mut scratch = Vec::new();
+    for (next, dests) in by_next {
+        let mut need_link: Vec<NodeIdx> = Vec::new();
+        if dests.iter().any(|&d| d != next) {
+            set(&mut banned_nodes, next.get(), true);
+            let tree = shortest_tree(g, m, s, &banned_nodes, &[]);
+            set(&mut banned_nodes, next.get(), false);
+            for &d in &dests {
+                let guard = Guard::Node(next);
+                if d == next || !repair_into(&mut table, &tree, routes, s, d, guard, &mut scratch) {
+                    need_link.push(d);
+                }
+            }
+        } else {
+            need_link = dests;
+        }
+        if need_link.is_empty() {
+            continue;
+        }
+        // Every link to `next`: with parallel links the relay cannot be trusted to
+        // pick the surviving one, so the route avoids them all.
+        let to_next: Vec<usize> = g
+            .neighbors(s)
+            .iter()
+            .filter(|&&(nb, _)| nb == next)
+            .map(|&(_, l)| l.get())
+            .collect();
+        for &l in &to_next {
+            set(&mut banned_links, l, true);
+        }
+        let tree = shortest_tree(g, m, s, &[], &banned_links);
+        for &l in &to_next {
+            set(&mut banned_links, l, false);
+        }
+        for d in need_link {
+            repair_into(&mut table, &tree, routes, s, d, Guard::Link, &mut scratch);
+        }
+    }
+    table
+}
+
+fn set(flags: &mut [bool], i: usize, value: bool) {
+    if let Some(f) = flags.get_mut(i) {
+        *f = value;
+    }
+}
+
+/// What the release node's own primary path must avoid.
+#[derive(Debug, Clone, Copy)]
+enum Guard {
+    /// This node (the source's primary next hop).
+    Node(NodeIdx),
+    /// The source's primary link (the first link of the source's primary path).
+    Link,
+}
+
+/// Whether `r`'s primary path toward `d` surely avoids the guarded element of
+/// source `s`: no best path of `r` touches it (strict, on the tables' own costs).
+fn releases(routes: &Routes, s: NodeIdx, r: NodeIdx, d: NodeIdx, guard: Guard) -> bool {
+    let cost = |a, b| routes.get(a, b).cost.unwrap_or(UNREACHABLE);
+    let r_d = cost(r, d);
+    if r_d == UNREACHABLE {
+        return false;
+    }
+    let through = match guard {
+        Guard::Node(n) => cost(r, n).saturating_add(cost(n, d)),
+        // s's primary path starts with the protected link, so a best path of r
+        // that uses it passes through s: dist(r, s) + dist(s, d).
+        Guard::Link => cost(r, s).saturating_add(cost(s, d)),
+    };
+    r_d < through
+}
+
+/// Reads the route `s` → `d` off `tree` (rooted at `s`), cuts its segment at the
+/// release node and stores it. Returns whether `d` is reachable in the tree (an
+/// over-long segment is stored as `None` and counted, and still returns true).
+fn repair_into(
+    table: &mut RepairTable,
+    tree: &Tree,
+    routes: &Routes,
+    s: NodeIdx,
+    d: NodeIdx,
+    guard: Guard,
+    scratch: &mut Vec<NodeIdx>,
+) -> bool {
+    let (Some(&cost), Some(&route_hops)) = (tree.dist.get(d.get()), tree.hops.get(d.get())) else {
+        return false;
+    };
+    if cost == UNREACHABLE {
+        return false;
+    }
+    // The tree points toward s: walk d → s, then read it backwards.
+    scratch.clear();
+    let mut at = d;
+    while at != s {
+        scratch.push(at);
+        match tree.toward_root.get(at.get()).copied().flatten() {
+            Some(hop) if scratch.len() <= route_hops as usize => at = hop.node,
+            _ => return false, // cannot happen: the tree reaches s in route_hops links
+        }
+    }
+    scratch.reverse();
+    let Some(len) = scratch
+        .iter()
+        .position(|&r| releases(routes, s, r, d, guard))
+        .map(|i| i + 1)
+    else {
+        return false; // cannot happen: d itself always releases
+    };
+    let protects = match guard {
+        Guard::Node(_) => Protection::Node,
+        Guard::Link => Protection::Link,
+    };
+    if len > MAX_REPAIR_HOPS {
+        table.too_long += 1;
+        return true;
+    }
+    let mut hops = [s; MAX_REPAIR_HOPS];
+    hops[..len].copy_from_slice(&scratch[..len]);
+    if let Some(slot) = table.paths.get_mut(d.get()) {
+        *slot = Some(RepairPath {
+            hops,
+            len: len as u8,
+            protects,
+            route_hops,
+            cost,
+        });
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests;
