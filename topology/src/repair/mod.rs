@@ -57,19 +57,22 @@
 //!
 //! # Cost
 //!
-//! Per source: one Dijkstra on the graph without each neighbour that is a primary
-//! next hop, and one without the link to it when some destination needs a
-//! link-protecting route: O(degree · m log n) per source. Tables for every
-//! source: O(m · m log n).
+//! Per source: one shortest-path tree, then per neighbour that is a primary next
+//! hop, Dijkstra again over that neighbour's subtree only (nobody else's best
+//! route can change when it or its link goes). The subtrees are disjoint, so a
+//! source costs about three Dijkstras, well under the one per neighbour a direct
+//! approach needs: O(m log n) per source, O(n · m log n) for every table.
+//! `examples/repair_scale.rs` measures it.
 
+mod compute;
 mod coverage;
 
 pub use coverage::{coverage, Coverage, FailureCoverage};
 
-use std::collections::BTreeMap;
-
 use crate::model::NodeIdx;
-use crate::paths::{shortest_tree, Cost, Graph, Metric, Routes, Tree, UNREACHABLE};
+use crate::paths::{Cost, Graph, Metric, Routes};
+
+use compute::compute_table;
 
 /// The most nodes an explicit repair segment lists; a pair whose segment would be
 /// longer counts as uncovered ([`RepairTable::too_long`]).
@@ -245,155 +248,6 @@ pub(crate) fn compute_tables(g: &Graph, m: &Metric, routes: &Routes) -> RepairTa
         .map(|s| compute_table(g, m, routes, NodeIdx(s)))
         .collect();
     RepairTables { tables }
-}
-
-/// One source's table; sizes and `s` already checked.
-fn compute_table(g: &Graph, m: &Metric, routes: &Routes, s: NodeIdx) -> RepairTable {
-    let n = g.node_count();
-    let mut table = RepairTable {
-        source: s,
-        paths: vec![None; n],
-        too_long: 0,
-    };
-    // Destinations by primary next hop: one or two Dijkstras per such neighbour.
-    let mut by_next: BTreeMap<NodeIdx, Vec<NodeIdx>> = BTreeMap::new();
-    for d in 0..n as u32 {
-        let d = NodeIdx(d);
-        if let Some(p) = routes.get(s, d).primary {
-            by_next.entry(p.node).or_default().push(d);
-        }
-    }
-    let mut banned_nodes = vec![false; n];
-    let mut banned_links = vec![false; g.link_count()];
-    let mut scratch = Vec::new();
-    for (next, dests) in by_next {
-        let mut need_link: Vec<NodeIdx> = Vec::new();
-        if dests.iter().any(|&d| d != next) {
-            set(&mut banned_nodes, next.get(), true);
-            let tree = shortest_tree(g, m, s, &banned_nodes, &[]);
-            set(&mut banned_nodes, next.get(), false);
-            for &d in &dests {
-                let guard = Guard::Node(next);
-                if d == next || !repair_into(&mut table, &tree, routes, s, d, guard, &mut scratch) {
-                    need_link.push(d);
-                }
-            }
-        } else {
-            need_link = dests;
-        }
-        if need_link.is_empty() {
-            continue;
-        }
-        // Every link to `next`: with parallel links the relay cannot be trusted to
-        // pick the surviving one, so the route avoids them all.
-        let to_next: Vec<usize> = g
-            .neighbors(s)
-            .iter()
-            .filter(|&&(nb, _)| nb == next)
-            .map(|&(_, l)| l.get())
-            .collect();
-        for &l in &to_next {
-            set(&mut banned_links, l, true);
-        }
-        let tree = shortest_tree(g, m, s, &[], &banned_links);
-        for &l in &to_next {
-            set(&mut banned_links, l, false);
-        }
-        for d in need_link {
-            repair_into(&mut table, &tree, routes, s, d, Guard::Link, &mut scratch);
-        }
-    }
-    table
-}
-
-fn set(flags: &mut [bool], i: usize, value: bool) {
-    if let Some(f) = flags.get_mut(i) {
-        *f = value;
-    }
-}
-
-/// What the release node's own primary path must avoid.
-#[derive(Debug, Clone, Copy)]
-enum Guard {
-    /// This node (the source's primary next hop).
-    Node(NodeIdx),
-    /// The source's primary link (the first link of the source's primary path).
-    Link,
-}
-
-/// Whether `r`'s primary path toward `d` surely avoids the guarded element of
-/// source `s`: no best path of `r` touches it (strict, on the tables' own costs).
-fn releases(routes: &Routes, s: NodeIdx, r: NodeIdx, d: NodeIdx, guard: Guard) -> bool {
-    let cost = |a, b| routes.get(a, b).cost.unwrap_or(UNREACHABLE);
-    let r_d = cost(r, d);
-    if r_d == UNREACHABLE {
-        return false;
-    }
-    let through = match guard {
-        Guard::Node(n) => cost(r, n).saturating_add(cost(n, d)),
-        // s's primary path starts with the protected link, so a best path of r
-        // that uses it passes through s: dist(r, s) + dist(s, d).
-        Guard::Link => cost(r, s).saturating_add(cost(s, d)),
-    };
-    r_d < through
-}
-
-/// Reads the route `s` → `d` off `tree` (rooted at `s`), cuts its segment at the
-/// release node and stores it. Returns whether `d` is reachable in the tree (an
-/// over-long segment is stored as `None` and counted, and still returns true).
-fn repair_into(
-    table: &mut RepairTable,
-    tree: &Tree,
-    routes: &Routes,
-    s: NodeIdx,
-    d: NodeIdx,
-    guard: Guard,
-    scratch: &mut Vec<NodeIdx>,
-) -> bool {
-    let (Some(&cost), Some(&route_hops)) = (tree.dist.get(d.get()), tree.hops.get(d.get())) else {
-        return false;
-    };
-    if cost == UNREACHABLE {
-        return false;
-    }
-    // The tree points toward s: walk d → s, then read it backwards.
-    scratch.clear();
-    let mut at = d;
-    while at != s {
-        scratch.push(at);
-        match tree.toward_root.get(at.get()).copied().flatten() {
-            Some(hop) if scratch.len() <= route_hops as usize => at = hop.node,
-            _ => return false, // cannot happen: the tree reaches s in route_hops links
-        }
-    }
-    scratch.reverse();
-    let Some(len) = scratch
-        .iter()
-        .position(|&r| releases(routes, s, r, d, guard))
-        .map(|i| i + 1)
-    else {
-        return false; // cannot happen: d itself always releases
-    };
-    let protects = match guard {
-        Guard::Node(_) => Protection::Node,
-        Guard::Link => Protection::Link,
-    };
-    if len > MAX_REPAIR_HOPS {
-        table.too_long += 1;
-        return true;
-    }
-    let mut hops = [s; MAX_REPAIR_HOPS];
-    hops[..len].copy_from_slice(&scratch[..len]);
-    if let Some(slot) = table.paths.get_mut(d.get()) {
-        *slot = Some(RepairPath {
-            hops,
-            len: len as u8,
-            protects,
-            route_hops,
-            cost,
-        });
-    }
-    true
 }
 
 #[cfg(test)]
