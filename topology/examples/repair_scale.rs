@@ -150,7 +150,7 @@ fn main() {
         "ratio",
         "repaired",
         "too long",
-        "full>cap"
+        "whole<=8"
     );
     let world = topology::world().expect("the shipped topology is valid");
     measure(
