@@ -535,6 +535,29 @@ proptest! {
         agrees_with_coverage(&g, &m, &seen)?;
     }
 
+    /// Ties go to the smaller node, never to the link order: every relay computing
+    /// its own table from the same file gets the same segments.
+    #[test]
+    fn repair_tables_are_deterministic_and_independent_of_link_order((g, m) in two_connected(3, 9, 12, 5), seed in any::<u64>()) {
+        let tables = |g: &Graph, m: &Metric| {
+            let routes = Routes::compute(g, m);
+            RepairTables::compute(g, m, &routes).map_err(|e| TestCaseError::fail(e.to_string()))
+        };
+        let first = tables(&g, &m)?;
+        prop_assert_eq!(&first, &tables(&g, &m)?);
+        let mut order: Vec<usize> = (0..g.link_count()).collect();
+        let mut x = seed | 1;
+        for i in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let ends: Vec<_> = order.iter().map(|&i| g.ends(LinkIdx(i as u32))).collect();
+        let costs: Vec<_> = order.iter().map(|&i| m.cost(LinkIdx(i as u32))).collect();
+        prop_assert_eq!(&first, &tables(&Graph::new(g.node_count(), &ends), &Metric::new(costs))?);
+    }
+
     /// Cut vertices, partitions and down links: link-protecting routes and no route.
     #[test]
     fn any_graph_repairs_every_single_failure_it_survives((g, m) in any_graph()) {
