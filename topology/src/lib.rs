@@ -1,4 +1,5 @@
-//! The overlay's topology: the YAML fleet file, its validation, geography and paths.
+//! The overlay's topology: the YAML fleet file, its validation, geography, paths and
+//! local repair.
 //!
 //! Pure: no sockets, no clock, no async. `parse` turns text into a [`Topology`] or
 //! into every error found; `load` reads a file first; `world` is the shipped default.
@@ -16,6 +17,7 @@ mod model;
 pub mod paths;
 mod raw;
 mod read;
+pub mod repair;
 mod yaml;
 
 pub use compile::{is_valid_id, parse, SCHEMA_VERSION};

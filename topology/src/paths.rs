@@ -119,17 +119,20 @@ pub struct Path {
 
 /// Shortest paths from every node to one root, as a tree pointing at the root.
 #[derive(Debug, Clone)]
-struct Tree {
-    dist: Vec<Cost>,
+pub(crate) struct Tree {
+    /// Per node, the cost of its best path to the root; `UNREACHABLE` if none.
+    pub(crate) dist: Vec<Cost>,
+    /// Per node, the number of links on that path (`u32::MAX` if unreachable).
+    pub(crate) hops: Vec<u32>,
     /// Per node, the next hop toward the root; `None` for the root and the unreachable.
-    toward_root: Vec<Option<Hop>>,
+    pub(crate) toward_root: Vec<Option<Hop>>,
 }
 
-const UNREACHABLE: Cost = Cost::MAX;
+pub(crate) const UNREACHABLE: Cost = Cost::MAX;
 
 /// Dijkstra from `root`, skipping banned nodes and links. Because links are
 /// symmetric, the tree gives every node its best next hop *toward* `root`.
-fn shortest_tree(
+pub(crate) fn shortest_tree(
     g: &Graph,
     m: &Metric,
     root: NodeIdx,
@@ -171,7 +174,11 @@ fn shortest_tree(
             }
         }
     }
-    Tree { dist, toward_root }
+    Tree {
+        dist,
+        hops,
+        toward_root,
+    }
 }
 
 /// What a node does with traffic for one destination.
