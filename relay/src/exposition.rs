@@ -23,6 +23,7 @@ pub fn scrape(shared: &Context) -> Scrape {
     links(&mut s, shared);
     services(&mut s, shared);
     forwarding(&mut s, shared);
+    handshakes(&mut s, &shared.handshakes);
     s
 }
 
@@ -158,6 +159,23 @@ fn services(s: &mut Scrape, shared: &Context) {
         "UDP datagrams the overlay handed to the service's local side here",
         "service",
         each(|c| &c.delivered_packets),
+    );
+}
+
+/// Incoming QUIC handshakes by outcome, as the handshake gate decided them.
+pub fn handshakes(s: &mut Scrape, c: &daemon::quic::HandshakeCounters) {
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    s.counters(
+        "handshakes",
+        "Incoming QUIC handshakes by outcome: accepted (taken on), retried (sent a Retry to prove the address), dropped (too many in progress or over the rate), failed (taken on, then failed or timed out)",
+        "outcome",
+        [
+            ("accepted", load(&c.accepted)),
+            ("retried", load(&c.retried)),
+            ("dropped", load(&c.dropped)),
+            ("failed", load(&c.failed)),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
     );
 }
 

@@ -36,6 +36,10 @@ pub async fn run_link(
     health: Arc<LinkHealth>,
 ) {
     let span = tracing::info_span!("peer", peer = %id, remote = %conn.remote_address());
+    // The peer is authenticated: let it open as many streams (TCP sessions) as
+    // a link carries (none were allowed during the handshake).
+    let streams = ctx.live.load().cfg.tuning.max_streams_per_link;
+    conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(streams));
     async {
         let mut probe = LinkProbe::new(
             ctx.live.load().cfg.tuning.probe.clone(),
