@@ -223,6 +223,11 @@ fn forwarding(s: &mut Scrape, shared: &Context) {
         c.tcp_sessions,
     );
     s.counter(
+        "tcp_sessions_idle_closed",
+        "TCP sessions closed at their ingress because no byte moved either way for the idle timeout",
+        c.tcp_idle_closed,
+    );
+    s.counter(
         "streams_relayed",
         "Overlay streams taken from peers (transit or egress)",
         c.streams_relayed,
