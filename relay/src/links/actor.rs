@@ -194,6 +194,7 @@ fn after_probe(ctx: &Context, peer: u32, probe: &mut LinkProbe, health: &LinkHea
                 // Only a fresh link is news: one that inherited "up" from the
                 // connection it replaced was up all along.
                 health.failed.store(false, Ordering::Relaxed);
+                health.ever_up.store(true, Ordering::Relaxed);
                 if !health.up.swap(true, Ordering::Relaxed) {
                     info!(rtt_ms = ?health.measured().rtt_ms, "link up: probes answered");
                     log_failover(ctx, peer, true);
