@@ -1,10 +1,13 @@
-//! The overlay's topology: the YAML fleet file, its validation, geography and paths.
+//! The overlay's topology: the YAML fleet file, its validation, geography, paths,
+//! and demand.
 //!
 //! Pure: no sockets, no clock, no async. `parse` turns text into a [`Topology`] or
 //! into every error found; `load` reads a file first; `world` is the shipped default.
+//! [`demand`] says what classes must be carried.
 
 mod compile;
 mod countries;
+pub mod demand;
 pub mod doc;
 mod error;
 pub mod geo;
