@@ -1,9 +1,9 @@
 //! The overlay's topology: the YAML fleet file, its validation, geography, paths,
-//! and demand.
+//! demand and placement.
 //!
 //! Pure: no sockets, no clock, no async. `parse` turns text into a [`Topology`] or
 //! into every error found; `load` reads a file first; `world` is the shipped default.
-//! [`demand`] says what classes must be carried.
+//! [`demand`] says what classes must be carried; [`placement`] puts them on paths.
 
 mod compile;
 mod countries;
@@ -13,6 +13,7 @@ mod error;
 pub mod geo;
 mod model;
 pub mod paths;
+pub mod placement;
 mod raw;
 mod yaml;
 
