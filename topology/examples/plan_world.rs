@@ -102,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             s.report.classes_over_budget()
         );
         for c in &s.cuts {
-            let worst = c.after.worst();
+            let worst = c.worst();
             println!(
                 "  cut {:<8} on line {:>6}, moved {:>6}, left budget {:>5}, at risk {:>6}, worst {} {}",
                 c.name.as_deref().unwrap_or("-"),

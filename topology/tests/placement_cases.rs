@@ -87,7 +87,7 @@ fn headroom_is_kept_where_a_single_cut_would_overload_a_line() {
     for l in [2, 3, 4] {
         let (r, _) = cut(&c.inputs(), &p, LinkIdx(l), &Options::default()).expect("valid");
         assert_eq!(r.at_risk, 0, "cut of link {l}: {r:#?}");
-        assert!(r.after.over_capacity.is_empty());
+        assert!(r.over_capacity.is_empty());
     }
 }
 
@@ -105,7 +105,7 @@ fn where_no_headroom_can_help_the_cut_says_which_line_and_how_many() {
     assert_eq!(r.name, None);
     assert!(r.at_risk > 0, "{r:#?}");
     assert_eq!(
-        r.after.over_capacity[0].link,
+        r.over_capacity[0].link,
         LinkIdx(2),
         "A is the line past 100 %"
     );

@@ -195,6 +195,34 @@ proptest! {
     }
 
     #[test]
+    fn a_cut_says_what_the_placement_after_it_shows(c in case(), which in any::<prop::sample::Index>()) {
+        let p = place(&c.inputs(), &Options::default()).expect("valid");
+        let l = LinkIdx(which.index(c.topology.links.len()) as u32);
+        let (r, after) = cut(&c.inputs(), &p, l, &Options::default()).expect("valid");
+        let mut c2 = c.clone();
+        c2.metric = c.metric.with_link_down(l);
+        let check = Report::check(&c2.inputs(), 0.8, &after);
+        prop_assert_eq!(&r.loads, &check.loads);
+        prop_assert_eq!(&r.over_capacity, &check.over_capacity);
+        prop_assert_eq!(&r.over_ceiling, &check.over_ceiling);
+        prop_assert_eq!(r.stranded, check.classes_without_path());
+        prop_assert!(r.left_budget <= check.classes_over_budget());
+        prop_assert_eq!(after.total_classes(), c.demand.total_classes());
+        prop_assert_eq!(r.classes_on_link, p.classes_on(l));
+        prop_assert_eq!(after.classes_on(l), 0);
+        // At risk: the classes crossing a link past capacity, and the stranded.
+        let full: Vec<LinkIdx> = check.over_capacity.iter().map(|x| x.link).collect();
+        let crossing: u64 = after
+            .pairs
+            .iter()
+            .flat_map(|x| &x.shares)
+            .filter(|s| s.path.links.iter().any(|l| full.contains(l)))
+            .map(|s| s.classes)
+            .sum();
+        prop_assert_eq!(r.at_risk, crossing + r.stranded);
+    }
+
+    #[test]
     fn jitter_in_delay_moves_nothing(c in case(), jitter in prop::collection::vec(-3i64..=3, 8)) {
         let p = place(&c.inputs(), &Options::default()).expect("valid");
         prop_assume!(Report::check(&c.inputs(), 0.8, &p).is_clean());

@@ -69,11 +69,11 @@ fn the_placement_absorbs_the_loss_of_any_one_undersea_line() {
     let (_, plan) = world_plan();
     assert_eq!(plan.placed.cuts.len(), 5);
     for c in &plan.placed.cuts {
-        assert_eq!(c.at_risk, 0, "{:?}: {:#?}", c.name, c.after.over_capacity);
-        assert!(c.after.over_capacity.is_empty());
+        assert_eq!(c.at_risk, 0, "{:?}: {:#?}", c.name, c.over_capacity);
+        assert!(c.over_capacity.is_empty());
         assert_eq!(c.moved, c.classes_on_link, "{:?}", c.name);
         assert!(c.classes_on_link > 0);
-        let worst = c.after.worst().and_then(|w| w.utilisation()).unwrap_or(0.0);
+        let worst = c.worst().and_then(|w| w.utilisation()).unwrap_or(0.0);
         assert!(worst <= 1.0, "{:?}: {worst}", c.name);
     }
     // Routing by delay alone does not: its busiest lines' loss overloads the rest.

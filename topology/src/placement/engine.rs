@@ -1,7 +1,7 @@
 //! The state one placement run works on: the network with its loads, each pair's
 //! need and budget, and the classes placed so far as (pair, path, count).
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::net::{limit_kbps, Need, Net, Tier, TreeCache};
 use super::{Dir, Inputs, PairPlacement, PathShare, Placement};
@@ -13,9 +13,16 @@ use crate::paths::{Cost, Graph, Path};
 #[derive(Debug, Clone)]
 pub(crate) struct Assign {
     pub pair: usize,
-    pub path: Path,
+    /// Shared with the placement it came from and goes to: seeding an engine from
+    /// a placement of a million classes copies pointers, not paths.
+    pub path: Arc<Path>,
     pub classes: u64,
+    /// The pair's next assignment ([`NO_ASSIGN`] ends the list).
+    next: u32,
 }
+
+/// End of a pair's list of assignments.
+const NO_ASSIGN: u32 = u32::MAX;
 
 #[derive(Debug)]
 pub(crate) struct Engine<'a> {
@@ -26,7 +33,9 @@ pub(crate) struct Engine<'a> {
     pub services: Vec<String>,
     /// Never shrinks: an emptied assignment keeps its id with 0 classes.
     pub assigns: Vec<Assign>,
-    pub by_pair: Vec<Vec<usize>>,
+    /// Per pair, its newest assignment; each links to the one before (no
+    /// allocation per pair: a million pairs stay cheap).
+    first: Vec<u32>,
     /// Per pair: classes not on any path yet.
     pub unplaced: Vec<u64>,
     /// Per link: the assignments whose path uses it (some may be empty by now).
@@ -82,7 +91,7 @@ impl<'a> Engine<'a> {
             budgets: d.services.iter().map(|s| s.budget_us).collect(),
             services: d.services.iter().map(|s| s.name.clone()).collect(),
             assigns: Vec::new(),
-            by_pair: vec![Vec::new(); d.pairs.len()],
+            first: vec![NO_ASSIGN; d.pairs.len()],
             unplaced: d.pairs.iter().map(|p| p.classes).collect(),
             users: vec![Vec::new(); links],
             cache: TreeCache::default(),
@@ -100,12 +109,12 @@ impl<'a> Engine<'a> {
 
     /// Puts `count` classes of `pair` on `path` (no room check), merging with the
     /// pair's assignment on the same path. Returns the assignment's id.
-    pub fn add(&mut self, pair: usize, path: Path, count: u64) -> usize {
+    pub fn add(&mut self, pair: usize, path: impl Into<Arc<Path>>, count: u64) -> usize {
+        let path: Arc<Path> = path.into();
         let need = self.need(pair);
         self.net.apply(&path, need, count, true);
-        let same = self.by_pair[pair]
-            .iter()
-            .copied()
+        let same = self
+            .ids(pair)
             .find(|&id| self.assigns[id].path.links == path.links);
         let id = same.unwrap_or(self.assigns.len());
         if let Some(log) = &mut self.log {
@@ -122,9 +131,35 @@ impl<'a> Engine<'a> {
             pair,
             path,
             classes: count,
+            next: self.first[pair],
         });
-        self.by_pair[pair].push(id);
+        self.first[pair] = id as u32;
         id
+    }
+
+    /// The ids of `pair`'s assignments, newest first.
+    pub fn ids(&self, pair: usize) -> impl Iterator<Item = usize> + '_ {
+        let mut at = self.first[pair];
+        std::iter::from_fn(move || {
+            (at != NO_ASSIGN).then(|| {
+                let id = at as usize;
+                at = self.assigns[id].next;
+                id
+            })
+        })
+    }
+
+    /// The assignment added to `pair` before `id` (for walking the list while
+    /// changing the engine; new assignments go in front, so they are not seen).
+    pub fn next_of(&self, id: usize) -> Option<usize> {
+        let n = self.assigns[id].next;
+        (n != NO_ASSIGN).then_some(n as usize)
+    }
+
+    /// `pair`'s newest assignment.
+    pub fn first_of(&self, pair: usize) -> Option<usize> {
+        let n = self.first[pair];
+        (n != NO_ASSIGN).then_some(n as usize)
     }
 
     /// Takes up to `count` classes off assignment `id`; returns how many it took.
@@ -137,7 +172,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Moves up to `count` classes of assignment `id` onto `to`; returns how many moved.
-    pub fn shift(&mut self, id: usize, to: Path, count: u64) -> u64 {
+    pub fn shift(&mut self, id: usize, to: impl Into<Arc<Path>>, count: u64) -> u64 {
         let pair = self.assigns[id].pair;
         let k = self.remove(id, count);
         if k > 0 {
@@ -191,22 +226,21 @@ impl<'a> Engine<'a> {
         self.unplaced[pair] = left;
     }
 
-    /// The shortest delay of every pair ignoring capacity (`None`: unreachable), one
-    /// tree per destination.
-    pub fn shortest_delays(&self) -> Vec<Option<Cost>> {
-        let mut out = vec![None; self.pairs.len()];
-        let mut by_dst: Vec<usize> = (0..self.pairs.len()).collect();
-        by_dst.sort_by_key(|&p| (self.pairs[p].dst, p));
+    /// The shortest delay of each of `pairs` ignoring capacity (`None`: unreachable),
+    /// in the order given; one tree per destination.
+    pub fn shortest_delays(&self, pairs: &[usize]) -> Vec<Option<Cost>> {
+        let mut out = vec![None; pairs.len()];
+        let mut by_dst: Vec<usize> = (0..pairs.len()).collect();
+        by_dst.sort_by_key(|&i| (self.pairs[pairs[i]].dst, i));
+        let zero = Need { fwd: 0, rev: 0 };
         let mut i = 0;
         while i < by_dst.len() {
-            let dst = self.pairs[by_dst[i]].dst;
-            let zero = Need { fwd: 0, rev: 0 };
+            let dst = self.pairs[pairs[by_dst[i]]].dst;
             let tree = self
                 .net
                 .tree(dst, zero, Tier::Unlimited, Cost::MAX, None, None);
-            while i < by_dst.len() && self.pairs[by_dst[i]].dst == dst {
-                let p = by_dst[i];
-                out[p] = self.net.walk(&tree, self.pairs[p].src, dst).map(|x| x.cost);
+            while i < by_dst.len() && self.pairs[pairs[by_dst[i]]].dst == dst {
+                out[by_dst[i]] = tree.dist(self.pairs[pairs[by_dst[i]]].src);
                 i += 1;
             }
         }
@@ -218,25 +252,27 @@ impl<'a> Engine<'a> {
         let Engine {
             pairs,
             services,
-            mut assigns,
-            by_pair,
+            assigns,
+            first,
             unplaced,
             ..
         } = self;
         let pairs = pairs
             .iter()
-            .zip(by_pair)
+            .zip(first)
             .zip(unplaced)
-            .map(|((p, ids), unplaced)| {
-                let mut shares: Vec<PathShare> = Vec::with_capacity(ids.len());
-                for id in ids {
-                    let a = &mut assigns[id];
+            .map(|((p, head), unplaced)| {
+                let mut shares: Vec<PathShare> = Vec::new();
+                let mut at = head;
+                while at != NO_ASSIGN {
+                    let a = &assigns[at as usize];
                     if a.classes > 0 {
                         shares.push(PathShare {
-                            path: std::mem::replace(&mut a.path, empty_path()),
+                            path: a.path.clone(),
                             classes: a.classes,
                         });
                     }
+                    at = a.next;
                 }
                 shares.sort_by(|x, y| {
                     (x.path.cost, &x.path.links).cmp(&(y.path.cost, &y.path.links))
@@ -258,29 +294,37 @@ impl<'a> Engine<'a> {
     }
 }
 
-fn empty_path() -> Path {
-    Path {
-        nodes: Vec::new(),
-        links: Vec::new(),
-        cost: 0,
-    }
-}
-
 /// For each pair of `demand`, the index of the same (src, dst, service name) in
 /// `placement`, if it has one.
 pub(crate) fn match_pairs(placement: &Placement, demand: &Demand) -> Vec<Option<usize>> {
-    let mut index: BTreeMap<(NodeIdx, NodeIdx, &str), usize> = BTreeMap::new();
-    for (i, pp) in placement.pairs.iter().enumerate() {
-        if let Some(name) = placement.services.get(pp.service) {
-            index.entry((pp.src, pp.dst, name.as_str())).or_insert(i);
-        }
+    // The placement's service indices in the demand's numbering.
+    let service: Vec<Option<usize>> = placement
+        .services
+        .iter()
+        .map(|n| demand.service_idx(n))
+        .collect();
+    let mut index: Vec<((NodeIdx, NodeIdx, usize), usize)> = placement
+        .pairs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, pp)| {
+            let s = (*service.get(pp.service)?)?;
+            Some(((pp.src, pp.dst, s), i))
+        })
+        .collect();
+    // Already sorted when both number the services alike (the usual case).
+    if !index.is_sorted_by_key(|x| x.0) {
+        index.sort_by_key(|x| x.0);
     }
     demand
         .pairs
         .iter()
         .map(|p| {
-            let name = demand.services[p.service].name.as_str();
-            index.get(&(p.src, p.dst, name)).copied()
+            let key = (p.src, p.dst, p.service);
+            index
+                .binary_search_by_key(&key, |x| x.0)
+                .ok()
+                .map(|at| index[at].1)
         })
         .collect()
 }

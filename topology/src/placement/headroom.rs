@@ -14,6 +14,7 @@
 //! risk.
 
 use super::cuts::{cut_with, Reroute};
+use super::engine::match_pairs;
 use super::net::limit_kbps;
 use super::place::place_against;
 use super::report::Report;
@@ -26,24 +27,34 @@ const ROUNDS: usize = 8;
 /// rounds make headway.
 const STEP: f64 = 0.01;
 
-pub(crate) fn place_with_headroom(inputs: &Inputs<'_>, options: &Options) -> Placement {
+/// The placement, and whether it is settled (see `place`).
+pub(crate) fn place_with_headroom(inputs: &Inputs<'_>, options: &Options) -> (Placement, bool) {
     let t = inputs.topology;
     let lines: Vec<LinkIdx> = (0..t.links.len())
         .map(|l| LinkIdx(l as u32))
         .filter(|&l| t.link(l).kind == LinkKind::Undersea && inputs.metric.cost(l).is_some())
         .collect();
     let mut shares = vec![[options.ceiling; 2]; t.links.len()];
-    let mut best: Option<(Score, Placement)> = None;
+    let mut best: Option<(Score, (Placement, bool))> = None;
     for _ in 0..ROUNDS {
-        let placement = place_against(inputs, options, shares.clone());
+        let (placement, settled) = place_against(inputs, options, shares.clone());
         let report = Report::check(inputs, options.ceiling, &placement);
         let mut at_risk = 0u64;
         // Per link direction: the worst overload any one cut left on it, kbit/s.
         let mut excess: Vec<u64> = vec![0; 2 * t.links.len()];
+        let matched = match_pairs(&placement, inputs.demand);
         for &line in &lines {
-            let (cut, _) = cut_with(inputs, &placement, line, options, Reroute::Place);
+            let (cut, _) = cut_with(
+                inputs,
+                &placement,
+                &matched,
+                line,
+                options,
+                Reroute::Place,
+                false,
+            );
             at_risk += cut.at_risk;
-            for l in &cut.after.over_capacity {
+            for l in &cut.over_capacity {
                 let over = l
                     .load_kbps
                     .saturating_sub(l.capacity_kbps.unwrap_or(u64::MAX));
@@ -61,7 +72,7 @@ pub(crate) fn place_with_headroom(inputs: &Inputs<'_>, options: &Options) -> Pla
         // ceiling or budget, lowering more cannot help.
         let stop = at_risk == 0 || !report.is_clean() || excess.iter().all(|&e| e == 0);
         if best.as_ref().is_none_or(|(b, _)| score < *b) {
-            best = Some((score, placement));
+            best = Some((score, (placement, settled)));
         }
         if stop {
             break;

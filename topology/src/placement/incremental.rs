@@ -8,6 +8,8 @@
 //! gone from the demand leave their slowest paths first. Time-based holds (how long
 //! a better path must last) are the caller's: this takes no clock.
 
+use std::sync::Arc;
+
 use super::engine::{match_pairs, Engine};
 use super::net::Tier;
 use super::place::priority_order;
@@ -34,8 +36,8 @@ pub struct Move {
     pub src: NodeIdx,
     pub dst: NodeIdx,
     pub service: String,
-    pub from: Path,
-    pub to: Path,
+    pub from: Arc<Path>,
+    pub to: Arc<Path>,
     pub classes: u64,
     pub reason: MoveReason,
 }
@@ -87,17 +89,39 @@ pub fn place_incremental(
         held: 0,
     };
     let (mut added, mut removed) = (0u64, 0u64);
-    let mut broken: Vec<(usize, Path, u64)> = Vec::new();
+    let mut broken: Vec<(usize, Arc<Path>, u64)> = Vec::new();
     for (p, prev) in match_pairs(previous, inputs.demand).into_iter().enumerate() {
         let total = e.unplaced[p];
-        let mut shares: Vec<(Option<Cost>, Path, u64)> = prev
-            .map_or(&[][..], |i| &previous.pairs[i].shares[..])
+        let prev = prev.map_or(&[][..], |i| &previous.pairs[i].shares[..]);
+        let had: u64 = prev.iter().map(|s| s.classes).sum();
+        if had <= total && prev.iter().all(|s| s.classes > 0) {
+            // The common case: nothing to take off, no need to sort.
+            for s in prev {
+                match e.delay_for(p, &s.path) {
+                    Some(d) => {
+                        let mut path = s.path.clone();
+                        if path.cost != d {
+                            Arc::make_mut(&mut path).cost = d;
+                        }
+                        e.add(p, path, s.classes);
+                    }
+                    None => broken.push((p, s.path.clone(), s.classes)),
+                }
+            }
+            added += total - had;
+            e.unplaced[p] = total - had;
+            continue;
+        }
+        let mut shares: Vec<(Option<Cost>, Arc<Path>, u64)> = prev
             .iter()
             .filter(|s| s.classes > 0)
             .map(|s| (e.delay_for(p, &s.path), s.path.clone(), s.classes))
             .collect();
         // Fewer classes than before: the broken go first, then the slowest.
-        shares.sort_by_key(|(d, path, _)| (d.is_some(), std::cmp::Reverse(*d), path.links.clone()));
+        shares.sort_by(|x, y| {
+            let key = |s: &(Option<Cost>, Arc<Path>, u64)| (s.0.is_some(), std::cmp::Reverse(s.0));
+            (key(x), &x.1.links).cmp(&(key(y), &y.1.links))
+        });
         let mut have: u64 = shares.iter().map(|s| s.2).sum();
         for s in &mut shares {
             let cut = s.2.min(have.saturating_sub(total));
@@ -108,7 +132,9 @@ pub fn place_incremental(
         for (delay, mut path, classes) in shares.into_iter().filter(|s| s.2 > 0) {
             match delay {
                 Some(d) => {
-                    path.cost = d;
+                    if path.cost != d {
+                        Arc::make_mut(&mut path).cost = d;
+                    }
                     e.add(p, path, classes);
                 }
                 None => broken.push((p, path, classes)),
@@ -117,12 +143,18 @@ pub fn place_incremental(
         added += total - have;
         e.unplaced[p] = total - have;
     }
-    let order = priority_order(&e);
-    let mut rank = vec![0usize; order.len()];
+    // Only pairs with classes to place need an order (the rest keep their paths).
+    let needy: std::collections::BTreeSet<usize> = broken
+        .iter()
+        .map(|b| b.0)
+        .chain((0..e.pairs.len()).filter(|&p| e.unplaced[p] > 0))
+        .collect();
+    let order = priority_order(&e, needy.into_iter().collect());
+    let mut rank = vec![0usize; e.pairs.len()];
     for (i, &p) in order.iter().enumerate() {
         rank[p] = i;
     }
-    broken.sort_by_key(|(p, path, _)| (rank[*p], path.links.clone()));
+    broken.sort_by(|x, y| (rank[x.0], &x.1.links).cmp(&(rank[y.0], &y.1.links)));
     for (p, from, classes) in broken {
         r.rehome(&mut e, p, from, classes);
     }
@@ -131,7 +163,7 @@ pub fn place_incremental(
     for &p in &order {
         fill_all(&mut e, p);
     }
-    r.improve(&mut e, &order, options);
+    r.improve(&mut e, options);
     Ok(Replacement {
         placement: e.into_placement(headroom),
         moves: r.moves,
@@ -165,7 +197,7 @@ impl Run {
         &mut self,
         e: &Engine<'_>,
         p: usize,
-        from: &Path,
+        from: &Arc<Path>,
         to: usize,
         k: u64,
         why: MoveReason,
@@ -185,7 +217,7 @@ impl Run {
 
     /// Classes on a broken path: placed anew as far as `max_moves` allows; the rest
     /// stay on the broken path (held).
-    fn rehome(&mut self, e: &mut Engine<'_>, p: usize, from: Path, classes: u64) {
+    fn rehome(&mut self, e: &mut Engine<'_>, p: usize, from: Arc<Path>, classes: u64) {
         let k = classes.min(self.left);
         if k < classes {
             self.held += classes - k;
@@ -275,29 +307,24 @@ impl Run {
 
     /// Over-budget classes with a path within budget that has room, then classes
     /// with a much faster path that has room, largest gain first.
-    fn improve(&mut self, e: &mut Engine<'_>, order: &[usize], o: &Options) {
+    fn improve(&mut self, e: &mut Engine<'_>, o: &Options) {
         e.cache.clear();
         let mut wanted: Vec<(MoveReason, std::cmp::Reverse<Cost>, usize, usize, Path)> = Vec::new();
-        for (rank, &p) in order.iter().enumerate() {
+        for p in 0..e.pairs.len() {
             let (pd, need, budget) = (e.pairs[p], e.need(p), e.budget(p));
-            for &id in &e.by_pair[p] {
+            let mut next = e.first_of(p);
+            while let Some(id) = next {
+                next = e.next_of(id);
                 let a = &e.assigns[id];
                 if a.classes == 0 {
                     continue;
                 }
-                let Some(q) = e.cache.path(
-                    &e.net,
-                    pd.src,
-                    pd.dst,
-                    pd.service,
-                    need,
-                    Tier::Headroom,
-                    budget,
-                ) else {
+                let (src, dst, svc, tier) = (pd.src, pd.dst, pd.service, Tier::Headroom);
+                let Some(best) = e.cache.cost(&e.net, src, dst, svc, need, tier, budget) else {
                     break;
                 };
                 let current = a.path.cost;
-                let gain = current.saturating_sub(q.cost);
+                let gain = current.saturating_sub(best);
                 let why = if current > budget {
                     MoveReason::OverBudget
                 } else if gain as f64 > o.better_ratio * current as f64 && gain > o.better_min_us {
@@ -305,7 +332,10 @@ impl Run {
                 } else {
                     continue;
                 };
-                wanted.push((why, std::cmp::Reverse(gain), rank, id, q));
+                let Some(q) = e.cache.path(&e.net, src, dst, svc, need, tier, budget) else {
+                    break;
+                };
+                wanted.push((why, std::cmp::Reverse(gain), p, id, q));
             }
         }
         wanted.sort_by_key(|x| (x.0, x.1, x.2, x.3));

@@ -30,6 +30,8 @@ pub use place::place;
 pub use report::{LinkLoad, Report, Shortfall};
 pub use summary::{delay_only, plan, LatencyStats, LineSummary, Plan, Summary};
 
+use std::sync::Arc;
+
 use crate::demand::Demand;
 use crate::model::{LinkIdx, NodeIdx, Topology};
 use crate::paths::{Metric, Path};
@@ -184,8 +186,9 @@ impl Default for Options {
 /// Some classes of a pair on one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathShare {
-    /// `path.cost` is the path's delay in µs when it was placed.
-    pub path: Path,
+    /// `path.cost` is the path's delay in µs when it was placed. Shared (`Arc`)
+    /// between placements that keep it.
+    pub path: Arc<Path>,
     pub classes: u64,
 }
 

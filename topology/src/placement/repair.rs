@@ -16,8 +16,10 @@ use crate::paths::{k_shortest_paths, Metric, Path};
 /// second on 2,000 nodes): a demand that does not fit spends no more than this
 /// finding out.
 const WORK: usize = 10_000;
-/// Most assignments tried as movers for one full link direction in one attempt.
+/// Most assignments tried as movers for one full link direction in one attempt…
 const MOVERS_PER_LINK: usize = 64;
+/// …chosen (most slack first) among at most this many of its users.
+const SCAN_PER_LINK: usize = 4096;
 
 /// Tries to place every pair's unplaced classes under `tier` by freeing room.
 pub(crate) fn run(e: &mut Engine<'_>, order: &[usize], tier: Tier, k: usize) {
@@ -73,7 +75,7 @@ fn free(e: &mut Engine<'_>, pair: usize, path: &Path, tier: Tier, work: &mut usi
         banned[d / 2] = true;
     }
     // (mover's new assignment, its old path, classes): to undo.
-    let mut undo: Vec<(usize, Path, u64)> = Vec::new();
+    let mut undo: Vec<(usize, std::sync::Arc<Path>, u64)> = Vec::new();
     for (dir, per_class) in dirs {
         let limit = e.net.limit(tier, dir);
         let wanted = per_class.saturating_mul(want);
@@ -86,6 +88,7 @@ fn free(e: &mut Engine<'_>, pair: usize, path: &Path, tier: Tier, work: &mut usi
             .iter()
             .copied()
             .filter(|&id| e.assigns[id].classes > 0 && e.assigns[id].pair != pair)
+            .take(SCAN_PER_LINK)
             .filter_map(|id| {
                 let a = &e.assigns[id];
                 let n = e.need(a.pair);

@@ -2,8 +2,7 @@
 //! load on every link direction, and every way it falls short (links over the
 //! ceiling or over capacity, classes over budget, on a broken path, or unplaced).
 
-use std::collections::BTreeMap;
-
+use super::engine::match_pairs;
 use super::net::limit_kbps;
 use super::{Dir, Inputs, Placement};
 use crate::demand::ClassProfile;
@@ -80,13 +79,18 @@ impl Report {
             broken: Vec::new(),
             unplaced: Vec::new(),
         };
-        let mut placed: BTreeMap<(NodeIdx, NodeIdx, &str), u64> = BTreeMap::new();
+        // Per placement service: its spec in the demand (by name).
+        let specs: Vec<Option<&crate::demand::ServiceSpec>> = placement
+            .services
+            .iter()
+            .map(|n| d.services.iter().find(|s| &s.name == n))
+            .collect();
         for pp in &placement.pairs {
             let name = placement
                 .services
                 .get(pp.service)
                 .map_or("", String::as_str);
-            let spec = d.services.iter().find(|s| s.name == name);
+            let spec = specs.get(pp.service).copied().flatten();
             let profile = spec.map_or(ClassProfile::HD, |s| s.profile);
             let budget = spec.map_or(Cost::MAX, |s| s.budget_us);
             let (fwd, rev) = profile.kbps();
@@ -99,32 +103,28 @@ impl Report {
                 budget_us: budget,
             };
             for s in &pp.shares {
-                *placed.entry((pp.src, pp.dst, name)).or_default() += s.classes;
-                match walk(inputs, &s.path, pp.src, pp.dst) {
-                    None => report.broken.push(short(s.classes, None)),
-                    Some((delay, dirs)) => {
-                        for (l, dir) in dirs {
-                            let k = &mut load[l.get()];
-                            k[dir.index()] =
-                                k[dir.index()].saturating_add(fwd.saturating_mul(s.classes));
-                            let back = 1 - dir.index();
-                            k[back] = k[back].saturating_add(rev.saturating_mul(s.classes));
-                        }
-                        if delay > budget {
-                            report.over_budget.push(short(s.classes, Some(delay)));
-                        }
-                    }
+                let Some(delay) = walk(inputs, &s.path, pp.src, pp.dst) else {
+                    report.broken.push(short(s.classes, None));
+                    continue;
+                };
+                for (&l, &from) in s.path.links.iter().zip(&s.path.nodes) {
+                    let forward = usize::from(from != t.links[l.get()].a);
+                    let k = &mut load[l.get()];
+                    k[forward] = k[forward].saturating_add(fwd.saturating_mul(s.classes));
+                    k[1 - forward] = k[1 - forward].saturating_add(rev.saturating_mul(s.classes));
+                }
+                if delay > budget {
+                    report.over_budget.push(short(s.classes, Some(delay)));
                 }
             }
         }
         // Classes of the demand not on any path (counted against the demand, so a
         // placement that lost classes is caught as well as one that says so).
-        for p in &d.pairs {
+        for (p, at) in d.pairs.iter().zip(match_pairs(placement, d)) {
             let s = &d.services[p.service];
-            let on = placed
-                .get(&(p.src, p.dst, s.name.as_str()))
-                .copied()
-                .unwrap_or(0);
+            let on: u64 = at.map_or(0, |i| {
+                placement.pairs[i].shares.iter().map(|x| x.classes).sum()
+            });
             if p.classes > on {
                 report.unplaced.push(Shortfall {
                     src: p.src,
@@ -136,35 +136,10 @@ impl Report {
                 });
             }
         }
-        for (l, k) in load.iter().enumerate() {
-            let link = LinkIdx(l as u32);
-            for dir in Dir::BOTH {
-                let cap = inputs.capacity.get(link, dir);
-                let ll = LinkLoad {
-                    link,
-                    dir,
-                    load_kbps: k[dir.index()],
-                    capacity_kbps: cap,
-                };
-                if ll.load_kbps > limit_kbps(cap, ceiling) {
-                    report.over_ceiling.push(ll);
-                }
-                if ll.load_kbps > limit_kbps(cap, 1.0) {
-                    report.over_capacity.push(ll);
-                }
-                report.loads.push(ll);
-            }
-        }
-        let worst_first = |x: &LinkLoad, y: &LinkLoad| {
-            let (ux, uy) = (
-                x.utilisation().unwrap_or(0.0),
-                y.utilisation().unwrap_or(0.0),
-            );
-            uy.total_cmp(&ux)
-                .then((x.link, x.dir).cmp(&(y.link, y.dir)))
-        };
-        report.over_ceiling.sort_by(worst_first);
-        report.over_capacity.sort_by(worst_first);
+        let (loads, over_ceiling, over_capacity) = link_loads(inputs, ceiling, |l, d| load[l][d]);
+        report.loads = loads;
+        report.over_ceiling = over_ceiling;
+        report.over_capacity = over_capacity;
         report
     }
 
@@ -192,29 +167,66 @@ impl Report {
 
     /// The highest utilisation of any link direction of known capacity.
     pub fn worst(&self) -> Option<LinkLoad> {
-        self.loads
-            .iter()
-            .filter(|l| l.capacity_kbps.is_some())
-            .max_by(|x, y| {
-                let (ux, uy) = (
-                    x.utilisation().unwrap_or(0.0),
-                    y.utilisation().unwrap_or(0.0),
-                );
-                ux.total_cmp(&uy)
-                    .then((y.link, y.dir).cmp(&(x.link, x.dir)))
-            })
-            .copied()
+        worst_of(&self.loads)
     }
 }
 
-/// The path's delay now and the direction it walks each link, or `None` if it does
-/// not run from `src` to `dst` over links of the topology that are up.
-fn walk(
+/// The most utilised of `loads` (of known capacity); ties to the first.
+pub(crate) fn worst_of(loads: &[LinkLoad]) -> Option<LinkLoad> {
+    let u = |l: &LinkLoad| l.utilisation().unwrap_or(0.0);
+    loads
+        .iter()
+        .filter(|l| l.capacity_kbps.is_some())
+        .max_by(|x, y| {
+            u(x).total_cmp(&u(y))
+                .then((y.link, y.dir).cmp(&(x.link, x.dir)))
+        })
+        .copied()
+}
+
+/// Every link direction's load (`load(link, dir index)`, kbit/s) against capacity:
+/// all of them in link order, those past `ceiling` × capacity, and those past
+/// capacity, the last two worst first.
+pub(crate) fn link_loads(
     inputs: &Inputs<'_>,
-    path: &Path,
-    src: NodeIdx,
-    dst: NodeIdx,
-) -> Option<(Cost, Vec<(LinkIdx, Dir)>)> {
+    ceiling: f64,
+    load: impl Fn(usize, usize) -> u64,
+) -> (Vec<LinkLoad>, Vec<LinkLoad>, Vec<LinkLoad>) {
+    let links = inputs.topology.links.len();
+    let mut all = Vec::with_capacity(2 * links);
+    let (mut over_ceiling, mut over_capacity) = (Vec::new(), Vec::new());
+    for l in 0..links {
+        let link = LinkIdx(l as u32);
+        for dir in Dir::BOTH {
+            let cap = inputs.capacity.get(link, dir);
+            let ll = LinkLoad {
+                link,
+                dir,
+                load_kbps: load(l, dir.index()),
+                capacity_kbps: cap,
+            };
+            if ll.load_kbps > limit_kbps(cap, ceiling) {
+                over_ceiling.push(ll);
+            }
+            if ll.load_kbps > limit_kbps(cap, 1.0) {
+                over_capacity.push(ll);
+            }
+            all.push(ll);
+        }
+    }
+    let u = |l: &LinkLoad| l.utilisation().unwrap_or(0.0);
+    let worst_first = |x: &LinkLoad, y: &LinkLoad| {
+        u(y).total_cmp(&u(x))
+            .then((x.link, x.dir).cmp(&(y.link, y.dir)))
+    };
+    over_ceiling.sort_by(worst_first);
+    over_capacity.sort_by(worst_first);
+    (all, over_ceiling, over_capacity)
+}
+
+/// The path's delay now, or `None` if it does not run from `src` to `dst` over links
+/// of the topology that are up.
+fn walk(inputs: &Inputs<'_>, path: &Path, src: NodeIdx, dst: NodeIdx) -> Option<Cost> {
     let t = inputs.topology;
     if path.nodes.first() != Some(&src)
         || path.nodes.last() != Some(&dst)
@@ -223,19 +235,13 @@ fn walk(
         return None;
     }
     let mut delay: Cost = 0;
-    let mut dirs = Vec::with_capacity(path.links.len());
     for (i, &l) in path.links.iter().enumerate() {
         let link = t.links.get(l.get())?;
         let (x, y) = (path.nodes[i], path.nodes[i + 1]);
-        let dir = if (x, y) == (link.a, link.b) {
-            Dir::AtoB
-        } else if (x, y) == (link.b, link.a) {
-            Dir::BtoA
-        } else {
+        if (x, y) != (link.a, link.b) && (x, y) != (link.b, link.a) {
             return None;
-        };
+        }
         delay = delay.saturating_add(inputs.metric.cost(l)?);
-        dirs.push((l, dir));
     }
-    Some((delay, dirs))
+    Some(delay)
 }
