@@ -148,7 +148,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, max_global_rejects: 100_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 150, max_global_rejects: 100_000, ..ProptestConfig::default() })]
 
     #[test]
     fn contended_cases_are_placed_within_ceiling_and_budget(c in contended_case()) {
@@ -161,6 +161,8 @@ proptest! {
                 describe(&c),
                 describe_placement(&p)
             );
+            // Deterministic where it has choices to make.
+            prop_assert_eq!(&p, &place(&c.inputs(), &options).expect("valid inputs"));
         }
     }
 
@@ -177,13 +179,6 @@ proptest! {
         let kept = place(&c.inputs(), &Options::default()).expect("valid");
         prop_assert!(reference_clean(&c, &kept, 0.8));
         prop_assert!(at_risk(&kept) <= at_risk(&plain_p));
-    }
-
-    #[test]
-    fn contended_placements_are_deterministic(c in contended_case()) {
-        let a = place(&c.inputs(), &Options::default()).expect("valid");
-        let b = place(&c.inputs(), &Options::default()).expect("valid");
-        prop_assert_eq!(a, b);
     }
 
     #[test]

@@ -62,11 +62,11 @@ pub fn cut(
     options: &Options,
 ) -> Result<(CutResult, Placement), PlacementError> {
     validate(inputs, options)?;
-    let matched = match_pairs(placement, inputs.demand);
+    let base = Base::new(inputs, options, placement);
     let (result, after) = cut_with(
         inputs,
         placement,
-        &matched,
+        &base,
         link,
         options,
         Reroute::Place,
@@ -76,14 +76,71 @@ pub fn cut(
     Ok((result, after.unwrap_or_else(|| placement.clone())))
 }
 
-/// The cut itself. `matched` is `match_pairs(placement, demand)`, computed once for
-/// all the cuts of one placement. The classes that stay are only loads here (no
-/// per-class state), so a cut costs one pass over the placement plus the re-placing
-/// of what was on the link; the placement after it is built only if `build`.
+/// What every cut of one placement starts from, computed once for all of them: a
+/// cut then costs what was on the cut link, not a pass over every class.
+#[derive(Debug)]
+pub(crate) struct Base {
+    /// Per link direction: background plus every class on a working path, kbit/s.
+    load: Vec<u64>,
+    /// Per link: (pair, share index, classes) of the working shares that use it.
+    on: Vec<Vec<(u32, u32, u64)>>,
+    /// Per demand pair: its shares in the placement that work (index, classes kept).
+    kept: Vec<Vec<(usize, u64)>>,
+    /// Per demand pair: the placement pair, if any.
+    matched: Vec<Option<usize>>,
+    /// Classes with no working path before any cut: (pair, classes).
+    pending: Vec<(usize, u64)>,
+}
+
+impl Base {
+    pub fn new(inputs: &Inputs<'_>, options: &Options, placement: &Placement) -> Base {
+        let matched = match_pairs(placement, inputs.demand);
+        let mut e = Engine::new(inputs, options.ceiling, &placement.headroom);
+        let mut on = vec![Vec::new(); inputs.topology.links.len()];
+        let mut kept_all = Vec::with_capacity(matched.len());
+        let mut pending = Vec::new();
+        for (p, prev) in matched.iter().enumerate() {
+            let total = e.unplaced[p];
+            let need = e.need(p);
+            let mut kept = 0u64;
+            let mut mine = Vec::new();
+            for (si, s) in prev
+                .map_or(&[][..], |i| &placement.pairs[i].shares[..])
+                .iter()
+                .enumerate()
+            {
+                let classes = s.classes.min(total - kept);
+                if classes == 0 || e.delay_for(p, &s.path).is_none() {
+                    continue;
+                }
+                e.net.apply(&s.path, need, classes, true);
+                kept += classes;
+                mine.push((si, classes));
+                for l in &s.path.links {
+                    on[l.get()].push((p as u32, si as u32, classes));
+                }
+            }
+            if total > kept {
+                pending.push((p, total - kept));
+            }
+            kept_all.push(mine);
+        }
+        Base {
+            load: e.net.load,
+            on,
+            kept: kept_all,
+            matched,
+            pending,
+        }
+    }
+}
+
+/// The cut itself, from the `base` of `placement`; the placement after it is
+/// built only if `build`.
 pub(crate) fn cut_with(
     inputs: &Inputs<'_>,
     placement: &Placement,
-    matched: &[Option<usize>],
+    base: &Base,
     link: LinkIdx,
     options: &Options,
     how: Reroute,
@@ -95,57 +152,43 @@ pub(crate) fn cut_with(
         ..*inputs
     };
     let mut e = Engine::new(&after_inputs, options.ceiling, &placement.headroom);
-    // Per pair, the shares that stay (only kept when the placement is built).
-    let mut kept_shares: Vec<Vec<PathShare>> = Vec::new();
-    let mut on_link = 0u64;
+    e.net.load.clone_from(&base.load);
+    e.unplaced.iter_mut().for_each(|u| *u = 0);
+    let share = |p: usize, si: usize| -> Option<&PathShare> {
+        base.matched[p].and_then(|i| placement.pairs[i].shares.get(si))
+    };
     // Per pair with classes to move: the delay they had (the slowest), for order.
-    let mut had: Vec<(usize, Cost)> = Vec::new();
-    for (p, prev) in matched.iter().enumerate() {
-        let total = e.unplaced[p];
-        let need = e.need(p);
-        let mut kept = 0u64;
-        let mut mine = Vec::new();
-        let mut slowest: Cost = 0;
-        for s in prev.map_or(&[][..], |i| &placement.pairs[i].shares[..]) {
-            let classes = s.classes.min(total - kept);
-            if classes == 0 {
-                continue;
-            }
-            if s.path.links.contains(&link) {
-                on_link += classes;
-                slowest = slowest.max(s.path.cost);
-                continue;
-            }
-            if e.delay_for(p, &s.path).is_some() {
-                e.net.apply(&s.path, need, classes, true);
-                kept += classes;
-                if build {
-                    mine.push(PathShare {
-                        path: s.path.clone(),
-                        classes,
-                    });
-                }
-            }
+    let mut had: std::collections::BTreeMap<usize, Cost> = std::collections::BTreeMap::new();
+    let on = base.on.get(link.get()).map_or(&[][..], |v| &v[..]);
+    let mut on_link = 0u64;
+    for &(p, si, classes) in on {
+        let (p, si) = (p as usize, si as usize);
+        if let Some(s) = share(p, si) {
+            e.net.apply(&s.path, e.need(p), classes, false);
+            e.unplaced[p] += classes;
+            on_link += classes;
+            let d = had.entry(p).or_insert(0);
+            *d = (*d).max(s.path.cost);
         }
-        e.unplaced[p] = total - kept;
-        if total > kept {
-            had.push((p, slowest));
-        }
-        if build {
-            kept_shares.push(mine);
-        }
+    }
+    for &(p, classes) in &base.pending {
+        e.unplaced[p] += classes;
+        had.entry(p).or_insert(0);
     }
     // Least slack first, as in `place`, but measured on the path each pair had
     // (no search per cut: a cut of a line with 50,000 pairs on it stays cheap).
-    had.sort_by_key(|&(p, d)| {
-        (
-            e.budget(p) as i128 - d as i128,
-            std::cmp::Reverse(e.pairs[p].classes),
-            p,
-        )
-    });
-    let order: Vec<usize> = had.into_iter().map(|h| h.0).collect();
-    for &p in &order {
+    let mut order: Vec<(i128, std::cmp::Reverse<u64>, usize)> = had
+        .into_iter()
+        .map(|(p, d)| {
+            (
+                e.budget(p) as i128 - d as i128,
+                std::cmp::Reverse(e.pairs[p].classes),
+                p,
+            )
+        })
+        .collect();
+    order.sort_unstable();
+    for &(_, _, p) in &order {
         match how {
             Reroute::Place => {
                 e.fill_unplaced(p, Tier::Ceiling, true, true);
@@ -180,10 +223,11 @@ pub(crate) fn cut_with(
             .filter(|a| crosses(&a.path.links))
             .map(|a| a.classes)
             .sum::<u64>();
-        for &i in matched.iter().flatten() {
-            for s in &placement.pairs[i].shares {
-                if !s.path.links.contains(&link) && crosses(&s.path.links) {
-                    at_risk += s.classes;
+        for (p, kept) in base.kept.iter().enumerate() {
+            for &(si, classes) in kept {
+                let stays = share(p, si).filter(|s| !s.path.links.contains(&link));
+                if stays.is_some_and(|s| crosses(&s.path.links)) {
+                    at_risk += classes;
                 }
             }
         }
@@ -204,7 +248,25 @@ pub(crate) fn cut_with(
         over_ceiling,
         over_capacity,
     };
-    let after = build.then(|| merge(e, kept_shares, placement));
+    let after = build.then(|| {
+        let kept: Vec<Vec<PathShare>> = base
+            .kept
+            .iter()
+            .enumerate()
+            .map(|(p, kept)| {
+                kept.iter()
+                    .filter_map(|&(si, classes)| {
+                        let s = share(p, si)?;
+                        (!s.path.links.contains(&link)).then(|| PathShare {
+                            path: s.path.clone(),
+                            classes,
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        merge(e, kept, placement)
+    });
     (result, after)
 }
 

@@ -13,8 +13,7 @@
 //! clears every cut, the cut results say which line and how many classes are at
 //! risk.
 
-use super::cuts::{cut_with, Reroute};
-use super::engine::match_pairs;
+use super::cuts::{cut_with, Base, Reroute};
 use super::net::limit_kbps;
 use super::place::place_against;
 use super::report::Report;
@@ -42,12 +41,12 @@ pub(crate) fn place_with_headroom(inputs: &Inputs<'_>, options: &Options) -> (Pl
         let mut at_risk = 0u64;
         // Per link direction: the worst overload any one cut left on it, kbit/s.
         let mut excess: Vec<u64> = vec![0; 2 * t.links.len()];
-        let matched = match_pairs(&placement, inputs.demand);
+        let base = Base::new(inputs, options, &placement);
         for &line in &lines {
             let (cut, _) = cut_with(
                 inputs,
                 &placement,
-                &matched,
+                &base,
                 line,
                 options,
                 Reroute::Place,

@@ -51,7 +51,8 @@ pub struct Replacement {
     /// Classes that had to move (broken path, link past the ceiling) but did not,
     /// because `max_moves` was reached; broken ones stay on their old path.
     pub held: u64,
-    /// Classes new to the demand, placed.
+    /// Classes that were on no path before (new to the demand, or unplaced), now
+    /// placed where they fit (or still unplaced if nothing reaches).
     pub added: u64,
     /// Classes gone from the demand, taken off.
     pub removed: u64,

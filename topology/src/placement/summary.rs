@@ -2,8 +2,8 @@
 //! classes per undersea line and what each undersea cut would do, for the placement
 //! and for the delay-only baseline (every class on its shortest path).
 
-use super::cuts::{cut_with, CutResult, Reroute};
-use super::engine::{match_pairs, Engine};
+use super::cuts::{cut_with, Base, CutResult, Reroute};
+use super::engine::Engine;
 use super::net::Tier;
 use super::report::{LinkLoad, Report};
 use super::{place, validate, Dir, Inputs, Options, Placement, PlacementError};
@@ -159,10 +159,10 @@ fn summarize(inputs: &Inputs<'_>, options: &Options, p: &Placement, how: Reroute
             load: Dir::BOTH.map(|dir| report.loads[2 * l.get() + dir.index()]),
         })
         .collect();
-    let matched = match_pairs(p, inputs.demand);
+    let base = Base::new(inputs, options, p);
     let cuts = undersea
         .iter()
-        .map(|&l| cut_with(inputs, p, &matched, l, options, how, false).0)
+        .map(|&l| cut_with(inputs, p, &base, l, options, how, false).0)
         .collect();
     Summary {
         latency: LatencyStats::of(inputs, p),
