@@ -4,7 +4,7 @@
 //! 1,000,000 classes spread evenly over every Asia × North America pair (one class
 //! per pair: the most pairs, the worst case for per-pair work).
 //!
-//! `cargo run --release -p topology --example place_scale -- [--nodes N] [--classes N] [--lines N]`
+//! `cargo run --release -p topology --example place_scale -- [--nodes N] [--classes N] [--lines N] [--only STEP]`
 
 use std::time::Instant;
 
@@ -18,12 +18,16 @@ use topology::{LinkIdx, LinkKind};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (mut nodes, mut classes, mut lines) = (2_000usize, 1_000_000u64, 20usize);
+    // `--only setup|delay-only|place|n-1`: run one step (to time it with
+    // `/usr/bin/time`, on a machine where wall time is shared).
+    let mut only = String::new();
     while let Some(a) = args.next() {
         let v = args.next().ok_or("missing value")?;
         match a.as_str() {
             "--nodes" => nodes = v.parse()?,
             "--classes" => classes = v.parse()?,
             "--lines" => lines = v.parse()?,
+            "--only" => only = v,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -53,14 +57,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         demand.pairs.len(),
         ms(t_parse)
     );
-
-    let start = Instant::now();
-    let base = delay_only(&inputs)?;
-    let t_base = start.elapsed();
     let plain = Options {
         n_minus_1: false,
         ..Options::default()
     };
+    let one = |what: &str, run: &dyn Fn() -> Result<(), topology::placement::PlacementError>| {
+        let start = Instant::now();
+        let r = run();
+        println!("{what}: {:.0} ms", ms(start.elapsed()));
+        r
+    };
+    match only.as_str() {
+        "" => {}
+        "setup" => return Ok(()),
+        "delay-only" => return Ok(one(&only, &|| delay_only(&inputs).map(drop))?),
+        "place" => return Ok(one(&only, &|| place(&inputs, &plain).map(drop))?),
+        "n-1" => {
+            return Ok(one(&only, &|| {
+                place(&inputs, &Options::default()).map(drop)
+            })?)
+        }
+        other => {
+            return Err(format!("--only {other}: expected setup, delay-only, place or n-1").into())
+        }
+    }
+
+    let start = Instant::now();
+    let base = delay_only(&inputs)?;
+    let t_base = start.elapsed();
     let start = Instant::now();
     let p = place(&inputs, &plain)?;
     let t_plain = start.elapsed();

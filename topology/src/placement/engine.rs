@@ -203,14 +203,18 @@ impl<'a> Engine<'a> {
         };
         let mut left = count;
         while left > 0 {
-            let path = if cached {
+            let found = if cached {
                 self.cache
                     .path(&self.net, src, dst, service, need, tier, max)
             } else {
-                self.net.shortest(src, dst, need, tier, max, None)
+                let p = self.net.shortest(src, dst, need, tier, max, None);
+                p.map(|p| {
+                    let fit = self.net.fit(&p, need, tier);
+                    (p, fit)
+                })
             };
-            let Some(path) = path else { break };
-            let k = left.min(self.net.fit(&path, need, tier));
+            let Some((path, fit)) = found else { break };
+            let k = left.min(fit);
             if k == 0 {
                 break; // a path with room takes at least one class; never spin
             }

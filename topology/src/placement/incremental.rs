@@ -333,7 +333,7 @@ impl Run {
                 } else {
                     continue;
                 };
-                let Some(q) = e.cache.path(&e.net, src, dst, svc, need, tier, budget) else {
+                let Some((q, _)) = e.cache.path(&e.net, src, dst, svc, need, tier, budget) else {
                     break;
                 };
                 wanted.push((why, std::cmp::Reverse(gain), p, id, q));

@@ -12,6 +12,11 @@
 //! - [`delay_only`]: every class on its shortest path, the baseline (`summary.rs`).
 //! - [`Report`]: a placement checked against the inputs (`report.rs`); [`plan`] and
 //!   [`Summary`]: what `overlay plan` prints.
+//!
+//! Inside: `net.rs` holds link-direction limits and loads and the capacity-aware
+//! shortest paths (trees per destination, repaired as lines fill); `engine.rs` the
+//! classes placed so far; `repair.rs` frees room for pairs that do not fit;
+//! `exact.rs` settles small demands by enumeration.
 
 mod cuts;
 mod engine;

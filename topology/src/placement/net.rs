@@ -363,11 +363,27 @@ impl Net {
         Some(path)
     }
 
-    /// The delay from `src` down `tree` to `dst`, checking on the way that every link
-    /// has room for one class under `tier`; nothing is allocated.
-    fn walk_cost(&self, tree: &Tree, src: NodeIdx, dst: NodeIdx, need: Need, tier: Tier) -> Walked {
+    /// Follows `tree` from `src` to `dst`, checking on the way that every link has
+    /// room for one class under `tier`: the delay and how many classes fit, and the
+    /// path itself into `path` if given (cleared first). One pass, no allocation
+    /// beyond the path's.
+    fn trace(
+        &self,
+        tree: &Tree,
+        src: NodeIdx,
+        dst: NodeIdx,
+        need: Need,
+        tier: Tier,
+        mut path: Option<&mut Path>,
+    ) -> Walked {
+        if let Some(p) = path.as_deref_mut() {
+            p.nodes.clear();
+            p.links.clear();
+            p.nodes.push(src);
+        }
+        let per = |residual: u64, k: u64| residual.checked_div(k).unwrap_or(u64::MAX);
         let mut at = src;
-        let mut cost: Cost = 0;
+        let (mut cost, mut fit): (Cost, u64) = (0, u64::MAX);
         let mut hops = 0;
         while at != dst {
             let Some(&l) = tree.next.get(at.get()) else {
@@ -384,12 +400,23 @@ impl Net {
             if !self.room(tier, need, f, f ^ 1) {
                 return Walked::NoRoom;
             }
+            if tier != Tier::Unlimited {
+                let (rf, rr) = (self.residual(tier, f), self.residual(tier, f ^ 1));
+                fit = fit.min(per(rf, need.fwd)).min(per(rr, need.rev));
+            }
             let (a, b) = self.graph.ends(l);
             at = if at == a { b } else { a };
             cost = cost.saturating_add(w);
             hops += 1;
+            if let Some(p) = path.as_deref_mut() {
+                p.nodes.push(at);
+                p.links.push(l);
+            }
         }
-        Walked::Cost(cost)
+        if let Some(p) = path {
+            p.cost = cost;
+        }
+        Walked::Cost(cost, fit)
     }
 
     /// The shortest path from `src` to `dst` with room for one class under `tier`,
@@ -422,7 +449,8 @@ struct Search<'a> {
 
 /// What walking a cached tree found.
 enum Walked {
-    Cost(Cost),
+    /// The path's delay and how many classes fit on it.
+    Cost(Cost, u64),
     NoRoom,
     Unreachable,
 }
@@ -444,10 +472,10 @@ impl TreeCache {
         self.trees.clear();
     }
 
-    /// The cached tree for (`dst`, `service`, `tier`, `max_cost`), built if missing
-    /// and repaired if the path from `src` lost room, and what that path is now.
+    /// Walks the cached tree for (`dst`, `service`, `tier`, `max_cost`) from `src`,
+    /// building the tree if missing and repairing it if the path lost room.
     #[allow(clippy::too_many_arguments)]
-    fn ready(
+    fn trace(
         &mut self,
         net: &Net,
         src: NodeIdx,
@@ -456,17 +484,19 @@ impl TreeCache {
         need: Need,
         tier: Tier,
         max_cost: Cost,
-    ) -> (&Tree, Walked) {
+        mut path: Option<&mut Path>,
+    ) -> Walked {
         let tree = self
             .trees
             .entry((dst, service, tier, max_cost))
             .or_insert_with(|| net.tree(dst, need, tier, max_cost, None, None));
-        let mut walked = net.walk_cost(tree, src, dst, need, tier);
-        if let Walked::NoRoom = walked {
-            net.repair(tree, dst, need, tier, max_cost);
-            walked = net.walk_cost(tree, src, dst, need, tier);
+        match net.trace(tree, src, dst, need, tier, path.as_deref_mut()) {
+            Walked::NoRoom => {
+                net.repair(tree, dst, need, tier, max_cost);
+                net.trace(tree, src, dst, need, tier, path)
+            }
+            walked => walked,
         }
-        (tree, walked)
     }
 
     /// The delay of the shortest path with room under `tier` within `max_cost`,
@@ -485,13 +515,14 @@ impl TreeCache {
         if src == dst {
             return None;
         }
-        match self.ready(net, src, dst, service, need, tier, max_cost).1 {
-            Walked::Cost(c) => Some(c),
+        match self.trace(net, src, dst, service, need, tier, max_cost, None) {
+            Walked::Cost(c, _) => Some(c),
             Walked::NoRoom | Walked::Unreachable => None,
         }
     }
 
-    /// The shortest path with room under `tier` within `max_cost`.
+    /// The shortest path with room under `tier` within `max_cost`, and how many
+    /// classes fit on it.
     #[allow(clippy::too_many_arguments)]
     pub fn path(
         &mut self,
@@ -502,13 +533,28 @@ impl TreeCache {
         need: Need,
         tier: Tier,
         max_cost: Cost,
-    ) -> Option<Path> {
+    ) -> Option<(Path, u64)> {
         if src == dst {
             return None;
         }
-        match self.ready(net, src, dst, service, need, tier, max_cost) {
-            (tree, Walked::Cost(_)) => net.walk(tree, src, dst),
-            _ => None,
+        // Overlay paths are a handful of hops: one allocation each, usually.
+        let mut path = Path {
+            nodes: Vec::with_capacity(8),
+            links: Vec::with_capacity(7),
+            cost: 0,
+        };
+        match self.trace(
+            net,
+            src,
+            dst,
+            service,
+            need,
+            tier,
+            max_cost,
+            Some(&mut path),
+        ) {
+            Walked::Cost(_, fit) => Some((path, fit)),
+            Walked::NoRoom | Walked::Unreachable => None,
         }
     }
 }
@@ -582,8 +628,8 @@ mod tests {
                 if v == root {
                     continue;
                 }
-                match net.walk_cost(&tree, v, root, need, Tier::Capacity) {
-                    Walked::Cost(c) => prop_assert_eq!(Some(c), fresh.dist(v)),
+                match net.trace(&tree, v, root, need, Tier::Capacity, None) {
+                    Walked::Cost(c, _) => prop_assert_eq!(Some(c), fresh.dist(v)),
                     Walked::Unreachable => prop_assert_eq!(fresh.dist(v), None),
                     Walked::NoRoom => prop_assert!(false, "repaired path without room from {:?}", v),
                 }

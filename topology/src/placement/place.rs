@@ -201,12 +201,10 @@ pub(crate) fn improve(e: &mut Engine<'_>, order: &[usize]) -> bool {
                 if current.is_some_and(|c| best >= c) {
                     continue;
                 }
-                let Some(q) = e.cache.path(&e.net, src, dst, svc, need, tier, budget) else {
+                let Some((q, fit)) = e.cache.path(&e.net, src, dst, svc, need, tier, budget) else {
                     break;
                 };
-                let k = e.assigns[id]
-                    .classes
-                    .min(e.net.fit(&q, need, Tier::Headroom));
+                let k = e.assigns[id].classes.min(fit);
                 if k > 0 {
                     e.shift(id, q, k);
                     moved = true;
