@@ -11,7 +11,7 @@ use std::time::Instant;
 use topology::demand::Demand;
 use topology::paths::Metric;
 use topology::placement::{
-    cut, delay_only, place, place_incremental, Capacities, Inputs, Options, Report,
+    cut, delay_only, place, place_incremental, Capacities, Inputs, LatencyStats, Options, Report,
 };
 use topology::{LinkIdx, LinkKind};
 
@@ -121,6 +121,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.classes_over_budget()
     );
     println!("check        {:>8.0} ms", ms(t_check));
+    let (lp, lb) = (
+        LatencyStats::of(&inputs, &p),
+        LatencyStats::of(&inputs, &base),
+    );
+    let at = |us: Option<u64>| us.map_or(0.0, |u| u as f64 / 1000.0);
+    println!(
+        "latency      placed p50 {:.1} / p99 {:.1} / max {:.1} ms, delay-only {:.1} / {:.1} / {:.1} ms",
+        at(lp.p50_us),
+        at(lp.p99_us),
+        at(lp.max_us),
+        at(lb.p50_us),
+        at(lb.p99_us),
+        at(lb.max_us)
+    );
     println!(
         "cut one line {:>8.0} ms: {} classes moved, {} at risk",
         ms(t_cut),
