@@ -8,7 +8,8 @@ use placement_support::*;
 use topology::demand::Demand;
 use topology::paths::Metric;
 use topology::placement::{
-    cut, place, place_incremental, Capacities, Dir, Inputs, LinkLoads, MoveReason, Options, Report,
+    cut, place, place_incremental, Capacities, Dir, Inputs, LinkLoads, MoveReason, Options,
+    PlacementError, Report,
 };
 use topology::{LinkIdx, LinkKind, NodeIdx};
 
@@ -300,4 +301,42 @@ fn fewer_classes_leave_the_slowest_path_first() {
         .map(|s| s.classes)
         .collect();
     assert_eq!(left, vec![2, 1]);
+}
+
+#[test]
+fn inputs_that_do_not_fit_together_are_refused_with_what_is_wrong() {
+    let links = [link(0, 1, false, 10)];
+    let d = demand(
+        vec![service("class", 200_000, profile(10, 10))],
+        &[(0, 1, 0, 3)],
+    );
+    let c = case(&links, vec![[None, None]], d);
+    let o = Options::default();
+    let mut bad = c.clone();
+    bad.metric = Metric::new(vec![]);
+    assert_eq!(
+        place(&bad.inputs(), &o),
+        Err(PlacementError::MetricLength {
+            metric: 0,
+            links: 1
+        })
+    );
+    let mut bad = c.clone();
+    bad.demand = demand(c.demand.services.clone(), &[(0, 7, 0, 1)]);
+    assert!(matches!(
+        place(&bad.inputs(), &o),
+        Err(PlacementError::DemandNode { node: 7, .. })
+    ));
+    let mut bad = c.clone();
+    bad.demand = demand(c.demand.services.clone(), &[(0, 1, 3, 1)]);
+    let err = place(&bad.inputs(), &o).expect_err("no service 3");
+    assert!(err.to_string().contains("service 3"), "{err}");
+    let nan = Options {
+        ceiling: f64::NAN,
+        ..Options::default()
+    };
+    assert!(matches!(
+        place(&c.inputs(), &nan),
+        Err(PlacementError::Ceiling(_))
+    ));
 }

@@ -7,6 +7,8 @@
 
 mod file;
 
+pub use file::DEMAND_VERSION;
+
 use std::collections::BTreeMap;
 
 use crate::model::{NodeIdx, Topology};
@@ -137,16 +139,15 @@ pub struct Demand {
 
 impl Demand {
     /// A demand from unordered parts: entries for the same (src, dst, service) are
-    /// added up, empty ones and self-pairs dropped, the rest sorted.
-    ///
-    /// Panics if an entry names a service index that `services` does not have:
-    /// callers build entries from the same list.
+    /// added up, empty ones and self-pairs dropped, the rest sorted. An entry naming
+    /// a service or node that does not exist is kept: placement refuses it with an
+    /// error that says which.
     pub fn new(services: Vec<ServiceSpec>, pairs: impl IntoIterator<Item = PairDemand>) -> Demand {
         let mut merged: BTreeMap<(NodeIdx, NodeIdx, usize), u64> = BTreeMap::new();
         for p in pairs {
-            assert!(p.service < services.len(), "service index out of range");
             if p.classes > 0 && p.src != p.dst {
-                *merged.entry((p.src, p.dst, p.service)).or_default() += p.classes;
+                let n = merged.entry((p.src, p.dst, p.service)).or_default();
+                *n = n.saturating_add(p.classes);
             }
         }
         let pairs = merged
