@@ -185,6 +185,35 @@ async fn jitter_on_every_link_for_a_minute_does_not_flap_routes() {
     .await;
 }
 
+/// The defect: with the controller away, a cut after the first transit relay
+/// (bbb–ddd) black-holed the stream for seconds: bbb had no loop-free
+/// alternate and aaa kept sending to it. Now bbb repairs (back through aaa,
+/// then ccc, marked so it is not repaired again), within the same bound as a
+/// cut next to the ingress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_past_the_first_transit_is_repaired_without_the_controller() {
+    bounded(90, async {
+        let (mut fleet, stream) = diamond::start().await;
+        fleet.stop_controller().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r0 = fleet.relay("bbb").status().counters.sent_via_repair;
+        let cut_at = Instant::now();
+        fleet.link("bbb", "ddd").expect("link").cut();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let gap = stream.longest_gap(cut_at, Instant::now());
+        let repaired = fleet.relay("bbb").status().counters.sent_via_repair - r0;
+        println!("gap after a cut past the first transit, controller away: {} ms; bbb repaired {repaired}", gap.as_millis());
+        assert!(repaired > 100, "bbb repaired the stream: {repaired}");
+        assert!(
+            gap <= FAILOVER_GAP_BOUND,
+            "gap {gap:?}, bound {FAILOVER_GAP_BOUND:?}"
+        );
+        assert_eq!(ttl_drops(&fleet), 0, "no packet looped");
+        fleet.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_controller_relays_keep_forwarding_and_fail_over_locally() {
     bounded(90, async {
@@ -212,7 +241,10 @@ async fn without_the_controller_relays_keep_forwarding_and_fail_over_locally() {
             gap <= FAILOVER_GAP_BOUND,
             "gap {gap:?}, bound {FAILOVER_GAP_BOUND:?}"
         );
-        assert!(fleet.relay("aaa").status().counters.sent_via_backup > 0);
+        // Around a dead next hop the relay repairs (node-protecting segments
+        // first, the loop-free backup where there is no segment).
+        let c = fleet.relay("aaa").status().counters;
+        assert!(c.sent_via_repair + c.sent_via_backup > 0, "{c:?}");
 
         // The controller comes back: it rebuilds from reports and pushes tables
         // that route around the dead link (primary, not just backup).

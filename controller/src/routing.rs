@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use topology::paths::{Cost, Graph, Hop, Metric, Routes};
+use topology::repair::{Protection, RepairPath, RepairTables};
 use topology::{LinkIdx, NodeIdx, Topology};
 
 use crate::linkstate::{measured_cost, LinkStateDb, LinkView};
@@ -59,6 +60,10 @@ pub struct TableEntry {
     pub primary: Hop,
     /// A loop-free alternate for when the primary link fails (see `paths::RouteEntry`).
     pub backup: Option<Hop>,
+    /// The repair segment around the primary (see `topology::repair`), checked
+    /// against the tables in force: from its release node every node's primary
+    /// avoids what it protects.
+    pub repair: Option<RepairPath>,
 }
 
 /// One node's forwarding table: destination → next hops. Holds only destinations
@@ -241,12 +246,13 @@ impl RouteSelector {
                 .collect(),
         );
         self.routes = Routes::compute(&self.graph, &self.metric);
-        let tables = sticky_tables(
+        let mut tables = sticky_tables(
             &self.routes,
             &self.metric,
             &self.tables.tables,
             &self.config,
         );
+        attach_repairs(&mut tables, &self.graph, &self.metric, &self.routes);
         if tables != self.tables.tables {
             self.tables.tables = tables;
             self.tables.version += 1;
@@ -450,6 +456,58 @@ fn sticky_tables(
     tables
 }
 
+/// Gives each entry its repair segment where one exists and is sound for the
+/// tables as they are: computed for the entry's own primary, and from the
+/// segment's release node on, every node's primary avoids the protected
+/// neighbour (or link). Stickiness can keep a primary the shortest paths would
+/// not choose; such an entry goes without a segment (its backup still serves).
+fn attach_repairs(tables: &mut [NodeTable], graph: &Graph, metric: &Metric, routes: &Routes) {
+    let Ok(repairs) = RepairTables::compute(graph, metric, routes) else {
+        return;
+    };
+    let snapshot: Vec<NodeTable> = tables.to_vec();
+    for (s, table) in tables.iter_mut().enumerate() {
+        let src = NodeIdx(s as u32);
+        for (d, entry) in table.entries.iter_mut() {
+            entry.repair = repairs
+                .get(src, *d)
+                .filter(|_| routes.get(src, *d).primary == Some(entry.primary))
+                .filter(|p| sound(&snapshot, src, *d, entry.primary, p))
+                .copied();
+        }
+    }
+}
+
+/// Whether table forwarding from `path`'s release node to `dst` avoids what
+/// the path protects around `src`'s primary hop `primary`.
+fn sound(
+    tables: &[NodeTable],
+    src: NodeIdx,
+    dst: NodeIdx,
+    primary: Hop,
+    path: &RepairPath,
+) -> bool {
+    let n = primary.node;
+    let avoided = |from: NodeIdx, to: NodeIdx| match path.protects() {
+        Protection::Node => to != n && from != n,
+        Protection::Link => !((from == src && to == n) || (from == n && to == src)),
+    };
+    let mut at = path.release();
+    for _ in 0..tables.len() {
+        if at == dst {
+            return true;
+        }
+        let Some(e) = tables.get(at.get()).and_then(|t| t.entries.get(&dst)) else {
+            return false;
+        };
+        if !avoided(at, e.primary.node) {
+            return false;
+        }
+        at = e.primary.node;
+    }
+    false
+}
+
 /// Per node, the table `Routes` gives: every reachable destination's next hops.
 fn tables_of(routes: &Routes) -> Vec<NodeTable> {
     let n = routes.node_count();
@@ -466,6 +524,7 @@ fn tables_of(routes: &Routes) -> Vec<NodeTable> {
                         TableEntry {
                             primary,
                             backup: e.backup,
+                            repair: None,
                         },
                     ))
                 })
@@ -496,6 +555,7 @@ mod change_tests {
                         TableEntry {
                             primary: hop(via),
                             backup: None,
+                            repair: None,
                         },
                     )
                 })

@@ -279,6 +279,7 @@ fn entry(node: u32, link: u32, backup: Option<(u32, u32)>) -> TableEntry {
             node: NodeIdx(n),
             link: LinkIdx(l),
         }),
+        repair: None,
     }
 }
 
@@ -341,7 +342,9 @@ fn diff_of_selector_tables_matches_a_failover() {
             D,
             TableEntry {
                 primary: Hop { node: C, link: AC },
-                backup: None
+                backup: None,
+                // B–D is down: no path around C is left to repair with.
+                repair: None,
             }
         )]
     );

@@ -208,5 +208,8 @@ fn entry(topo: &Topology, dst: NodeIdx, e: &crate::routing::TableEntry) -> Route
         dst: topo.node(dst).id.clone(),
         primary: topo.node(e.primary.node).id.clone(),
         backup: e.backup.map(|b| topo.node(b.node).id.clone()),
+        repair: e
+            .repair
+            .map(|p| p.hops().iter().map(|n| topo.node(*n).id.clone()).collect()),
     }
 }

@@ -19,6 +19,7 @@ use quinn::Endpoint;
 use rand::Rng as _;
 use relay_core::backoff::Backoff;
 use relay_core::routes::{next_hop_changes, NextHopMoves};
+use relay_core::segment::Segment;
 use relay_core::Route;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, warn, Instrument};
@@ -147,6 +148,10 @@ fn apply(ctx: &Context, update: TableUpdate) {
                 Route {
                     primary: key(&r.primary),
                     backup: r.backup.as_deref().map(key),
+                    repair: r.repair.as_ref().and_then(|hops| {
+                        let keys: Vec<u32> = hops.iter().map(|h| key(h)).collect();
+                        Segment::new(&keys)
+                    }),
                 },
             )
         })

@@ -218,6 +218,11 @@ fn forwarding(s: &mut Scrape, shared: &Context) {
         c.sent_via_backup,
     );
     s.counter(
+        "datagrams_sent_via_repair",
+        "Datagrams this relay repaired around a dead next hop (sent along a repair segment): local repair",
+        c.sent_via_repair,
+    );
+    s.counter(
         "tcp_sessions",
         "TCP sessions accepted at a service ingress here",
         c.tcp_sessions,

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub datagrams_delivered: AtomicU64,
     /// Of `datagrams_sent`, those that went to a backup next hop.
     pub sent_via_backup: AtomicU64,
+    /// Of `datagrams_sent`, those this node repaired around a dead next hop.
+    pub sent_via_repair: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub bytes_delivered: AtomicU64,
     /// TCP sessions accepted at an ingress, and streams carried in transit or at egress.
@@ -47,6 +49,7 @@ pub struct Counters {
     pub datagrams_received: u64,
     pub datagrams_delivered: u64,
     pub sent_via_backup: u64,
+    pub sent_via_repair: u64,
     pub bytes_sent: u64,
     pub bytes_delivered: u64,
     pub tcp_sessions: u64,
@@ -89,6 +92,7 @@ impl Metrics {
             datagrams_received: get(&self.datagrams_received),
             datagrams_delivered: get(&self.datagrams_delivered),
             sent_via_backup: get(&self.sent_via_backup),
+            sent_via_repair: get(&self.sent_via_repair),
             bytes_sent: get(&self.bytes_sent),
             bytes_delivered: get(&self.bytes_delivered),
             tcp_sessions: get(&self.tcp_sessions),

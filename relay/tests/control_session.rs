@@ -77,11 +77,13 @@ async fn a_table_trickling_in_while_reports_go_out_is_applied_whole() {
             dst: "bbb".into(),
             primary: "bbb".into(),
             backup: None,
+            repair: None,
         })
         .chain((0..3_000).map(|i| RouteEntry {
             dst: format!("far-{i:05}"),
             primary: "bbb".into(),
             backup: None,
+            repair: None,
         }))
         .collect();
         let wire = control_protocol::framing::encode(&ControllerMessage::Table(TableUpdate {

@@ -77,8 +77,10 @@ async fn sessions_beyond_the_flow_limit_are_refused_and_counted() {
             held.push(s);
         }
         for _ in 0..2 {
-            let mut s = TcpStream::connect(ingress).await.expect("connect");
-            assert!(!ping(&mut s).await, "a session beyond the limit is refused");
+            // The refusal is a reset: it may land while connecting, or after.
+            if let Ok(mut s) = TcpStream::connect(ingress).await {
+                assert!(!ping(&mut s).await, "a session beyond the limit is refused");
+            }
         }
         let drops = fleet
             .relay("aaa")

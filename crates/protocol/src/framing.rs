@@ -140,6 +140,7 @@ mod tests {
                     dst: format!("node-{i:05}"),
                     primary: "pdx".into(),
                     backup: Some("sea".into()),
+                    repair: None,
                 })
                 .collect(),
             remove: Vec::new(),

@@ -71,6 +71,10 @@ pub struct RouteEntry {
     pub dst: String,
     pub primary: String,
     pub backup: Option<String>,
+    /// The repair segment around the primary: node ids after this relay, the
+    /// last the release node (see `topology::repair`). Absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<Vec<String>>,
 }
 
 #[cfg(test)]
@@ -103,6 +107,7 @@ mod tests {
                 dst: "lax".into(),
                 primary: "pdx".into(),
                 backup: None,
+                repair: None,
             }],
             remove: vec!["sea".into()],
         });

@@ -3,8 +3,20 @@
 //! here sends, delivers or counts; the driver does all three.
 
 use crate::drop_reason::DropReason;
+use crate::segment::{self, Segment, FLAG_REPAIRED};
 use crate::table::{Decision, ForwardingTable};
-use crate::wire::{Header, Kind};
+use crate::wire::{Header, Kind, HEADER_LEN};
+
+/// How a forwarded datagram goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The table's primary next hop.
+    Primary,
+    /// The table's loop-free backup (the primary is down, no repair segment).
+    Backup,
+    /// The next hop on the repair segment it carries (`next` moves on by one).
+    Segment,
+}
 
 /// What to do with one received datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,7 +25,13 @@ pub enum Action {
     Forward {
         peer: u32,
         ttl: u8,
-        via_backup: bool,
+        via: Via,
+    },
+    /// The primary next hop is down: mark it repaired, write `segment` into it
+    /// and pass it to the segment's first node, with TTL `ttl`.
+    Repair {
+        segment: Segment,
+        ttl: u8,
     },
     /// Its service ends here: the payload goes to the service's target.
     DeliverToTarget,
@@ -31,53 +49,91 @@ pub enum Action {
     Drop(DropReason),
 }
 
-/// A datagram decided: its header (when it had one) and what to do with it.
+/// A datagram decided: its header (when it had one), where its payload starts,
+/// and what to do with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
     pub header: Option<Header>,
+    pub payload_at: usize,
     pub action: Action,
+}
+
+fn malformed() -> Received {
+    Received {
+        header: None,
+        payload_at: HEADER_LEN,
+        action: Action::Drop(DropReason::Malformed),
+    }
 }
 
 /// Decides the fate of `packet`, received from a neighbour, against `table`;
 /// `peer_up(key)` tells whether the link to neighbour `key` carries traffic now.
-/// The payload starts at [`crate::wire::HEADER_LEN`].
 pub fn decide(
     table: &ForwardingTable,
     packet: &[u8],
-    peer_up: impl FnMut(u32) -> bool,
+    mut peer_up: impl FnMut(u32) -> bool,
 ) -> Received {
-    let header = match Header::decode(packet) {
-        Ok((h, _)) => h,
-        Err(_) => {
-            return Received {
-                header: None,
-                action: Action::Drop(DropReason::Malformed),
-            }
-        }
+    let Ok((header, _)) = Header::decode(packet) else {
+        return malformed();
+    };
+    let (Ok(payload_at), Ok(on_segment)) = (
+        segment::payload_offset(packet, &header),
+        segment::read(packet, &header),
+    ) else {
+        return Received {
+            header: Some(header),
+            ..malformed()
+        };
     };
     let action = match header.kind {
         Kind::Probe => Action::AnswerProbe { seq: header.seq },
         Kind::ProbeReply => Action::ProbeAnswered { seq: header.seq },
         // Streams open on QUIC streams, never as datagrams.
         Kind::StreamOpen => Action::Drop(DropReason::Malformed),
-        Kind::Media => match table.decide(&header, peer_up) {
-            Decision::Deliver if header.is_reply() => Action::DeliverReply,
-            Decision::Deliver => Action::DeliverToTarget,
-            Decision::Forward {
-                next_hop,
-                ttl,
-                via_backup,
-            } => Action::Forward {
-                peer: next_hop,
-                ttl,
-                via_backup,
+        Kind::Media => match on_segment.and_then(|s| s.next_hop) {
+            // On a repair segment: the next listed node, over the direct link.
+            Some(next) => match header.ttl.checked_sub(1) {
+                None | Some(0) => Action::Drop(DropReason::TtlExpired),
+                Some(_) if header.dst == table.me() => Action::Drop(DropReason::Malformed),
+                Some(ttl) if peer_up(next) => Action::Forward {
+                    peer: next,
+                    ttl,
+                    via: Via::Segment,
+                },
+                Some(_) => Action::Drop(DropReason::PeerDown),
             },
-            Decision::Drop(reason) => Action::Drop(reason),
+            None => from_table(table.decide(&header, peer_up), &header),
         },
     };
     Received {
         header: Some(header),
+        payload_at,
         action,
+    }
+}
+
+fn from_table(decision: Decision, header: &Header) -> Action {
+    match decision {
+        Decision::Deliver if header.is_reply() => Action::DeliverReply,
+        Decision::Deliver => Action::DeliverToTarget,
+        Decision::Forward {
+            next_hop,
+            ttl,
+            via_backup,
+        } => Action::Forward {
+            peer: next_hop,
+            ttl,
+            via: if via_backup {
+                Via::Backup
+            } else {
+                Via::Primary
+            },
+        },
+        Decision::Repair { segment, ttl } => {
+            debug_assert!(header.flags & FLAG_REPAIRED == 0, "repaired twice");
+            Action::Repair { segment, ttl }
+        }
+        Decision::Drop(reason) => Action::Drop(reason),
     }
 }
 
@@ -96,6 +152,7 @@ mod tests {
             Route {
                 primary: 2,
                 backup: Some(3),
+                repair: None,
             },
         );
         ForwardingTable::new(1, routes)
@@ -125,7 +182,7 @@ mod tests {
             Action::Forward {
                 peer: 2,
                 ttl: INITIAL_TTL - 1,
-                via_backup: false
+                via: Via::Primary
             }
         );
         assert_eq!(
@@ -133,7 +190,7 @@ mod tests {
             Action::Forward {
                 peer: 3,
                 ttl: INITIAL_TTL - 1,
-                via_backup: true
+                via: Via::Backup
             }
         );
         assert_eq!(

@@ -2,7 +2,8 @@
 //! clock reads (time comes in as `now`, randomness as an argument). The relay
 //! crate's drivers own the sockets and timers and carry out what this decides.
 //!
-//! - [`wire`]: the overlay header and its codec;
+//! - [`wire`]: the overlay header and its codec; [`segment`]: the repair
+//!   segment a datagram may carry;
 //! - [`table`]: the forwarding table and the next-hop decision;
 //!   [`datagram`]: what to do with a datagram from a peer, as an [`Action`];
 //! - [`routes`]: the table in force and its version as one value, and how a
@@ -20,6 +21,7 @@ pub mod flows;
 pub mod probe;
 pub mod reload_plan;
 pub mod routes;
+pub mod segment;
 pub mod table;
 pub mod wire;
 

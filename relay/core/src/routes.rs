@@ -133,6 +133,7 @@ mod tests {
                     Route {
                         primary,
                         backup: None,
+                        repair: None,
                     },
                 )
             })
@@ -152,6 +153,7 @@ mod tests {
                 Route {
                     primary: 3,
                     backup: None,
+                    repair: None,
                 },
             )],
             [],
@@ -191,6 +193,7 @@ mod tests {
             Route {
                 primary: 2,
                 backup: Some(3),
+                repair: None,
             },
         );
         let with_backup = ForwardingTable::new(1, backup);

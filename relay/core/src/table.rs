@@ -1,16 +1,22 @@
 //! The forwarding table and the next-hop decision.
 //!
-//! A table maps each destination node to a primary next hop and, where one
-//! exists, a loop-free backup. It is immutable once built: the relay swaps in a
-//! whole new table (the topology's at start, then the controller's), so a
-//! packet is always decided against one consistent table.
+//! A table maps each destination node to a primary next hop, where one exists a
+//! repair segment around that next hop (see `topology::repair` and
+//! [`crate::segment`]), and where one exists a loop-free backup. When the
+//! primary is down a datagram is repaired along the segment (the segment covers
+//! every single link or node failure the graph survives); without a segment it
+//! takes the backup. It is immutable once built: the relay swaps in a whole new
+//! table (the topology's at start, then the controller's), so a packet is always
+//! decided against one consistent table.
 
 use std::collections::BTreeMap;
 
 use topology::paths::{Graph, Metric, Routes};
+use topology::repair::RepairTable;
 use topology::{NodeIdx, Topology};
 
 use crate::drop_reason::DropReason;
+use crate::segment::{Segment, FLAG_REPAIRED};
 use crate::wire::Header;
 
 /// Next hops for one destination, as node wire keys.
@@ -18,6 +24,9 @@ use crate::wire::Header;
 pub struct Route {
     pub primary: u32,
     pub backup: Option<u32>,
+    /// Where to send a datagram when the primary is down: the nodes after this
+    /// one, each a neighbour of the one before.
+    pub repair: Option<Segment>,
 }
 
 /// What to do with one packet.
@@ -30,6 +39,12 @@ pub enum Decision {
         next_hop: u32,
         ttl: u8,
         via_backup: bool,
+    },
+    /// The primary is down: mark the datagram repaired, write `segment` into it
+    /// and send it to the segment's first node (whose link is up).
+    Repair {
+        segment: Segment,
+        ttl: u8,
     },
     Drop(DropReason),
 }
@@ -46,20 +61,29 @@ impl ForwardingTable {
         ForwardingTable { me, routes }
     }
 
-    /// Routes from the topology's expected delays: the table a relay starts with.
+    /// Routes from the topology's expected delays, with repair segments: the
+    /// table a relay starts with. Every relay computes the same routes from the
+    /// same topology, which is what the segments' release nodes rely on.
     pub fn from_topology(t: &Topology, me: NodeIdx) -> Self {
         let graph = Graph::from_topology(t);
-        let routes = Routes::compute(&graph, &Metric::expected_delay(t));
+        let metric = Metric::expected_delay(t);
+        let routes = Routes::compute(&graph, &metric);
+        let repairs = RepairTable::compute(&graph, &metric, &routes, me).ok();
         let mut table = BTreeMap::new();
         for d in 0..t.nodes.len() as u32 {
             let dst = NodeIdx(d);
             let e = routes.get(me, dst);
             if let Some(primary) = e.primary {
+                let repair = repairs.as_ref().and_then(|r| r.get(dst)).and_then(|p| {
+                    let keys: Vec<u32> = p.hops().iter().map(|&n| t.node_key(n)).collect();
+                    Segment::new(&keys)
+                });
                 table.insert(
                     t.node_key(dst),
                     Route {
                         primary: t.node_key(primary.node),
                         backup: e.backup.map(|b| t.node_key(b.node)),
+                        repair,
                     },
                 );
             }
@@ -80,8 +104,9 @@ impl ForwardingTable {
     }
 
     /// Decides a received packet's fate. `peer_up(key)` tells whether the link to
-    /// neighbor `key` can carry traffic now; the backup is used when the primary
-    /// cannot.
+    /// neighbor `key` can carry traffic now; when the primary cannot, a packet
+    /// not yet repaired is repaired (or takes the backup), a repaired one is
+    /// dropped.
     pub fn decide(&self, h: &Header, peer_up: impl FnMut(u32) -> bool) -> Decision {
         if h.ttl == 0 {
             return Decision::Drop(DropReason::TtlExpired);
@@ -89,11 +114,45 @@ impl ForwardingTable {
         if h.dst == self.me {
             return Decision::Deliver;
         }
-        self.next_hop(h.dst, h.ttl, peer_up)
+        self.next_hop_for(h.dst, h.ttl, h.flags & FLAG_REPAIRED != 0, peer_up)
     }
 
     /// Where a packet this node originates (ttl = initial) or forwards goes next.
-    pub fn next_hop(&self, dst: u32, ttl: u8, mut peer_up: impl FnMut(u32) -> bool) -> Decision {
+    pub fn next_hop(&self, dst: u32, ttl: u8, peer_up: impl FnMut(u32) -> bool) -> Decision {
+        self.next_hop_for(dst, ttl, false, peer_up)
+    }
+
+    /// Next hops for what cannot carry a repair segment (a stream): the primary,
+    /// else the loop-free backup, else nothing.
+    pub fn next_hop_without_repair(
+        &self,
+        dst: u32,
+        ttl: u8,
+        mut peer_up: impl FnMut(u32) -> bool,
+    ) -> Decision {
+        match self.next_hop(dst, ttl, &mut peer_up) {
+            Decision::Repair { ttl, .. } => match self.routes.get(&dst).and_then(|r| r.backup) {
+                Some(b) if peer_up(b) => Decision::Forward {
+                    next_hop: b,
+                    ttl,
+                    via_backup: true,
+                },
+                _ => Decision::Drop(DropReason::PeerDown),
+            },
+            other => other,
+        }
+    }
+
+    /// Next hops for a packet, `repaired` once already: such a packet takes the
+    /// primary or nothing (a second failure is outside what repair covers, and
+    /// a second repair could loop).
+    pub fn next_hop_for(
+        &self,
+        dst: u32,
+        ttl: u8,
+        repaired: bool,
+        mut peer_up: impl FnMut(u32) -> bool,
+    ) -> Decision {
         let ttl = ttl.saturating_sub(1);
         if ttl == 0 {
             return Decision::Drop(DropReason::TtlExpired);
@@ -107,6 +166,14 @@ impl ForwardingTable {
                 ttl,
                 via_backup: false,
             };
+        }
+        if repaired {
+            return Decision::Drop(DropReason::PeerDown);
+        }
+        if let Some(segment) = route.repair {
+            if peer_up(segment.first()) {
+                return Decision::Repair { segment, ttl };
+            }
         }
         match route.backup {
             Some(b) if peer_up(b) => Decision::Forward {
@@ -145,6 +212,7 @@ mod tests {
             Route {
                 primary: 2,
                 backup: Some(3),
+                repair: None,
             },
         );
         routes.insert(
@@ -152,6 +220,7 @@ mod tests {
             Route {
                 primary: 3,
                 backup: None,
+                repair: None,
             },
         );
         ForwardingTable::new(1, routes)
@@ -278,6 +347,7 @@ mod update_tests {
             Route {
                 primary: 2,
                 backup: None,
+                repair: None,
             },
         );
         routes.insert(
@@ -285,6 +355,7 @@ mod update_tests {
             Route {
                 primary: 3,
                 backup: None,
+                repair: None,
             },
         );
         let t = ForwardingTable::new(1, routes);
@@ -296,6 +367,7 @@ mod update_tests {
                     Route {
                         primary: 3,
                         backup: Some(2),
+                        repair: None,
                     },
                 ),
                 (
@@ -303,6 +375,7 @@ mod update_tests {
                     Route {
                         primary: 2,
                         backup: None,
+                        repair: None,
                     },
                 ),
             ],
@@ -312,14 +385,16 @@ mod update_tests {
             diff.route(20),
             Some(&Route {
                 primary: 3,
-                backup: Some(2)
+                backup: Some(2),
+                repair: None
             })
         );
         assert_eq!(
             diff.route(40),
             Some(&Route {
                 primary: 2,
-                backup: None
+                backup: None,
+                repair: None
             })
         );
         assert_eq!(diff.route(30), None);
@@ -330,6 +405,7 @@ mod update_tests {
                 Route {
                     primary: 2,
                     backup: None,
+                    repair: None,
                 },
             )],
             [],
@@ -343,7 +419,8 @@ mod update_tests {
                     1,
                     Route {
                         primary: 2,
-                        backup: None
+                        backup: None,
+                        repair: None
                     }
                 )],
                 []

@@ -20,7 +20,10 @@
 //! - `ttl` starts at [`INITIAL_TTL`] and is decremented by every relay that
 //!   forwards; a packet that would leave with ttl 0, or arrives with 0, is dropped.
 //! - `flags` bit 0 ([`FLAG_REPLY`]): the packet flows back from the egress to the
-//!   ingress of its service. Other bits are reserved, sent as 0, ignored.
+//!   ingress of its service. Bit 1 (`segment::FLAG_REPAIRED`): repaired once
+//!   around a failure, never again. Bit 2 (`segment::FLAG_SEGMENT`): a repair
+//!   segment follows the header (see [`crate::segment`]). Other bits are
+//!   reserved, sent as 0, ignored.
 //! - node and service keys are `topology::wire_key` of the id or name.
 //! - `flow id` is chosen by the ingress relay, unique there; with the ingress
 //!   node's key it names a flow fleet-wide.
@@ -36,9 +39,11 @@ use thiserror::Error;
 
 pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 32;
-/// TTL given to a packet at its ingress: more than any sane overlay path (≤ 5
-/// relays in practice), small enough that a transient loop dies quickly.
-pub const INITIAL_TTL: u8 = 16;
+/// TTL given to a packet at its ingress: more than any path a packet can take,
+/// repair detours included (a U-turn back through the repairing node's
+/// upstream and a 12-hop segment: the longest walk over any single failure of
+/// the shipped world is 18 hops), small enough that a transient loop dies.
+pub const INITIAL_TTL: u8 = 32;
 pub const FLAG_REPLY: u8 = 0b0000_0001;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,6 +96,8 @@ pub enum DecodeError {
     Version(u8),
     #[error("unknown packet kind {0}")]
     Kind(u8),
+    #[error("malformed repair segment")]
+    Segment,
 }
 
 impl Header {
@@ -195,6 +202,7 @@ mod tests {
                 Err(DecodeError::Truncated(n)) => prop_assert!(n < HEADER_LEN),
                 Err(DecodeError::Version(v)) => prop_assert_ne!(v, VERSION),
                 Err(DecodeError::Kind(k)) => prop_assert!(Kind::from_byte(k).is_none()),
+                Err(DecodeError::Segment) => prop_assert!(false, "the header alone has no segment"),
             }
         }
 

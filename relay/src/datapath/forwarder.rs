@@ -11,8 +11,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use quinn::Connection;
-use relay_core::datagram::{self, Action};
+use relay_core::datagram::{self, Action, Via};
 use relay_core::routes::reroutes;
+use relay_core::segment::{self, Segment};
 use relay_core::wire::HEADER_LEN;
 use relay_core::{Decision, DropReason, Header, RoutesInForce};
 
@@ -122,38 +123,69 @@ impl Forwarder {
             self.metrics.count_drop(DropReason::Malformed);
             return Inbound::Handled;
         };
+        let payload = || packet.slice(received.payload_at..);
         match action {
-            Action::Forward {
-                ttl, via_backup, ..
-            } => match picked {
-                Some(conn) => self.send_on(&conn, with_ttl(packet, ttl), via_backup),
+            Action::Forward { ttl, via, .. } => match &picked {
+                Some(conn) => {
+                    let out = rewritten(packet.clone(), |p| {
+                        Header::set_ttl_in_place(p, ttl);
+                        if via == Via::Segment {
+                            segment::advance_in_place(p);
+                        }
+                    });
+                    self.send_on(conn, out, via == Via::Backup);
+                }
                 None => self.metrics.count_drop(DropReason::PeerDown),
             },
-            Action::DeliverToTarget => {
-                return Inbound::ToTarget(header, packet.slice(HEADER_LEN..))
-            }
-            Action::DeliverReply => return Inbound::ToClient(header, packet.slice(HEADER_LEN..)),
+            Action::Repair { segment, ttl } => match &picked {
+                Some(conn) => self.repair(conn, &packet, received.payload_at, &segment, ttl),
+                None => self.metrics.count_drop(DropReason::PeerDown),
+            },
+            Action::DeliverToTarget => return Inbound::ToTarget(header, payload()),
+            Action::DeliverReply => return Inbound::ToClient(header, payload()),
             Action::Drop(reason) => self.metrics.count_drop(reason),
             Action::AnswerProbe { .. } | Action::ProbeAnswered { .. } => {}
         }
         Inbound::Handled
     }
 
-    /// Picks the next hop toward `dst` for a packet or stream this node
-    /// originates: the decision, and the connection to that neighbour.
+    /// Sends `packet` (payload from `payload_at`) around a dead next hop along
+    /// `segment`, marked repaired, to the segment's first node `conn`.
+    fn repair(&self, conn: &Connection, packet: &[u8], payload_at: usize, seg: &Segment, ttl: u8) {
+        let out = segment::insert(packet, payload_at, seg, ttl);
+        Metrics::add(&self.metrics.sent_via_repair, 1);
+        self.send_on(conn, Bytes::from(out), false);
+    }
+
+    /// Picks the next hop toward `dst` for a datagram this node originates: the
+    /// decision, and the connection to the neighbour it names.
     pub fn next_hop(&self, dst: u32, ttl: u8) -> (Decision, Option<Connection>) {
+        self.pick(dst, ttl, false)
+    }
+
+    /// The next hop for a stream: streams carry no repair segment, so around a
+    /// dead primary they take the loop-free backup, or nothing.
+    pub fn next_hop_for_stream(&self, dst: u32, ttl: u8) -> (Decision, Option<Connection>) {
+        self.pick(dst, ttl, true)
+    }
+
+    fn pick(&self, dst: u32, ttl: u8, no_repair: bool) -> (Decision, Option<Connection>) {
         let routes = self.routes.load();
         let links = self.links.current();
         let mut picked = None;
-        let decision = routes.table.next_hop(dst, ttl, |peer| {
-            match links.get(&peer).filter(|l| l.is_usable()) {
-                Some(l) => {
-                    picked = Some(l.conn.clone());
-                    true
-                }
-                None => false,
+        let table = &routes.table;
+        let up = |peer: u32| match links.get(&peer).filter(|l| l.is_usable()) {
+            Some(l) => {
+                picked = Some(l.conn.clone());
+                true
             }
-        });
+            None => false,
+        };
+        let decision = if no_repair {
+            table.next_hop_without_repair(dst, ttl, up)
+        } else {
+            table.next_hop(dst, ttl, up)
+        };
         (decision, picked)
     }
 
@@ -169,8 +201,14 @@ impl Forwarder {
                 header.ttl = ttl;
                 self.send_on(&conn, Bytes::from(header.encode_with(payload)), via_backup);
             }
+            (Decision::Repair { segment, ttl }, Some(conn)) => {
+                let plain = header.encode_with(payload);
+                self.repair(&conn, &plain, HEADER_LEN, &segment, ttl);
+            }
             (Decision::Drop(reason), _) => self.metrics.count_drop(reason),
-            (Decision::Forward { .. }, None) => self.metrics.count_drop(DropReason::PeerDown),
+            (Decision::Forward { .. } | Decision::Repair { .. }, None) => {
+                self.metrics.count_drop(DropReason::PeerDown)
+            }
             (Decision::Deliver, _) => self.metrics.count_drop(DropReason::NoRoute),
         }
     }
@@ -202,16 +240,21 @@ impl Forwarder {
     }
 }
 
-/// `packet` with its TTL byte set to `ttl`: in place when this is the only
+/// `packet` with `edit` applied to its bytes: in place when this is the only
 /// reference to the buffer (the usual case for a datagram just read from
 /// quinn), else on a copy.
-pub fn with_ttl(packet: Bytes, ttl: u8) -> Bytes {
+pub fn rewritten(packet: Bytes, edit: impl FnOnce(&mut [u8])) -> Bytes {
     let mut owned = match packet.try_into_mut() {
         Ok(owned) => owned,
         Err(shared) => BytesMut::from(&shared[..]),
     };
-    Header::set_ttl_in_place(&mut owned, ttl);
+    edit(&mut owned);
     owned.freeze()
+}
+
+/// `packet` with its TTL byte set to `ttl` (see [`rewritten`]).
+pub fn with_ttl(packet: Bytes, ttl: u8) -> Bytes {
+    rewritten(packet, |p| Header::set_ttl_in_place(p, ttl))
 }
 
 #[cfg(test)]
@@ -229,6 +272,7 @@ mod tests {
             Route {
                 primary,
                 backup: None,
+                repair: None,
             },
         );
         ForwardingTable::new(1, routes)

@@ -18,10 +18,13 @@ pub(crate) async fn open_next_hop(
     ctx: &Context,
     mut header: Header,
 ) -> Result<(quinn::SendStream, quinn::RecvStream), DropReason> {
-    let (ttl, conn) = match ctx.forwarder.next_hop(header.dst, header.ttl) {
+    let (ttl, conn) = match ctx.forwarder.next_hop_for_stream(header.dst, header.ttl) {
         (Decision::Forward { ttl, .. }, Some(conn)) => (ttl, conn),
         (Decision::Drop(reason), _) => return Err(reason),
-        (Decision::Forward { .. }, None) => return Err(DropReason::PeerDown),
+        (Decision::Forward { .. } | Decision::Repair { .. }, None) => {
+            return Err(DropReason::PeerDown)
+        }
+        (Decision::Repair { .. }, Some(_)) => return Err(DropReason::PeerDown),
         (Decision::Deliver, _) => return Err(DropReason::NoRoute),
     };
     header.ttl = ttl;

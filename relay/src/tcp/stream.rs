@@ -35,21 +35,23 @@ pub async fn relay_stream(ctx: Arc<Context>, send: quinn::SendStream, mut recv: 
     let decision = ctx.forwarder.routes().table.decide(&header, |_| true);
     match decision {
         Decision::Deliver => deliver(&ctx, header, send, recv).await,
-        Decision::Forward { .. } => match super::open_next_hop(&ctx, header).await {
-            Ok((next_send, next_recv)) => {
-                let idle = ctx.live.load().cfg.tuning.tcp_idle_timeout;
-                tokio::select! {
-                    _ = ctx.cancel.cancelled() => {}
-                    r = splice(End::Quic(send, recv), End::Quic(next_send, next_recv), idle) => {
-                        debug!("transit stream ended: {r:?}");
+        Decision::Forward { .. } | Decision::Repair { .. } => {
+            match super::open_next_hop(&ctx, header).await {
+                Ok((next_send, next_recv)) => {
+                    let idle = ctx.live.load().cfg.tuning.tcp_idle_timeout;
+                    tokio::select! {
+                        _ = ctx.cancel.cancelled() => {}
+                        r = splice(End::Quic(send, recv), End::Quic(next_send, next_recv), idle) => {
+                            debug!("transit stream ended: {r:?}");
+                        }
                     }
                 }
+                Err(reason) => {
+                    ctx.metrics.count_drop(reason);
+                    refuse(send, recv, STREAM_ABORTED);
+                }
             }
-            Err(reason) => {
-                ctx.metrics.count_drop(reason);
-                refuse(send, recv, STREAM_ABORTED);
-            }
-        },
+        }
         Decision::Drop(reason) => {
             ctx.metrics.count_drop(reason);
             refuse(send, recv, STREAM_ABORTED);
