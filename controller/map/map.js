@@ -262,7 +262,9 @@
     const nodes = [...S.nodes.values()];
     P = projection(nodes, w, hgt, S.view);
     svg.setAttribute('viewBox', `0 0 ${w} ${hgt}`);
-    svg.replaceChildren();
+    svg.replaceChildren(); // what the pointer was over is gone: no mouseleave will come
+    S.hover = null;
+    hideTip();
     const g = (cls) => svg.appendChild(s('g', { class: cls }));
     layers = {
       ocean: g('ocean-layer'), grat: g('grat-layer'), land: g('land-layer'), halo: g('halo-layer'),
@@ -319,7 +321,8 @@
       const x = P.px(P.X(n.lon)), y = P.py(n.lat);
       const hub = hubs.has(n.id);
       const r = hub ? 4.6 : 3.6;
-      const c = s('circle', { class: hub ? 'node hub' : 'node', cx: r1(x), cy: r1(y), r, 'data-node': n.id, 'data-connected': String(n.connected !== false) });
+      const c = s('circle', { class: hub ? 'node hub' : 'node', cx: r1(x), cy: r1(y), r, 'data-node': n.id, 'aria-label': `${n.city} (${n.id})` });
+      paintNode(c, n);
       c.addEventListener('mouseenter', (ev) => showNodeTip(ev, n.id));
       c.addEventListener('mousemove', (ev) => showNodeTip(ev, n.id));
       c.addEventListener('mouseleave', hideTip);
@@ -359,6 +362,10 @@
       labelEl.set(it.id, t);
     }
     renderPath();
+  }
+
+  function paintNode(c, n) {
+    c.setAttribute('data-connected', String(n.connected !== false));
   }
 
   // Updates one link's look in place (no re-layout): what a `links` event needs.
@@ -609,7 +616,9 @@
     box.setAttribute('data-nodes', S.nodes.size);
     box.setAttribute('data-links', S.links.size);
     box.setAttribute('data-down', count.down);
+    const gone = [...S.nodes.values()].filter((n) => n.connected === false).length;
     const parts = [h('b', null, String(S.nodes.size)), ' relays · ', h('b', null, String(S.links.size)), ' links'];
+    if (gone) parts.push(' · ', h('b', { class: 'bad' }, `${gone} not connected`));
     if (count.down) parts.push(' · ', h('b', { class: 'bad' }, `${count.down} down`));
     if (count['held-down']) parts.push(' · ', h('b', null, `${count['held-down']} held down`));
     if (count.degraded) parts.push(' · ', h('b', { class: 'warn' }, `${count.degraded} degraded`));
@@ -683,6 +692,17 @@
       renderSummary();
       if (S.hover || S.pinned) renderLinkPanel();
       refreshPath(stateChanged);
+    });
+    es.addEventListener('nodes', (e) => {
+      let rebuild = false;
+      for (const n of JSON.parse(e.data)) {
+        const old = S.nodes.get(n.id);
+        if (!old || old.lat !== n.lat || old.lon !== n.lon) rebuild = true;
+        S.nodes.set(n.id, n);
+        if (!rebuild && nodeEl.get(n.id)) paintNode(nodeEl.get(n.id), n);
+      }
+      if (rebuild) { render(); fillPickers(); }
+      renderSummary();
     });
     es.addEventListener('timeline', (e) => {
       addTimeline(JSON.parse(e.data));

@@ -8,6 +8,7 @@ fleet of topology/world.yaml, with synthetic measurements and load. Python 3 std
 Hooks to break things by hand (each pushes `links` and `timeline` events):
     POST /mock/cut?a=sha&b=pdx            POST /mock/restore?a=sha&b=pdx
     POST /mock/impair?a=sha&b=pdx&loss=0.03&jitter_ms=12
+    POST /mock/node?id=sha&connected=false (a relay's session to the controller drops)
     POST /mock/drop-streams               (closes every SSE stream: the page reconnects)
     POST /api/v1/lab/links/{a}/{b}/cut|restore|impair   (the lab's own form)
 """
@@ -272,9 +273,23 @@ class Fleet:
     # --- JSON shapes (docs/map.md) ---
 
     def node_json(self, n):
-        up_for = time.time() - self.started
-        return dict(n, connected=True, connected_for_s=round(up_for, 3),
+        out = {k: n[k] for k in ("id", "city", "country", "region", "lat", "lon")}
+        if n.get("disconnected"):
+            return dict(out, connected=False, connected_for_s=None, table_version_applied=None)
+        up_for = time.time() - n.get("since", self.started)
+        return dict(out, connected=True, connected_for_s=round(up_for, 3),
                     table_version_applied=self.version)
+
+    def set_connected(self, node_id, connected):
+        n = next((n for n in self.nodes if n["id"] == node_id), None)
+        if n is None:
+            raise LookupError(f"no node `{node_id}`")
+        if connected:
+            n.pop("disconnected", None)
+            n["since"] = time.time()
+        else:
+            n["disconnected"] = True
+        self.broadcast("nodes", [self.node_json(n)])
 
     def link_json(self, l, now=None):
         now = now or time.time()
@@ -461,6 +476,9 @@ class Handler(BaseHTTPRequestHandler):
             with f.lock:
                 if url.path == "/mock/drop-streams":
                     f.drop_streams()
+                    return self.send_json({"ok": True})
+                if url.path == "/mock/node":
+                    f.set_connected(q.get("id", ""), q.get("connected", "true") != "false")
                     return self.send_json({"ok": True})
                 if len(parts) == 2 and parts[0] == "mock":
                     action, a, b = parts[1], q.get("a"), q.get("b")
