@@ -206,7 +206,7 @@
   // The undersea lines run between nearby landings, so bows of one shape would lay
   // them on top of each other: fan them out, each apex at least `gap` px north of the
   // apex of the line south of it (in the order of their chords' midpoints).
-  function undersea_bows(links, P) {
+  function underseaBows(links, P) {
     const items = [];
     for (const [k, l] of links) {
       const A = S.nodes.get(l.a), B = S.nodes.get(l.b);
@@ -288,7 +288,7 @@
     const links = [...S.links.entries()].sort((a, b) => (order[a[1].kind] ?? 1) - (order[b[1].kind] ?? 1));
     for (const k of Object.keys(el)) delete el[k];
     const geoms = new Map();
-    const bows = undersea_bows(links, P);
+    const bows = underseaBows(links, P);
     for (const [k, l] of links) {
       const geo = linkGeom(l, P, bows.get(k));
       if (!geo) continue;
@@ -526,7 +526,7 @@
         h('b', null, svc ? `${fmtMs(svc.one_way_ms_p50)}` : fmtMs(measured)),
         svc && svc.one_way_ms_p99 != null ? h('span', null, `p99 ${fmtMs(svc.one_way_ms_p99)}`) : null)));
     const dl = h('dl');
-    if (r.cost_ms != null) dl.append(h('dt', null, 'cost in force'), h('dd', null, fmtMs(r.cost_ms)));
+    if (!svc && r.cost_ms != null) dl.append(h('dt', null, 'cost in force'), h('dd', null, fmtMs(r.cost_ms)));
     if (svc && svc.loss != null) dl.append(h('dt', null, 'loss'), h('dd', null, fmtPct(svc.loss)));
     if (svc && svc.reordered != null) dl.append(h('dt', null, 'reordered'), h('dd', null, fmtPct(svc.reordered)));
     if (dl.childNodes.length) kids.push(dl);
