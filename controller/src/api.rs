@@ -1,5 +1,6 @@
-//! The controller's admin HTTP API: nodes, links, routes, health (JSON), and
-//! Prometheus metrics (`/metrics`, see [`crate::exposition`]). GET only. Every
+//! The controller's admin HTTP API: nodes, links, routes, health (JSON),
+//! Prometheus metrics (`/metrics`, see [`crate::exposition`]) and the live
+//! map's page ([`crate::map`]). GET only. Every
 //! handler reads the compute task's latest snapshot and never waits on a
 //! computation.
 
@@ -187,6 +188,7 @@ pub fn routes() -> Router<Arc<Shared>> {
             get(|State(s): State<Arc<Shared>>| async move { admin::json(&links(&s)) }),
         )
         .route("/api/v1/routes", get(route_query))
+        .merge(crate::map::routes())
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {

@@ -6,13 +6,14 @@
 //! own task), [`session`] (one per relay: where a relay's report arrives and its
 //! route table leaves), [`runtime`] (start, shutdown, the daemon's signal loop,
 //! reload), [`api`] and [`exposition`] (the admin API), reading [`view`];
-//! [`shared`] holds the handles they share.
+//! [`shared`] holds the handles they share; [`map`] serves the live map's page.
 
 pub mod api;
 pub mod compute;
 pub mod config;
 pub mod exposition;
 pub mod linkstate;
+pub mod map;
 pub mod metrics;
 pub mod routing;
 pub mod runtime;
