@@ -9,6 +9,7 @@
 //! [`shared`] holds the handles they share; [`map`] serves the live map's page.
 
 pub mod api;
+pub mod coalesce;
 pub mod compute;
 pub mod config;
 pub mod exposition;
