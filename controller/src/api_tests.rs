@@ -54,6 +54,7 @@ pub(crate) fn shared_with(yaml: &str, limits: LiveLimits) -> Arc<Shared> {
         reports,
         sessions: Mutex::default(),
         reports_dropped: AtomicU64::new(0),
+        handshakes: Arc::default(),
         cancel: CancellationToken::new(),
         started: tokio::time::Instant::now(),
         metrics: Arc::new(ControllerMetrics::new(topo.nodes.len())),

@@ -24,6 +24,9 @@ use crate::view::{FleetView, LinkStatus};
 /// dropped (the next one, a second later, says the same or newer).
 pub const QUEUE: usize = 4096;
 
+static IGNORED_WARNING: daemon::throttle::Throttle =
+    daemon::throttle::Throttle::new(Duration::from_secs(10));
+
 /// One relay's report of its links.
 #[derive(Debug)]
 pub struct Reports {
@@ -108,11 +111,15 @@ impl State {
             );
             self.selector.set_draining(r.from, r.draining);
         }
+        let (mut ignored, mut first_error) = (0usize, None::<String>);
         for l in &r.links {
-            let Some(peer) = topo.node_idx(&l.peer) else {
-                continue;
-            };
-            let Some(link) = topo.link_between(r.from, peer) else {
+            let Some(link) = topo
+                .node_idx(&l.peer)
+                .and_then(|peer| topo.link_between(r.from, peer))
+            else {
+                ignored += 1;
+                first_error
+                    .get_or_insert_with(|| format!("no link to `{}` in the topology", l.peer));
                 continue;
             };
             let report = LinkReport {
@@ -125,7 +132,21 @@ impl State {
                 loss: l.loss,
             };
             if let Err(e) = self.db.handle_report(report, now) {
-                warn!("ignored a link report: {e}");
+                ignored += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+        // One line per report at most, and those rate-limited: a relay with a
+        // stale topology reports the same unknown links every second.
+        if let Some(first) = first_error {
+            if let Some(held) = IGNORED_WARNING.allow() {
+                warn!(
+                    node = %topo.node(r.from).id,
+                    ignored,
+                    of = r.links.len(),
+                    repeats = held,
+                    "ignored link reports: {first}"
+                );
             }
         }
     }

@@ -47,6 +47,25 @@ pub fn scrape(shared: &Shared) -> Scrape {
             (label.to_string(), n as f64)
         }),
     );
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let h = &shared.handshakes;
+    s.counters(
+        "handshakes",
+        "Incoming QUIC handshakes by outcome: accepted (taken on), retried (sent a Retry to prove the address), dropped (too many in progress or over the rate), failed (taken on, then failed or timed out)",
+        "outcome",
+        [
+            ("accepted", load(&h.accepted)),
+            ("retried", load(&h.retried)),
+            ("dropped", load(&h.dropped)),
+            ("failed", load(&h.failed)),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    s.counter(
+        "reports_dropped",
+        "Relay reports dropped because the route computation's queue was full",
+        load(&shared.reports_dropped),
+    );
     s.gauge(
         "table_version",
         "Version of the route tables in force; grows by one each time some node's table changes",

@@ -85,6 +85,7 @@ pub async fn start(
         reports,
         sessions: Mutex::new(BTreeMap::new()),
         reports_dropped: AtomicU64::new(0),
+        handshakes: Arc::default(),
         cancel: tasks.cancel_token().clone(),
         started: Instant::now(),
         metrics: metrics.clone(),
@@ -119,7 +120,17 @@ pub async fn start(
             endpoint.clone(),
             shared.cancel.clone(),
             tasks.spawner(),
-            move |incoming| crate::session::session(s.clone(), incoming),
+            daemon::quic::AcceptOptions {
+                limits: daemon::handshake_gate::GateLimits::CONTROLLER,
+                handshake_timeout: Duration::from_secs(5),
+                counters: shared.handshakes.clone(),
+                known: {
+                    let relays: std::collections::HashSet<SocketAddr> =
+                        topo.nodes.iter().map(|n| n.addr).collect();
+                    Arc::new(move |addr| relays.contains(&addr))
+                },
+            },
+            move |pending| crate::session::session(s.clone(), pending),
         ),
     );
     let admin_addr = match admin {

@@ -12,8 +12,8 @@ use control_protocol::{
     ControlCodec, ControllerMessage, RelayMessage, RouteEntry, TableUpdate, MAX_CONTROLLER_MESSAGE,
     MAX_RELAY_MESSAGE,
 };
+use daemon::quic::Pending;
 use futures_util::{SinkExt as _, StreamExt as _};
-use quinn::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -39,14 +39,21 @@ fn codec() -> Codec {
     ControlCodec::new(MAX_RELAY_MESSAGE, MAX_CONTROLLER_MESSAGE)
 }
 
+static REFUSAL_WARNING: daemon::throttle::Throttle =
+    daemon::throttle::Throttle::new(Duration::from_secs(10));
+
 /// Runs the session of one incoming connection until it ends.
-pub async fn session(shared: Arc<Shared>, incoming: Incoming) {
-    let remote = incoming.remote_address();
-    let conn = match tokio::time::timeout(Duration::from_secs(5), incoming).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return warn!(%remote, "refused relay connection: {e}"),
-        Err(_) => return warn!(%remote, "refused relay connection: handshake timed out"),
+pub async fn session(shared: Arc<Shared>, pending: Pending) {
+    let conn = match pending.wait().await {
+        Ok(c) => c,
+        Err(failed) => {
+            if let Some(held) = REFUSAL_WARNING.allow() {
+                warn!(remote = %failed.remote, repeats = held, "refused relay connection: {}", failed.reason);
+            }
+            return;
+        }
     };
+    let remote = conn.remote_address();
     let topo = shared.topology().clone();
     let Some(node) = daemon::tls::peer_node_id(&conn, topo.nodes.iter().map(|n| n.id.as_str()))
     else {

@@ -38,6 +38,8 @@ pub struct Shared {
     pub(crate) published: Arc<Published>,
     pub(crate) reports: mpsc::Sender<Reports>,
     pub(crate) sessions: Mutex<BTreeMap<String, Session>>,
+    /// Incoming handshakes taken on, retried, dropped, failed.
+    pub handshakes: Arc<daemon::quic::HandshakeCounters>,
     /// Reports dropped because the compute task's queue was full.
     pub reports_dropped: AtomicU64,
     pub cancel: CancellationToken,

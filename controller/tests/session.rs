@@ -145,3 +145,56 @@ async fn a_report_trickling_in_while_the_controller_works_is_read_whole() {
         .await
         .expect("bounded");
 }
+
+/// The defect: the controller waited forever for a relay's first message, so
+/// a relay (or anything holding a relay's certificate) could keep sessions
+/// open without a word. Now it must say hello within the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_never_says_hello_is_let_go() {
+    let test = async {
+        let ca = TestCa::new();
+        let ctl_socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let ctl_addr = ctl_socket.local_addr().expect("addr");
+        let yaml = format!(
+            "version: 1\ncontrollers:\n  - {{ id: controller, addr: \"{ctl_addr}\" }}\nnodes:\n\
+             \x20 - {{ id: aaa, city: A, country: JP, region: asia, lat: 35.0, lon: 139.0, addr: \"127.0.0.1:8\" }}\n\
+             \x20 - {{ id: bbb, city: B, country: US, region: na, lat: 34.0, lon: -118.0, addr: \"127.0.0.1:9\" }}\n\
+             links:\n  - {{ between: [aaa, bbb], kind: undersea }}\n"
+        );
+        let topology = Arc::new(topology::parse("t.yaml", &yaml).expect("topology"));
+        let mut cfg = ControllerConfig::new(
+            topology,
+            "controller",
+            ca.issue("controller"),
+            Arc::new(ca.roots()),
+        );
+        cfg.listen = ctl_addr;
+        let controller = controller::start(cfg, ctl_socket, None)
+            .await
+            .expect("controller starts");
+        let client = daemon::tls::client_config(ca.issue("aaa"), ca.roots()).expect("client");
+        let mut endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+        endpoint.set_default_client_config(client);
+        let conn = endpoint
+            .connect(ctl_addr, "controller")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        // A stream, but no hello on it.
+        let (_send, _recv) = conn.open_bi().await.expect("stream");
+        let started = tokio::time::Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
+        assert!(closed.is_ok(), "the controller let the silent relay go");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(4) && took < Duration::from_secs(7),
+            "let go after {took:?}; the deadline is 5 s"
+        );
+        assert!(controller.connected().is_empty());
+        controller.shutdown().await;
+    };
+    tokio::time::timeout(Duration::from_secs(30), test)
+        .await
+        .expect("bounded");
+}

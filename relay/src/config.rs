@@ -44,6 +44,15 @@ struct RawRelayConfig {
     /// dropped and counted. Default 100000.
     #[serde(default)]
     max_flows_per_service: Option<u32>,
+    /// TCP sessions (QUIC streams) one peer link carries at once; beyond it a
+    /// new session waits for one to end. Default 16384. Each allowed stream
+    /// costs about 50 bytes per link end.
+    #[serde(default)]
+    max_streams_per_link: Option<u32>,
+    /// A TCP session with no byte either way for this long is closed (both
+    /// ends see a reset). Default 600000 (10 minutes).
+    #[serde(default)]
+    tcp_idle_timeout_ms: Option<u64>,
     /// Receive and send buffer asked for on the QUIC socket and each UDP
     /// ingress socket. Default 4194304 (4 MiB); the kernel caps it at
     /// `net.core.rmem_max` / `wmem_max`.
@@ -92,6 +101,11 @@ pub struct Tuning {
     pub initial_mtu: u16,
     /// Link probing: interval, loss timeouts and up/down hysteresis.
     pub probe: relay_core::probe::ProbeConfig,
+    /// TCP sessions (QUIC streams) one peer link carries at once. quinn keeps
+    /// about 50 bytes per allowed stream per connection end.
+    pub max_streams_per_link: u32,
+    /// A TCP session idle this long (no byte either way) is closed.
+    pub tcp_idle_timeout: Duration,
 }
 
 impl Default for Tuning {
@@ -108,6 +122,8 @@ impl Default for Tuning {
             setup_timeout: Duration::from_secs(5),
             initial_mtu: 1400,
             probe: relay_core::probe::ProbeConfig::default(),
+            max_streams_per_link: 16_384,
+            tcp_idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -217,6 +233,18 @@ impl RelayConfig {
                 doc.error("max_flows_per_service", "must be at least 1");
             }
             tuning.max_flows_per_service = n as usize;
+        }
+        if let Some(n) = raw.max_streams_per_link {
+            if !(1..=1_000_000).contains(&n) {
+                doc.error("max_streams_per_link", "must be between 1 and 1000000");
+            }
+            tuning.max_streams_per_link = n;
+        }
+        if let Some(ms) = raw.tcp_idle_timeout_ms {
+            if ms < 1000 {
+                doc.error("tcp_idle_timeout_ms", "must be at least 1000 (1 s)");
+            }
+            tuning.tcp_idle_timeout = Duration::from_millis(ms);
         }
         if let Some(n) = raw.socket_buffer_bytes {
             if n < 65_536 {

@@ -36,6 +36,8 @@ pub struct Context {
     pub egress: Arc<EgressTable>,
     /// Draining and flow limits. Writers: drain, reload.
     pub admission: Arc<Admission>,
+    /// Incoming handshakes taken on, retried, dropped, failed.
+    pub handshakes: Arc<daemon::quic::HandshakeCounters>,
     /// Per-link traffic totals across reconnects, read at scrape time.
     pub link_totals: LinkTotals,
     /// Woken when a link's state changes, so the controller hears at once.
@@ -93,6 +95,18 @@ impl Context {
                 }
             })
             .collect()
+    }
+
+    /// Whether `addr` is where a neighbour's QUIC socket is (its topology
+    /// address or its dial override): the address it dials from.
+    pub fn is_neighbour_addr(&self, addr: std::net::SocketAddr) -> bool {
+        let live = self.live.load();
+        live.neighbors.iter().any(|(key, _)| {
+            self.dial_addr(*key) == Some(addr) || {
+                let t = &live.cfg.topology;
+                t.node_by_key(*key).is_some_and(|i| t.node(i).addr == addr)
+            }
+        })
     }
 
     /// The address to dial for a peer, from the config in force.

@@ -23,6 +23,7 @@ pub fn scrape(shared: &Context) -> Scrape {
     links(&mut s, shared);
     services(&mut s, shared);
     forwarding(&mut s, shared);
+    handshakes(&mut s, &shared.handshakes);
     s
 }
 
@@ -161,6 +162,23 @@ fn services(s: &mut Scrape, shared: &Context) {
     );
 }
 
+/// Incoming QUIC handshakes by outcome, as the handshake gate decided them.
+pub fn handshakes(s: &mut Scrape, c: &daemon::quic::HandshakeCounters) {
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    s.counters(
+        "handshakes",
+        "Incoming QUIC handshakes by outcome: accepted (taken on), retried (sent a Retry to prove the address), dropped (too many in progress or over the rate), failed (taken on, then failed or timed out)",
+        "outcome",
+        [
+            ("accepted", load(&c.accepted)),
+            ("retried", load(&c.retried)),
+            ("dropped", load(&c.dropped)),
+            ("failed", load(&c.failed)),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+}
+
 fn forwarding(s: &mut Scrape, shared: &Context) {
     let c = shared.metrics.snapshot();
     s.counters(
@@ -203,6 +221,11 @@ fn forwarding(s: &mut Scrape, shared: &Context) {
         "tcp_sessions",
         "TCP sessions accepted at a service ingress here",
         c.tcp_sessions,
+    );
+    s.counter(
+        "tcp_sessions_idle_closed",
+        "TCP sessions closed at their ingress because no byte moved either way for the idle timeout",
+        c.tcp_idle_closed,
     );
     s.counter(
         "streams_relayed",

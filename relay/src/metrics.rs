@@ -31,6 +31,8 @@ pub struct Metrics {
     /// TCP sessions accepted at an ingress, and streams carried in transit or at egress.
     pub tcp_sessions: AtomicU64,
     pub streams_relayed: AtomicU64,
+    /// TCP sessions closed at their ingress after the idle timeout.
+    pub tcp_idle_closed: AtomicU64,
     /// Peer connections refused (bad certificate, not a neighbor, handshake failure).
     pub peers_refused: AtomicU64,
     /// Destinations whose primary next hop a newly installed table changed.
@@ -49,6 +51,7 @@ pub struct Counters {
     pub bytes_delivered: u64,
     pub tcp_sessions: u64,
     pub streams_relayed: u64,
+    pub tcp_idle_closed: u64,
     pub peers_refused: u64,
     pub reroutes: u64,
     pub drops: BTreeMap<&'static str, u64>,
@@ -90,6 +93,7 @@ impl Metrics {
             bytes_delivered: get(&self.bytes_delivered),
             tcp_sessions: get(&self.tcp_sessions),
             streams_relayed: get(&self.streams_relayed),
+            tcp_idle_closed: get(&self.tcp_idle_closed),
             peers_refused: get(&self.peers_refused),
             reroutes: get(&self.reroutes),
             drops: DropReason::ALL

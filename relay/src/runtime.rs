@@ -68,7 +68,12 @@ fn transport(cfg: &RelayConfig) -> Arc<TransportConfig> {
     // Media: a little buffering absorbs bursts; stale media is worth less than none.
     tc.datagram_receive_buffer_size(Some(4 * 1024 * 1024));
     tc.datagram_send_buffer_size(1024 * 1024);
-    tc.max_concurrent_bidi_streams(100_000u32.into());
+    // No streams before the peer is authenticated: quinn allocates state for
+    // every stream a connection allows, up front, so a large limit here made
+    // each unauthenticated Initial cost megabytes. A link raises it to
+    // `max_streams_per_link` once the peer is known (`links::actor`).
+    tc.max_concurrent_bidi_streams(0u32.into());
+    tc.max_concurrent_uni_streams(0u32.into());
     // Peer links are dedicated circuits carrying live media from the moment
     // classes start: a 14 KB initial window (RFC 9002's Internet default)
     // makes a new link queue and drop datagrams, probes among them, for its
@@ -263,6 +268,7 @@ pub async fn start(
         metrics,
         egress,
         admission,
+        handshakes: Arc::default(),
         link_totals: LinkTotals::default(),
         links_changed: Notify::new(),
         policy,

@@ -121,7 +121,7 @@ impl Compiler {
             .map(|s| (s.path.clone(), s.name.as_str()))
             .collect();
         self.check_wire_keys(service_paths.into_iter(), "service name");
-        let controllers = self.controllers(raw.controllers);
+        let controllers = self.controllers(raw.controllers, &seen);
 
         let mut sorted: Vec<Node> = nodes.into_iter().map(|(_, n)| n).collect();
         sorted.sort_by(|x, y| x.id.cmp(&y.id));
@@ -526,7 +526,11 @@ impl Compiler {
         out
     }
 
-    fn controllers(&mut self, entries: Vec<Value>) -> Vec<Controller> {
+    fn controllers(
+        &mut self,
+        entries: Vec<Value>,
+        nodes: &HashMap<String, NodeSeen>,
+    ) -> Vec<Controller> {
         let mut out = Vec::new();
         let mut first: HashMap<String, String> = HashMap::new();
         for (i, v) in entries.into_iter().enumerate() {
@@ -546,6 +550,16 @@ impl Compiler {
                     "duplicate controller id `{}` (first at line {})",
                     raw.id,
                     self.line(f)
+                );
+                self.error(&format!("{p}.id"), msg);
+                continue;
+            }
+            if nodes.contains_key(&raw.id) {
+                // A certificate names its holder; one name for a relay and the
+                // controller would let one certificate pass for both roles.
+                let msg = format!(
+                    "controller id `{}` is also a node id; give the controller a name of its own (e.g. `controller-1`)",
+                    raw.id
                 );
                 self.error(&format!("{p}.id"), msg);
                 continue;

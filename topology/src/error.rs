@@ -54,8 +54,19 @@ impl fmt::Display for ConfigErrors {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read: missing, not a regular file, too large, not UTF-8.
-    #[error(transparent)]
+    #[error("{}", describe_read(.0))]
     Read(#[from] crate::read::ReadError),
     #[error("{0}")]
     Invalid(#[from] ConfigErrors),
+}
+
+/// A topology file's read error as the CLI has always put it for a missing or
+/// unreadable file, and as the reader puts the others.
+fn describe_read(e: &crate::read::ReadError) -> String {
+    match e {
+        crate::read::ReadError::Open { path, source } => {
+            format!("cannot read topology file {path}: {source}")
+        }
+        other => format!("topology file {other}"),
+    }
 }

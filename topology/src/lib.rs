@@ -1,20 +1,24 @@
-//! The overlay's topology: the YAML fleet file, its validation, geography, paths and
-//! local repair.
+//! The overlay's topology: the YAML fleet file, its validation, geography, paths,
+//! local repair, demand and placement.
 //!
 //! Pure: no sockets, no clock, no async. `parse` turns text into a [`Topology`] or
 //! into every error found; `load` reads a file first; `world` is the shipped default.
 //! The one file access, [`read_config_text`] (and [`read_bounded_bytes`]), reads only
 //! regular files of bounded size and is shared with the daemons' config files; the
-//! limits every document is held to are listed in [`doc`].
+//! limits every document is held to are listed in [`doc`]. [`repair`] gives every
+//! node a path around any single failure; [`demand`] says what classes must be
+//! carried; [`placement`] puts them on paths.
 
 mod compile;
 mod countries;
+pub mod demand;
 pub mod doc;
 mod error;
 pub mod geo;
 mod lines;
 mod model;
 pub mod paths;
+pub mod placement;
 mod raw;
 mod read;
 pub mod repair;

@@ -86,6 +86,15 @@ impl Metric {
         Metric::new(t.links.iter().map(|l| Some(l.delay_us)).collect())
     }
 
+    /// How many links the metric covers.
+    pub fn len(&self) -> usize {
+        self.costs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.costs.is_empty()
+    }
+
     pub fn cost(&self, l: LinkIdx) -> Option<Cost> {
         self.costs.get(l.get()).copied().flatten()
     }

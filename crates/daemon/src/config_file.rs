@@ -17,8 +17,10 @@ pub fn read_file<C>(
     parse: impl FnOnce(&str, &str, &Path) -> Result<C, ConfigErrors>,
 ) -> Result<C, ConfigErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| single_error(&file, format!("cannot read {file}: {e}")))?;
+    // A regular file, bounded, UTF-8 (a byte order mark is fine): a FIFO, a
+    // device or a huge file is refused at once instead of read.
+    let text = topology::read_config_text(path, topology::MAX_CONFIG_BYTES)
+        .map_err(|e| single_error(&file, format!("{e}")))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse(&file, &text, &base)
 }
@@ -98,7 +100,9 @@ pub fn load_identity_and_ca(
         Ok(id) => Some(id),
         Err(e) => {
             let about_key = match &e {
-                crate::tls::TlsError::NoKey { .. } | crate::tls::TlsError::BadKeyPem { .. } => true,
+                crate::tls::TlsError::NoKey { .. }
+                | crate::tls::TlsError::BadKeyPem { .. }
+                | crate::tls::TlsError::KeyExposed { .. } => true,
                 crate::tls::TlsError::Missing { path }
                 | crate::tls::TlsError::Unreadable { path, .. } => *path == key_path,
                 _ => false,

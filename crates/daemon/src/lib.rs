@@ -5,7 +5,8 @@
 //!   [`notify`] (systemd readiness, status, watchdog);
 //! - [`tls`]: node identity and the mutual-TLS configs that admit only fleet
 //!   nodes; [`config_file`]: reading a config file and what it names;
-//! - [`quic`]: binding, the QUIC endpoint, a bounded stop; [`sockbuf`];
+//! - [`quic`]: binding, the QUIC endpoint, admitting handshakes
+//!   ([`handshake_gate`]), a bounded stop; [`sockbuf`];
 //! - [`tasks`]: the supervisor that owns every task;
 //! - [`admin`]: the admin HTTP server (and its client); [`exposition`]: the
 //!   Prometheus toolkit; [`throttle`]: rate-limited warnings.
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod cli;
 pub mod config_file;
 pub mod exposition;
+pub mod handshake_gate;
 pub mod logging;
 pub mod notify;
 pub mod quic;

@@ -1,7 +1,17 @@
 //! Sockets and the QUIC endpoint of a daemon: binding with errors that name the
-//! address, the endpoint on an already bound socket, and a bounded stop.
+//! address, the endpoint on an already bound socket, admitting incoming
+//! handshakes, and a bounded stop.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::handshake_gate::{Admit, GateLimits, HandshakeGate};
+use crate::tasks::OnFailure;
+use crate::throttle::Throttle;
 
 /// Binds a daemon's QUIC socket and, if configured, its admin listener, with
 /// errors that name the address.
@@ -26,9 +36,10 @@ pub fn bind(
 /// Returns the endpoint and its address.
 pub fn quic_endpoint(
     socket: std::net::UdpSocket,
-    server: quinn::ServerConfig,
+    mut server: quinn::ServerConfig,
     buffer: usize,
 ) -> anyhow::Result<(quinn::Endpoint, std::net::SocketAddr)> {
+    bound_incoming(&mut server);
     use anyhow::Context as _;
     socket.set_nonblocking(true)?;
     crate::sockbuf::enlarge(&socket, buffer, "quic");
@@ -43,16 +54,84 @@ pub fn quic_endpoint(
     Ok((endpoint, addr))
 }
 
-/// Hands each incoming QUIC connection to `handle`, on a task of its own owned
-/// by `tasks`, until `cancel` fires or the endpoint closes.
+/// What the accept loop counts, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct HandshakeCounters {
+    /// Handshakes taken on.
+    pub accepted: AtomicU64,
+    /// Clients sent a Retry to prove their address.
+    pub retried: AtomicU64,
+    /// Initials dropped: too many handshakes in progress, or over the rate.
+    pub dropped: AtomicU64,
+    /// Handshakes taken on that failed or timed out.
+    pub failed: AtomicU64,
+}
+
+/// How incoming handshakes are admitted and bounded.
+#[derive(Clone)]
+pub struct AcceptOptions {
+    pub limits: GateLimits,
+    /// A handshake not done by then is abandoned.
+    pub handshake_timeout: Duration,
+    pub counters: Arc<HandshakeCounters>,
+    /// Whether an address is a known peer's (not held to the rate).
+    pub known: Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for AcceptOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcceptOptions")
+            .field("limits", &self.limits)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish()
+    }
+}
+
+/// An incoming connection's handshake, done or failed.
+pub type Handshake = Result<quinn::Connection, HandshakeFailed>;
+
+/// A handshake that did not complete: who from, and why.
+#[derive(Debug, Clone)]
+pub struct HandshakeFailed {
+    pub remote: SocketAddr,
+    pub reason: String,
+}
+
+static DROP_WARNING: Throttle = Throttle::new(Duration::from_secs(10));
+
+/// An incoming connection taken on, its handshake still running: `wait` for it.
+pub struct Pending {
+    handshake: Pin<Box<dyn Future<Output = Handshake> + Send>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending")
+    }
+}
+
+impl Pending {
+    /// The handshake's outcome, within the accept loop's handshake timeout.
+    pub async fn wait(self) -> Handshake {
+        self.handshake.await
+    }
+}
+
+/// Admits incoming QUIC handshakes through a [`HandshakeGate`] (Retry under
+/// load, a rate and a bound on those in progress) until `cancel` fires or the
+/// endpoint closes. Each handshake taken on goes to `handle` on a task of
+/// `tasks`, which waits for it ([`Pending::wait`], bounded by the handshake
+/// timeout) and then serves the connection.
 pub async fn accept_each<F>(
     endpoint: quinn::Endpoint,
     cancel: tokio_util::sync::CancellationToken,
     tasks: crate::tasks::Spawner,
-    handle: impl Fn(quinn::Incoming) -> F,
+    options: AcceptOptions,
+    handle: impl Fn(Pending) -> F,
 ) where
-    F: std::future::Future<Output = ()> + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
 {
+    let gate = Arc::new(Mutex::new(HandshakeGate::new(options.limits)));
     loop {
         let incoming = tokio::select! {
             biased;
@@ -60,12 +139,81 @@ pub async fn accept_each<F>(
             i = endpoint.accept() => i,
         };
         let Some(incoming) = incoming else { return };
-        tasks.spawn(
-            "incoming connection",
-            crate::tasks::OnFailure::Log,
-            handle(incoming),
-        );
+        let counters = options.counters.clone();
+        let validated = incoming.remote_address_validated();
+        let known = (options.known)(incoming.remote_address());
+        let admit = lock(&gate).admit(std::time::Instant::now(), validated, known);
+        match admit {
+            Admit::Accept => {}
+            Admit::Retry => {
+                counters.retried.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = incoming.retry() {
+                    // Only a validated client cannot be sent a Retry, and this
+                    // one was not validated; drop it rather than guess.
+                    e.into_incoming().ignore();
+                }
+                continue;
+            }
+            Admit::Busy | Admit::RateLimited => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(held) = DROP_WARNING.allow() {
+                    let why = if admit == Admit::Busy {
+                        "too many handshakes in progress"
+                    } else {
+                        "over the handshake rate"
+                    };
+                    tracing::warn!(
+                        remote = %incoming.remote_address(),
+                        repeats = held,
+                        "dropping incoming QUIC handshakes: {why}"
+                    );
+                }
+                incoming.ignore();
+                continue;
+            }
+        }
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        let remote = incoming.remote_address();
+        let timeout = options.handshake_timeout;
+        let gate = gate.clone();
+        let handshake = async move {
+            let result = match tokio::time::timeout(timeout, incoming).await {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => Err(HandshakeFailed {
+                    remote,
+                    reason: e.to_string(),
+                }),
+                Err(_) => Err(HandshakeFailed {
+                    remote,
+                    reason: "handshake timed out".to_string(),
+                }),
+            };
+            lock(&gate).finished();
+            if result.is_err() {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            result
+        };
+        let pending = Pending {
+            handshake: Box::pin(handshake),
+        };
+        tasks.spawn("incoming connection", OnFailure::Log, handle(pending));
     }
+}
+
+fn lock(gate: &Mutex<HandshakeGate>) -> std::sync::MutexGuard<'_, HandshakeGate> {
+    // Each critical section is one call on the gate; a poisoned lock is consistent.
+    gate.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Bounds what quinn holds for connections not yet accepted: how many, and the
+/// bytes buffered for them (quinn's defaults allow 65,536 and 100 MiB). Apply to
+/// every server config an endpoint is given, a reloaded one too.
+pub fn bound_incoming(server: &mut quinn::ServerConfig) {
+    server
+        .max_incoming(1024)
+        .incoming_buffer_size(64 * 1024)
+        .incoming_buffer_size_total(16 * 1024 * 1024);
 }
 
 /// Stops a daemon: closes its QUIC endpoint (every connection gets a close

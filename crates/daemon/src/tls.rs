@@ -44,6 +44,8 @@ pub enum TlsError {
     /// Deliberately carries no detail from the parser: the input is a private key.
     #[error("{} is not valid PEM", path.display())]
     BadKeyPem { path: PathBuf },
+    #[error("{} is readable by others than its owner (mode {mode:o}): run `chmod 600 {}`", path.display(), path.display())]
+    KeyExposed { path: PathBuf, mode: u32 },
     #[error("{} holds a certificate that cannot be a trust anchor: {reason}", path.display())]
     BadRoot { path: PathBuf, reason: String },
     #[error("cannot build the client certificate verifier: {0}")]
@@ -92,6 +94,7 @@ impl Identity {
                 path: key_path.to_path_buf(),
             },
         })?;
+        check_key_private(key_path)?;
         Ok(Identity { cert_chain, key })
     }
 }
@@ -159,16 +162,44 @@ pub fn load_roots(ca_path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// The largest certificate or key file read: a chain of a few certificates is
+/// a few KiB.
+const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+/// Reads a PEM file: a regular file of at most [`MAX_PEM_BYTES`], refused at
+/// once if it is a FIFO, a device or larger.
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => TlsError::Missing {
+    topology::read_bounded_bytes(path, MAX_PEM_BYTES).map_err(|e| match e {
+        topology::ReadError::Open { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+            TlsError::Missing {
+                path: path.to_path_buf(),
+            }
+        }
+        other => TlsError::Unreadable {
             path: path.to_path_buf(),
-        },
-        _ => TlsError::Unreadable {
-            path: path.to_path_buf(),
-            source,
+            source: io::Error::other(other.to_string()),
         },
     })
+}
+
+/// Refuses a private key that others than its owner may read, as ssh does:
+/// the key is the node's identity in the fleet.
+fn check_key_private(path: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)
+        .map_err(|source| TlsError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(TlsError::KeyExposed {
+            path: path.to_path_buf(),
+            mode: mode & 0o777,
+        });
+    }
+    Ok(())
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

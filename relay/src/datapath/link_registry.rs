@@ -35,6 +35,8 @@ pub struct LinkHealth {
     /// The link was up and its probes then failed: its peer may have restarted,
     /// and a new connection from it must replace this one (see [`LinkRegistry::register`]).
     pub failed: AtomicBool,
+    /// Probes have passed on this link at least once.
+    pub ever_up: AtomicBool,
     pub measured: Mutex<Measured>,
 }
 

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use quinn::Incoming;
+use daemon::handshake_gate::GateLimits;
+use daemon::quic::{AcceptOptions, Pending};
 use tracing::{info, warn};
 
 use crate::context::Context;
@@ -12,31 +13,39 @@ use crate::datapath::link_registry::CLOSE_NOT_A_PEER;
 use crate::links::actor::run_link;
 use crate::metrics::Metrics;
 
-/// Accepts peer connections until shutdown, each on a task of its own.
+/// Accepts peer connections until shutdown, each on a task of its own. An
+/// unauthenticated flood is bounded by the handshake gate (see
+/// `daemon::handshake_gate`): Retry under load, a rate, a cap in progress.
 pub async fn accept_loop(ctx: Arc<Context>, endpoint: quinn::Endpoint) {
     let (cancel, tasks) = (ctx.cancel.clone(), ctx.tasks.clone());
-    daemon::quic::accept_each(endpoint, cancel, tasks, |incoming| {
-        accept_one(ctx.clone(), incoming)
+    let neighbours = ctx.clone();
+    let options = AcceptOptions {
+        limits: GateLimits::RELAY,
+        handshake_timeout: ctx.live.load().cfg.tuning.setup_timeout,
+        counters: ctx.handshakes.clone(),
+        known: Arc::new(move |addr| neighbours.is_neighbour_addr(addr)),
+    };
+    daemon::quic::accept_each(endpoint, cancel, tasks, options, |pending| {
+        accept_one(ctx.clone(), pending)
     })
     .await;
 }
 
-async fn accept_one(ctx: Arc<Context>, incoming: Incoming) {
-    let remote = incoming.remote_address();
-    let setup = ctx.live.load().cfg.tuning.setup_timeout;
-    let conn = match tokio::time::timeout(setup, incoming).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
+static REFUSAL_WARNING: daemon::throttle::Throttle =
+    daemon::throttle::Throttle::new(std::time::Duration::from_secs(10));
+
+async fn accept_one(ctx: Arc<Context>, pending: Pending) {
+    let conn = match pending.wait().await {
+        Ok(conn) => conn,
+        Err(failed) => {
             Metrics::add(&ctx.metrics.peers_refused, 1);
-            warn!(%remote, "refused peer connection: {e}");
-            return;
-        }
-        Err(_) => {
-            Metrics::add(&ctx.metrics.peers_refused, 1);
-            warn!(%remote, "refused peer connection: handshake timed out");
+            if let Some(held) = REFUSAL_WARNING.allow() {
+                warn!(remote = %failed.remote, repeats = held, "refused peer connection: {}", failed.reason);
+            }
             return;
         }
     };
+    let remote = conn.remote_address();
     let neighbors = ctx.live.load().neighbors.clone();
     let candidates = neighbors.iter().map(|(_, id)| id.as_str());
     let Some(id) = daemon::tls::peer_node_id(&conn, candidates) else {

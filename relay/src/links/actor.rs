@@ -36,6 +36,10 @@ pub async fn run_link(
     health: Arc<LinkHealth>,
 ) {
     let span = tracing::info_span!("peer", peer = %id, remote = %conn.remote_address());
+    // The peer is authenticated: let it open as many streams (TCP sessions) as
+    // a link carries (none were allowed during the handshake).
+    let streams = ctx.live.load().cfg.tuning.max_streams_per_link;
+    conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(streams));
     async {
         let mut probe = LinkProbe::new(
             ctx.live.load().cfg.tuning.probe.clone(),
@@ -190,6 +194,7 @@ fn after_probe(ctx: &Context, peer: u32, probe: &mut LinkProbe, health: &LinkHea
                 // Only a fresh link is news: one that inherited "up" from the
                 // connection it replaced was up all along.
                 health.failed.store(false, Ordering::Relaxed);
+                health.ever_up.store(true, Ordering::Relaxed);
                 if !health.up.swap(true, Ordering::Relaxed) {
                     info!(rtt_ms = ?health.measured().rtt_ms, "link up: probes answered");
                     log_failover(ctx, peer, true);

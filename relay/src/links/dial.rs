@@ -36,12 +36,25 @@ pub async fn dial_loop(
     };
     loop {
         if let Some(conn) = ctx.links.connected(peer) {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                _ = conn.closed() => {}
+            match held_until_closed(&ctx, peer, &conn, &stop).await {
+                Held::Stopped => return,
+                Held::Worked => {
+                    failures = 0;
+                    backoff.reset();
+                }
+                Held::ClosedAtOnce(reason) => {
+                    // The peer closed it at once (it refused our certificate
+                    // after the handshake, say): a failed dial, and the
+                    // backoff keeps growing.
+                    let what = format!("the peer closed the link at once: {reason}");
+                    log_dial_failure(&peer_id, conn.remote_address(), &what, &mut failures);
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff.next_wait(jitter())) => {}
+                    }
+                }
             }
-            backoff.reset();
             continue;
         }
         if !defer.is_zero() {
@@ -72,17 +85,32 @@ pub async fn dial_loop(
         };
         match result {
             Ok(Ok(conn)) => {
-                failures = 0;
-                backoff.reset();
                 if let Some(health) = ctx.links.register(peer, &peer_id, conn.clone(), true) {
                     info!(peer = %peer_id, %addr, "connected (dialed)");
                     ctx.tasks.spawn(
                         "peer link",
                         OnFailure::Log,
-                        run_link(ctx.clone(), peer, peer_id.clone(), conn, health),
+                        run_link(ctx.clone(), peer, peer_id.clone(), conn.clone(), health),
                     );
+                    // Wait on this very connection: it may be closed before the
+                    // loop would look it up again.
+                    match held_until_closed(&ctx, peer, &conn, &stop).await {
+                        Held::Stopped => return,
+                        Held::Worked => {
+                            failures = 0;
+                            backoff.reset();
+                            continue;
+                        }
+                        Held::ClosedAtOnce(reason) => log_dial_failure(
+                            &peer_id,
+                            addr,
+                            &format!("the peer closed the link at once: {reason}"),
+                            &mut failures,
+                        ),
+                    }
+                } else {
+                    continue;
                 }
-                continue;
             }
             Ok(Err(e)) => log_dial_failure(&peer_id, addr, &e, &mut failures),
             Err(_) => log_dial_failure(&peer_id, addr, "handshake timed out", &mut failures),
@@ -92,6 +120,39 @@ pub async fn dial_loop(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(backoff.next_wait(jitter())) => {}
         }
+    }
+}
+
+/// How a link's connection ended, for the dial loop.
+enum Held {
+    Stopped,
+    /// Its probes passed, or it lasted: the next dial starts from the floor.
+    Worked,
+    ClosedAtOnce(String),
+}
+
+/// Waits until `conn` closes (or `stop`), and says whether it had worked.
+async fn held_until_closed(
+    ctx: &Context,
+    peer: u32,
+    conn: &quinn::Connection,
+    stop: &CancellationToken,
+) -> Held {
+    let since = tokio::time::Instant::now();
+    let health = ctx.links.health(peer);
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => return Held::Stopped,
+        _ = conn.closed() => {}
+    }
+    let was_up = health.is_some_and(|h| h.ever_up.load(std::sync::atomic::Ordering::Relaxed));
+    if was_up || since.elapsed() >= Duration::from_secs(10) {
+        Held::Worked
+    } else {
+        Held::ClosedAtOnce(
+            conn.close_reason()
+                .map_or_else(|| "closed".to_string(), |r| r.to_string()),
+        )
     }
 }
 

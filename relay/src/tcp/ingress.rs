@@ -2,7 +2,7 @@
 //! through the overlay for each, toward the service's egress relay.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use daemon::OnFailure;
@@ -29,6 +29,17 @@ pub struct TcpIngress {
     /// The egress node's wire key. Node indexes shift when a reload reorders
     /// the topology, and a running listener must not follow a stale index.
     pub dst: u32,
+    /// Sessions open at this ingress, held to the service's flow limit.
+    pub open: Arc<AtomicUsize>,
+}
+
+/// Counts a session as open at its ingress until dropped.
+struct OpenHere(Arc<AtomicUsize>);
+
+impl Drop for OpenHere {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl TcpIngress {
@@ -38,6 +49,7 @@ impl TcpIngress {
             key: service.key,
             allow: service.allow.clone(),
             dst,
+            open: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -82,6 +94,13 @@ async fn session(ctx: Arc<Context>, service: TcpIngress, stream: TcpStream, clie
         ctx.metrics.count_drop(DropReason::NotAllowed);
         return reset_tcp(stream);
     }
+    // Each session is a flow of its service: beyond the limit it is refused.
+    let open = service.open.fetch_add(1, Ordering::Relaxed);
+    let _here = OpenHere(service.open.clone());
+    if open >= ctx.admission.max_flows() {
+        ctx.metrics.count_drop(DropReason::FlowLimit);
+        return reset_tcp(stream);
+    }
     let _ = stream.set_nodelay(true);
     Metrics::add(&ctx.metrics.tcp_sessions, 1);
     let header = Header {
@@ -103,12 +122,17 @@ async fn session(ctx: Arc<Context>, service: TcpIngress, stream: TcpStream, clie
             return reset_tcp(stream);
         }
     };
-    let counters = ctx.live.load().services.get(service.key);
+    let live = ctx.live();
+    let counters = live.services.get(service.key);
+    let idle = live.cfg.tuning.tcp_idle_timeout;
     let _open = counters.as_deref().map(|c| c.open_session());
     tokio::select! {
         _ = ctx.cancel.cancelled() => {}
-        r = splice(End::Tcp(stream), End::Quic(send, recv)) => {
+        r = splice(End::Tcp(stream), End::Quic(send, recv), idle) => {
             debug!(service = %service.name, %client, "tcp session ended: {r:?}");
+            if r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
+                Metrics::add(&ctx.metrics.tcp_idle_closed, 1);
+            }
             if let (Ok(carried), Some(c)) = (r, counters.as_deref()) {
                 c.received(0, carried.a_to_b);
                 c.delivered(0, carried.b_to_a);

@@ -4,10 +4,12 @@
 //! Each direction copies through a fixed buffer, so a slow reader slows the
 //! writer instead of growing memory. End of stream on one side becomes a
 //! half-close (TCP FIN / QUIC FIN) on the other; an error or reset on either side
-//! aborts both (TCP RST / QUIC RESET_STREAM + STOP_SENDING).
+//! aborts both (TCP RST / QUIC RESET_STREAM + STOP_SENDING), and so does a
+//! session with no byte either way for the idle timeout.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -127,11 +129,72 @@ impl AsyncWrite for Writer {
     }
 }
 
+/// When bytes last moved through a splice, either way.
+#[derive(Debug)]
+struct Activity {
+    base: tokio::time::Instant,
+    /// Nanoseconds after `base`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            base: tokio::time::Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.base.elapsed().as_nanos() as u64;
+        self.last.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_nanos(self.last.load(Ordering::Relaxed));
+        self.base.elapsed().saturating_sub(last)
+    }
+}
+
+/// A reader that records when it last gave bytes.
+struct Watched<'a> {
+    inner: &'a mut Reader,
+    activity: &'a Activity,
+}
+
+impl AsyncRead for Watched<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut *this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        r
+    }
+}
+
 /// Copies until end of stream, then half-closes the writer.
-async fn pump(r: &mut Reader, w: &mut Writer) -> io::Result<u64> {
-    let n = tokio::io::copy(r, w).await?;
+async fn pump(r: &mut Reader, w: &mut Writer, activity: &Activity) -> io::Result<u64> {
+    let mut watched = Watched { inner: r, activity };
+    let n = tokio::io::copy(&mut watched, w).await?;
     w.shutdown().await?;
     Ok(n)
+}
+
+/// Resolves once no byte has moved for `idle`.
+async fn idle_watch(activity: &Activity, idle: Duration) {
+    loop {
+        let quiet = activity.idle_for();
+        if quiet >= idle {
+            return;
+        }
+        tokio::time::sleep(idle - quiet).await;
+    }
 }
 
 /// Bytes carried each way by a finished splice.
@@ -142,11 +205,24 @@ pub struct Carried {
 }
 
 /// Relays bytes between `a` and `b` until both directions end. On an error or
-/// reset in either direction both ends are aborted and the error returned.
-pub async fn splice(a: End, b: End) -> io::Result<Carried> {
+/// reset in either direction, or when no byte has moved either way for `idle`,
+/// both ends are aborted and the error returned (`TimedOut` for idleness).
+pub async fn splice(a: End, b: End, idle: Duration) -> io::Result<Carried> {
     let (mut ar, mut aw) = a.split();
     let (mut br, mut bw) = b.split();
-    let result = tokio::try_join!(pump(&mut ar, &mut bw), pump(&mut br, &mut aw));
+    let activity = Activity::new();
+    let result = tokio::select! {
+        r = async {
+            tokio::try_join!(
+                pump(&mut ar, &mut bw, &activity),
+                pump(&mut br, &mut aw, &activity)
+            )
+        } => r,
+        _ = idle_watch(&activity, idle) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no byte either way for {idle:?}"),
+        )),
+    };
     match result {
         Ok((a_to_b, b_to_a)) => Ok(Carried { a_to_b, b_to_a }),
         Err(e) => {

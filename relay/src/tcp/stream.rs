@@ -37,9 +37,10 @@ pub async fn relay_stream(ctx: Arc<Context>, send: quinn::SendStream, mut recv: 
         Decision::Deliver => deliver(&ctx, header, send, recv).await,
         Decision::Forward { .. } => match super::open_next_hop(&ctx, header).await {
             Ok((next_send, next_recv)) => {
+                let idle = ctx.live.load().cfg.tuning.tcp_idle_timeout;
                 tokio::select! {
                     _ = ctx.cancel.cancelled() => {}
-                    r = splice(End::Quic(send, recv), End::Quic(next_send, next_recv)) => {
+                    r = splice(End::Quic(send, recv), End::Quic(next_send, next_recv), idle) => {
                         debug!("transit stream ended: {r:?}");
                     }
                 }
@@ -83,7 +84,7 @@ async fn deliver(ctx: &Context, header: Header, send: quinn::SendStream, recv: q
     let _open = counters.as_deref().map(|c| c.open_session());
     tokio::select! {
         _ = ctx.cancel.cancelled() => {}
-        r = splice(End::Quic(send, recv), End::Tcp(tcp)) => {
+        r = splice(End::Quic(send, recv), End::Tcp(tcp), live.cfg.tuning.tcp_idle_timeout) => {
             debug!(%target, "egress stream ended: {r:?}");
             if let (Ok(carried), Some(c)) = (r, counters.as_deref()) {
                 c.delivered(0, carried.a_to_b);

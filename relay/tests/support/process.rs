@@ -59,7 +59,34 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(dir: &Path, id: &str, args: &[&str], env: &[(&str, &str)]) -> Relay {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+        Relay::spawn(
+            Command::new(env!("CARGO_BIN_EXE_relay")),
+            dir,
+            id,
+            args,
+            env,
+        )
+    }
+
+    /// As [`Relay::start`], with the process's open-files limit at `nofile`
+    /// (through util-linux `prlimit`).
+    pub fn start_with_nofile(dir: &Path, id: &str, nofile: u32) -> Relay {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_relay"));
+        Relay::spawn(command, dir, id, &[], &[("RUST_LOG", "warn")])
+    }
+
+    fn spawn(
+        mut command: Command,
+        dir: &Path,
+        id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Relay {
+        let mut child = command
             .args(args)
             .args(["run", "--config"])
             .arg(dir.join(format!("{id}.yaml")))

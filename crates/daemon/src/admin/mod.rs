@@ -9,7 +9,10 @@
 //! - a deadline on each write, so a client that stops reading loses its
 //!   connection;
 //! - accept errors (out of file descriptors) back off instead of spinning, and
-//!   are counted and logged at most once per interval.
+//!   are counted and logged at most once per interval;
+//! - a few descriptors are held in reserve: when the process runs out (flows
+//!   and sessions took them all), one is given up to accept a waiting admin
+//!   connection, so `/metrics` and `/healthz` keep answering.
 //!
 //! Handlers are plain axum handlers: tests call a router with
 //! `tower::ServiceExt::oneshot`, no socket needed. Shutdown stops accepting and
@@ -87,6 +90,41 @@ pub struct Shutdown(pub CancellationToken);
 static OVER_CAPACITY_WARNING: Throttle = Throttle::new(Duration::from_secs(10));
 static ACCEPT_WARNING: Throttle = Throttle::new(Duration::from_secs(10));
 
+/// Descriptors held back for the admin API when the process runs out.
+const RESERVE: usize = 4;
+
+/// Descriptors kept open (on `/dev/null`) to be given up when accepting fails
+/// for want of one.
+#[derive(Debug)]
+struct Reserve(Vec<std::fs::File>);
+
+impl Reserve {
+    fn fill() -> Reserve {
+        let mut r = Reserve(Vec::with_capacity(RESERVE));
+        r.top_up();
+        r
+    }
+
+    fn top_up(&mut self) {
+        while self.0.len() < RESERVE {
+            match std::fs::File::open("/dev/null") {
+                Ok(f) => self.0.push(f),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Gives up one descriptor; false if none is left.
+    fn release(&mut self) -> bool {
+        self.0.pop().is_some()
+    }
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    // EMFILE (24): this process; ENFILE (23): the whole system.
+    matches!(e.raw_os_error(), Some(24) | Some(23))
+}
+
 /// Serves `router` on `listener` until `cancel` fires; each connection is a
 /// task of `tasks`.
 pub async fn serve(
@@ -102,15 +140,23 @@ pub async fn serve(
         .layer(Extension(Shutdown(cancel.clone())));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Duration::ZERO;
+    let mut reserve = Reserve::fill();
     loop {
         let accepted = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
             a = listener.accept() => a,
         };
+        let accepted = match accepted {
+            // Out of descriptors: give one from the reserve and take the
+            // waiting connection with it.
+            Err(e) if out_of_descriptors(&e) && reserve.release() => listener.accept().await,
+            other => other,
+        };
         let (stream, peer) = match accepted {
             Ok(a) => {
                 backoff = Duration::ZERO;
+                reserve.top_up();
                 a
             }
             Err(e) => {

@@ -331,3 +331,27 @@ async fn a_client_that_stops_reading_loses_its_connection_at_the_write_deadline(
     );
     drop(s);
 }
+
+/// The defect: 64 held partial requests took every slot, and Prometheus got
+/// one scrape in twenty. Now 200 held partial requests leave room for scrapes.
+#[tokio::test]
+async fn scrapes_are_answered_while_200_partial_requests_are_held() {
+    let server = start(AdminLimits::default()).await;
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(server.addr).await.expect("connect");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut answered = 0;
+    for _ in 0..20 {
+        if let Ok((200, _)) = client::get(server.addr, "/healthz").await {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 20, "{answered} of 20 scrapes answered");
+    drop(held);
+}
