@@ -59,10 +59,17 @@ pub fn status(api: SocketAddr) -> Result<String, Failure> {
     let mut out = String::new();
     outln!(out, "controller {api}");
     outln!(out, "  relays   {} of {} connected", connected, nodes.len());
+    // A degraded link is up (and in use), its quality poor.
+    let degraded = count("degraded");
     outln!(
         out,
-        "  links    {} up, {} held down, {} down (of {})",
-        count("up"),
+        "  links    {} up{}, {} held down, {} down (of {})",
+        count("up") + degraded,
+        if degraded > 0 {
+            format!(" ({degraded} degraded)")
+        } else {
+            String::new()
+        },
         count("held-down"),
         count("down"),
         links.len()
@@ -78,20 +85,35 @@ pub fn status(api: SocketAddr) -> Result<String, Failure> {
             }
         );
     }
+    let ends = |l: &Value| {
+        format!(
+            "{}–{}",
+            l["a"].as_str().unwrap_or("?"),
+            l["b"].as_str().unwrap_or("?")
+        )
+    };
     let down: Vec<String> = links
         .iter()
-        .filter(|l| l["state"] != "up")
-        .map(|l| {
-            format!(
-                "{}–{} ({})",
-                l["a"].as_str().unwrap_or("?"),
-                l["b"].as_str().unwrap_or("?"),
-                l["state"].as_str().unwrap_or("?")
-            )
-        })
+        .filter(|l| l["state"] != "up" && l["state"] != "degraded")
+        .map(|l| format!("{} ({})", ends(l), l["state"].as_str().unwrap_or("?")))
         .collect();
     if !down.is_empty() {
         outln!(out, "  not up   {}", down.join(", "));
+    }
+    let poor: Vec<String> = links
+        .iter()
+        .filter(|l| l["state"] == "degraded")
+        .map(|l| {
+            format!(
+                "{} (loss {:.1}%, jitter {} ms)",
+                ends(l),
+                l["loss"].as_f64().unwrap_or(0.0) * 100.0,
+                num(&l["jitter_ms"], 1)
+            )
+        })
+        .collect();
+    if !poor.is_empty() {
+        outln!(out, "  degraded {}", poor.join(", "));
     }
     let missing: Vec<&str> = nodes
         .iter()

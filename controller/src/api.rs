@@ -1,7 +1,8 @@
-//! The controller's admin HTTP API: nodes, links, routes, health (JSON), and
-//! Prometheus metrics (`/metrics`, see [`crate::exposition`]). GET only. Every
-//! handler reads the compute task's latest snapshot and never waits on a
-//! computation.
+//! The controller's admin HTTP API: nodes, links, routes, services, health
+//! (JSON), Prometheus metrics (`/metrics`, see [`crate::exposition`]), the live
+//! map's page ([`crate::map`]) and its event stream ([`crate::stream`]). GET
+//! only. Every handler reads the compute task's latest snapshot and never
+//! waits on a computation. `docs/map.md` is the contract of these shapes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,27 +14,34 @@ use axum::routing::get;
 use axum::Router;
 use daemon::admin;
 use serde::Serialize;
-use topology::LinkIdx;
+use topology::{LinkIdx, NodeIdx, Topology};
 
+use crate::routing::WalkEnd;
 use crate::shared::Shared;
+use crate::view::{FleetView, LinkStatus};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeInfo {
     pub id: String,
     pub city: String,
     pub country: String,
     pub region: String,
+    /// Degrees north, from the topology.
+    pub lat: f64,
+    /// Degrees east, from the topology.
+    pub lon: f64,
     pub connected: bool,
     pub connected_for_s: Option<f64>,
     pub table_version_applied: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LinkInfo {
     pub a: String,
     pub b: String,
     pub kind: String,
     pub name: Option<String>,
+    /// `up`, `degraded`, `down` or `held-down` ([`LinkStatus::shown_state`]).
     pub state: &'static str,
     /// Seconds since the state last changed (None: unchanged since the controller started).
     pub since_s: Option<f64>,
@@ -46,9 +54,17 @@ pub struct LinkInfo {
     pub expected_ms: f64,
     /// The cost routes use now (None: down or held down).
     pub cost_in_force_ms: Option<f64>,
+    /// Each way, from the topology (None: the topology does not say).
+    pub capacity_mbps: Option<u64>,
+    /// Traffic a → b, Mbit/s (None until relays report load).
+    pub load_ab_mbps: Option<f64>,
+    pub load_ba_mbps: Option<f64>,
+    /// `load_ab_mbps / capacity_mbps` (None when either is unknown).
+    pub utilisation_ab: Option<f64>,
+    pub utilisation_ba: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteInfo {
     pub from: String,
     pub to: String,
@@ -58,6 +74,30 @@ pub struct RouteInfo {
     pub cost_ms: Option<f64>,
     /// The first hop's loop-free backup, if any.
     pub backup_next_hop: Option<String>,
+    /// Where a packet goes when `from` repairs around the failure of the
+    /// path's first link: to the backup, then as the tables carry it.
+    pub repair_path: Option<Vec<String>>,
+    /// Sum of the links' expected one-way delays along `path`.
+    pub expected_ms: Option<f64>,
+    /// Sum of half the links' measured RTTs along `path`.
+    pub measured_ms: Option<f64>,
+}
+
+/// A service of the topology and the path it takes now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub protocol: String,
+    pub ingress: String,
+    pub egress: String,
+    /// Hop by hop, ingress to egress; empty while no route reaches the egress.
+    pub path: Vec<String>,
+    /// End-to-end figures measured at the egress over the last 10 s; None
+    /// until the egress relay measures them (it does not yet).
+    pub one_way_ms_p50: Option<f64>,
+    pub one_way_ms_p99: Option<f64>,
+    pub loss: Option<f64>,
+    pub reordered: Option<f64>,
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -77,6 +117,8 @@ pub fn nodes(shared: &Shared) -> Vec<NodeInfo> {
                 city: n.city.clone(),
                 country: n.country.clone(),
                 region: n.region.clone(),
+                lat: n.lat,
+                lon: n.lon,
                 connected: s.is_some(),
                 connected_for_s: s.map(|s| s.since.elapsed().as_secs_f64()),
                 table_version_applied: s.map(|s| s.applied),
@@ -89,36 +131,54 @@ pub fn links(shared: &Shared) -> Vec<LinkInfo> {
     let topo = shared.topology();
     let view = shared.view();
     let now = std::time::Instant::now();
-    topo.links
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let idx = LinkIdx(i as u32);
-            let status = view.link(idx).copied().unwrap_or(crate::view::LinkStatus {
-                view: crate::linkstate::LinkView::UNKNOWN,
-                in_force: None,
-                cost: None,
-            });
-            let (v, in_force) = (status.view, status.in_force);
-            LinkInfo {
-                a: topo.node(l.a).id.clone(),
-                b: topo.node(l.b).id.clone(),
-                kind: l.kind.to_string(),
-                name: l.name.clone(),
-                state: status.state(),
-                since_s: v
-                    .since
-                    .map(|t| now.saturating_duration_since(t).as_secs_f64()),
-                rtt_ms: v.rtt.map(ms),
-                min_rtt_ms: v.min_rtt.map(ms),
-                jitter_ms: v.jitter.map(ms),
-                loss: v.loss,
-                stale: v.stale,
-                expected_ms: l.delay_us as f64 / 1000.0,
-                cost_in_force_ms: in_force.map(|c| c as f64 / 1000.0),
-            }
+    (0..topo.links.len() as u32)
+        .map(|i| {
+            link_info(
+                topo,
+                view.link(LinkIdx(i)).unwrap_or(&LinkStatus::UNKNOWN),
+                LinkIdx(i),
+                now,
+            )
         })
         .collect()
+}
+
+/// `load / capacity`, when both are known.
+pub fn utilisation(load_mbps: Option<f64>, capacity_mbps: Option<u64>) -> Option<f64> {
+    Some(load_mbps? / capacity_mbps.filter(|&c| c > 0)? as f64)
+}
+
+fn link_info(
+    topo: &Topology,
+    status: &LinkStatus,
+    idx: LinkIdx,
+    now: std::time::Instant,
+) -> LinkInfo {
+    let l = topo.link(idx);
+    let v = status.view;
+    let [load_ab, load_ba] = status.load_mbps;
+    LinkInfo {
+        a: topo.node(l.a).id.clone(),
+        b: topo.node(l.b).id.clone(),
+        kind: l.kind.to_string(),
+        name: l.name.clone(),
+        state: status.shown_state(),
+        since_s: status
+            .state_since
+            .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+        rtt_ms: v.rtt.map(ms),
+        min_rtt_ms: v.min_rtt.map(ms),
+        jitter_ms: v.jitter.map(ms),
+        loss: v.loss,
+        stale: v.stale,
+        expected_ms: l.delay_us as f64 / 1000.0,
+        cost_in_force_ms: status.in_force.map(|c| c as f64 / 1000.0),
+        capacity_mbps: l.capacity_mbps,
+        load_ab_mbps: load_ab,
+        load_ba_mbps: load_ba,
+        utilisation_ab: utilisation(load_ab, l.capacity_mbps),
+        utilisation_ba: utilisation(load_ba, l.capacity_mbps),
+    }
 }
 
 /// The route in force from `from` to `to`, or an error message.
@@ -126,43 +186,103 @@ pub fn route(shared: &Shared, from: &str, to: &str) -> Result<RouteInfo, String>
     let topo = shared.topology();
     let src = topo.require_node(from).map_err(|e| e.to_string())?;
     let dst = topo.require_node(to).map_err(|e| e.to_string())?;
-    let view = shared.view();
+    let mut info = route_in(topo, &shared.view(), src, dst)?;
+    (info.from, info.to) = (from.into(), to.into());
+    Ok(info)
+}
+
+/// The route in force from `src` to `dst` in `view`.
+pub fn route_in(
+    topo: &Topology,
+    view: &FleetView,
+    src: NodeIdx,
+    dst: NodeIdx,
+) -> Result<RouteInfo, String> {
     let tables = &view.tables;
-    let mut path = vec![topo.node(src).id.clone()];
-    let mut at = src;
-    let mut cost: u64 = 0;
-    while at != dst {
-        let Some(e) = tables.node(at).entries.get(&dst) else {
-            return Ok(RouteInfo {
-                from: from.into(),
-                to: to.into(),
-                version: tables.version,
-                path,
-                cost_ms: None,
-                backup_next_hop: None,
-            });
-        };
-        // What routes pay: a held-down link used as a last resort shows its penalty.
-        cost += view.link(e.primary.link).and_then(|l| l.cost).unwrap_or(0);
-        at = e.primary.node;
-        path.push(topo.node(at).id.clone());
-        if path.len() > topo.nodes.len() + 1 {
-            return Err("the tables in force loop; this is a bug".into());
-        }
+    let id = |n: NodeIdx| topo.node(n).id.clone();
+    let walk = tables.walk(src, dst);
+    let path: Vec<String> = std::iter::once(id(src))
+        .chain(walk.hops.iter().map(|h| id(h.node)))
+        .collect();
+    let mut info = RouteInfo {
+        from: id(src),
+        to: id(dst),
+        version: tables.version,
+        path,
+        cost_ms: None,
+        backup_next_hop: None,
+        repair_path: None,
+        expected_ms: None,
+        measured_ms: None,
+    };
+    match walk.end {
+        WalkEnd::Reached => {}
+        WalkEnd::NoRoute => return Ok(info),
+        WalkEnd::Loop => return Err("the tables in force loop; this is a bug".into()),
     }
+    let status = |l: LinkIdx| view.link(l).unwrap_or(&LinkStatus::UNKNOWN);
+    // What routes pay: a held-down link used as a last resort shows its penalty.
+    let cost: u64 = walk
+        .hops
+        .iter()
+        .map(|h| status(h.link).cost.unwrap_or(0))
+        .sum();
+    info.cost_ms = Some(cost as f64 / 1000.0);
+    info.expected_ms = Some(
+        walk.hops
+            .iter()
+            .map(|h| topo.link(h.link).delay_us as f64 / 1000.0)
+            .sum(),
+    );
+    info.measured_ms = walk
+        .hops
+        .iter()
+        .map(|h| status(h.link).view.rtt.map(|r| ms(r) / 2.0))
+        .sum();
     let backup = if src == dst {
         None
     } else {
         tables.node(src).entries.get(&dst).and_then(|e| e.backup)
     };
-    Ok(RouteInfo {
-        from: from.into(),
-        to: to.into(),
-        version: tables.version,
-        path,
-        cost_ms: Some(cost as f64 / 1000.0),
-        backup_next_hop: backup.map(|b| topo.node(b.node).id.clone()),
-    })
+    info.backup_next_hop = backup.map(|b| id(b.node));
+    // The backup is loop-free: from it, the tables never lead back through `src`.
+    info.repair_path = backup.and_then(|b| {
+        let rest = tables.walk(b.node, dst);
+        let ok = rest.end == WalkEnd::Reached && rest.hops.iter().all(|h| h.node != src);
+        ok.then(|| {
+            [id(src), id(b.node)]
+                .into_iter()
+                .chain(rest.hops.iter().map(|h| id(h.node)))
+                .collect()
+        })
+    });
+    Ok(info)
+}
+
+/// Every service of the topology with the path it takes now.
+pub fn services(shared: &Shared) -> Vec<ServiceInfo> {
+    let topo = shared.topology();
+    let view = shared.view();
+    topo.services
+        .iter()
+        .map(|s| {
+            let path = match route_in(topo, &view, s.ingress_node, s.egress_node) {
+                Ok(r) if r.cost_ms.is_some() => r.path,
+                _ => Vec::new(),
+            };
+            ServiceInfo {
+                name: s.name.clone(),
+                protocol: s.protocol.to_string(),
+                ingress: topo.node(s.ingress_node).id.clone(),
+                egress: topo.node(s.egress_node).id.clone(),
+                path,
+                one_way_ms_p50: None,
+                one_way_ms_p99: None,
+                loss: None,
+                reordered: None,
+            }
+        })
+        .collect()
 }
 
 /// The router of the controller's admin API.
@@ -187,6 +307,12 @@ pub fn routes() -> Router<Arc<Shared>> {
             get(|State(s): State<Arc<Shared>>| async move { admin::json(&links(&s)) }),
         )
         .route("/api/v1/routes", get(route_query))
+        .route(
+            "/api/v1/services",
+            get(|State(s): State<Arc<Shared>>| async move { admin::json(&services(&s)) }),
+        )
+        .route("/api/v1/stream", get(crate::stream::handler))
+        .merge(crate::map::routes())
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
@@ -208,3 +334,7 @@ async fn route_query(
         ),
     }
 }
+
+#[cfg(test)]
+#[path = "api_tests.rs"]
+pub(crate) mod tests;

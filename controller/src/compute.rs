@@ -50,6 +50,9 @@ struct State {
 pub struct Published {
     pub tables: watch::Sender<Arc<RouteTables>>,
     pub view: ArcSwap<FleetView>,
+    /// Counts the views published, so that readers who follow changes (the
+    /// live map's stream) wake on each one instead of polling.
+    pub views: watch::Sender<u64>,
 }
 
 impl Published {
@@ -57,7 +60,10 @@ impl Published {
         let tables = Arc::new(selector.routes().clone());
         Published {
             tables: watch::channel(tables.clone()).0,
-            view: ArcSwap::from_pointee(view_of(topology, selector, db, tables)),
+            view: ArcSwap::from_pointee(
+                view_of(topology, selector, db, tables).since(None, std::time::Instant::now()),
+            ),
+            views: watch::channel(0).0,
         }
     }
 }
@@ -74,9 +80,19 @@ fn view_of(
             view: db.view(l),
             in_force: selector.in_force(l),
             cost: selector.metric().cost(l),
+            state_since: None,
+            load_mbps: [None, None],
         })
         .collect();
-    FleetView { links, tables }
+    let draining = (0..topology.nodes.len() as u32)
+        .map(NodeIdx)
+        .filter(|&n| selector.is_draining(n))
+        .collect();
+    FleetView {
+        links,
+        draining,
+        tables,
+    }
 }
 
 fn ms_to_duration(ms: Option<f64>) -> Option<Duration> {
@@ -206,7 +222,8 @@ pub async fn run(
     }
 }
 
-/// Publishes the tables if their version moved on, and the view always.
+/// Publishes the tables if their version moved on, and the view always (and
+/// counts it in `views`).
 fn publish(topology: &Topology, st: &State, published: &Published, metrics: &ControllerMetrics) {
     let routes = st.selector.routes();
     published.tables.send_if_modified(|current| {
@@ -219,7 +236,9 @@ fn publish(topology: &Topology, st: &State, published: &Published, metrics: &Con
         true
     });
     let tables = published.tables.borrow().clone();
-    published
-        .view
-        .store(Arc::new(view_of(topology, &st.selector, &st.db, tables)));
+    let prev = published.view.load();
+    let view = view_of(topology, &st.selector, &st.db, tables)
+        .since(Some(&prev), std::time::Instant::now());
+    published.view.store(Arc::new(view));
+    published.views.send_modify(|n| *n += 1);
 }

@@ -6,18 +6,25 @@
 //! own task), [`session`] (one per relay: where a relay's report arrives and its
 //! route table leaves), [`runtime`] (start, shutdown, the daemon's signal loop,
 //! reload), [`api`] and [`exposition`] (the admin API), reading [`view`];
-//! [`shared`] holds the handles they share.
+//! [`shared`] holds the handles they share. The live map: [`map`] (the page),
+//! [`stream`] (its server-sent events) fed by [`hub`] through [`live`], paced
+//! by [`coalesce`] (sans-IO).
 
 pub mod api;
+pub mod coalesce;
 pub mod compute;
 pub mod config;
 pub mod exposition;
+pub mod hub;
 pub mod linkstate;
+pub mod live;
+pub mod map;
 pub mod metrics;
 pub mod routing;
 pub mod runtime;
 pub mod session;
 pub mod shared;
+pub mod stream;
 pub mod view;
 
 pub use config::ControllerConfig;

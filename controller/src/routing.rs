@@ -86,6 +86,52 @@ impl RouteTables {
     pub fn node(&self, node: NodeIdx) -> &NodeTable {
         &self.tables[node.get()]
     }
+
+    /// The hops from `from` toward `to` following each node's primary. Empty
+    /// when `from == to`.
+    pub fn walk(&self, from: NodeIdx, to: NodeIdx) -> Walk {
+        let mut hops = Vec::new();
+        let mut at = from;
+        while at != to {
+            let Some(e) = self.tables.get(at.get()).and_then(|t| t.entries.get(&to)) else {
+                return Walk {
+                    hops,
+                    end: WalkEnd::NoRoute,
+                };
+            };
+            hops.push(e.primary);
+            at = e.primary.node;
+            if hops.len() > self.tables.len() {
+                return Walk {
+                    hops,
+                    end: WalkEnd::Loop,
+                };
+            }
+        }
+        Walk {
+            hops,
+            end: WalkEnd::Reached,
+        }
+    }
+}
+
+/// Where a [`RouteTables::walk`] went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Walk {
+    pub hops: Vec<Hop>,
+    pub end: WalkEnd,
+}
+
+/// How a walk along the tables ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkEnd {
+    /// At the destination.
+    Reached,
+    /// At a node with no route to the destination (the last hop's node, or
+    /// the start).
+    NoRoute,
+    /// The tables loop (a bug: they are loop-free by construction).
+    Loop,
 }
 
 /// What turns one node table into another.

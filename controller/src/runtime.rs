@@ -89,6 +89,7 @@ pub async fn start(
         cancel: tasks.cancel_token().clone(),
         started: Instant::now(),
         metrics: metrics.clone(),
+        live: crate::live::Live::default(),
         cfg,
     });
 
@@ -104,6 +105,12 @@ pub async fn start(
             metrics,
             shared.cancel.clone(),
         ),
+    );
+    // The live map's stream can go without: its failure is logged, routing goes on.
+    tasks.spawn(
+        "live map hub",
+        OnFailure::Log,
+        crate::hub::run(shared.clone()),
     );
     let s = shared.clone();
     tasks.spawn(

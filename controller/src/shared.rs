@@ -1,6 +1,7 @@
-//! What the controller's tasks share: its config, the relays' sessions, and
-//! handles to what the compute task publishes. The compute task is the one
-//! writer of the tables and the view; each session writes its own entry.
+//! What the controller's tasks share: its config, the relays' sessions,
+//! handles to what the compute task publishes, and the live map's frames. The
+//! compute task is the one writer of the tables and the view; each session
+//! writes its own entry.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use topology::Topology;
 
 use crate::compute::{Published, Reports};
 use crate::config::ControllerConfig;
+use crate::live::Live;
 use crate::metrics::ControllerMetrics;
 use crate::routing::RouteTables;
 use crate::view::FleetView;
@@ -44,6 +46,8 @@ pub struct Shared {
     pub started: Instant,
     /// Route changes and computation times, for `GET /metrics`.
     pub metrics: Arc<ControllerMetrics>,
+    /// The live map's stream: frames, recent timeline, cap (see [`crate::live`]).
+    pub live: Live,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,12 +88,14 @@ impl Shared {
 
     pub(crate) fn add_session(&self, node: &str, session: Session) {
         lock(&self.sessions).insert(node.to_string(), session);
+        self.live.sessions_changed();
     }
 
     pub(crate) fn applied(&self, node: &str, version: u64) {
         if let Some(s) = lock(&self.sessions).get_mut(node) {
             s.applied = version;
         }
+        self.live.sessions_changed();
     }
 
     /// Forgets `node`'s session if it is still connection `conn_id`.
@@ -97,6 +103,7 @@ impl Shared {
         let mut sessions = lock(&self.sessions);
         if sessions.get(node).is_some_and(|s| s.conn_id == conn_id) {
             sessions.remove(node);
+            self.live.sessions_changed();
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The lab's admin API: the controller's read endpoints, plus
+//! The lab's admin API: the controller's read endpoints and live map, plus
 //! `POST /api/v1/lab/links/{a}/{b}/cut|restore|impair` to break links by hand
 //! (impair takes JSON `{"delay_ms": 150, "jitter_ms": 5, "loss": 0.01}`).
+//! What it does goes into the run's event log and the map's timeline.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
+use controller::live::EventKind;
 use daemon::admin;
 use emulator::LinkHandle;
 use serde::Deserialize;
@@ -29,6 +31,22 @@ struct Impair {
     loss: f64,
 }
 
+/// Records something the lab did: in the run's log (for the closing report)
+/// and on the controller's live map timeline.
+pub fn record(
+    log: &EventLog,
+    started: tokio::time::Instant,
+    controller: &controller::shared::Shared,
+    kind: EventKind,
+    link: (&str, &str),
+    what: &str,
+) {
+    log.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((started.elapsed().as_secs_f64(), what.to_string()));
+    controller.live.event(kind, what, Some(link));
+}
+
 /// The lab's links and its event log, for the lab's own endpoints.
 #[derive(Debug)]
 struct Lab {
@@ -36,6 +54,7 @@ struct Lab {
     links: HashMap<(String, String), LinkHandle>,
     log: EventLog,
     started: tokio::time::Instant,
+    controller: Arc<controller::shared::Shared>,
 }
 
 /// Builds the lab's router. `links` has each link under both (a, b) and (b, a).
@@ -49,6 +68,7 @@ pub fn router(
         links,
         log,
         started,
+        controller: controller.clone(),
     });
     controller::api::routes()
         .route(
@@ -76,14 +96,14 @@ impl Lab {
                 &format!("no link between `{a}` and `{b}`"),
             );
         };
-        let what = match action {
+        let (kind, what) = match action {
             "cut" => {
                 link.cut();
-                format!("cut {a}–{b} (API)")
+                (EventKind::Cut, format!("cut {a}–{b} (API)"))
             }
             "restore" => {
                 link.restore();
-                format!("restore {a}–{b} (API)")
+                (EventKind::Restore, format!("restore {a}–{b} (API)"))
             }
             "impair" => {
                 let p: Impair = match serde_json::from_slice(body) {
@@ -94,11 +114,14 @@ impl Lab {
                 if let Err(e) = link.impair(ms(p.delay_ms), ms(p.jitter_ms), p.loss) {
                     return admin::error(StatusCode::BAD_REQUEST, &e.to_string());
                 }
-                format!(
-                    "impair {a}–{b}: {} ms ± {} ms, loss {:.1}% (API)",
-                    p.delay_ms,
-                    p.jitter_ms,
-                    p.loss * 100.0
+                (
+                    EventKind::Impair,
+                    format!(
+                        "impair {a}–{b}: {} ms ± {} ms, loss {:.1}% (API)",
+                        p.delay_ms,
+                        p.jitter_ms,
+                        p.loss * 100.0
+                    ),
                 )
             }
             other => {
@@ -108,10 +131,14 @@ impl Lab {
                 )
             }
         };
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((self.started.elapsed().as_secs_f64(), what.clone()));
+        record(
+            &self.log,
+            self.started,
+            &self.controller,
+            kind,
+            (a, b),
+            &what,
+        );
         admin::json(&serde_json::json!({ "ok": what }))
     }
 }

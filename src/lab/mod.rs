@@ -212,6 +212,8 @@ async fn run_async(
     let api_server = match std::net::TcpListener::bind(opts.api) {
         Ok(listener) => {
             listener.set_nonblocking(true)?;
+            // The address bound (the port the system chose, given port 0).
+            let addr = listener.local_addr()?;
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let tasks = daemon::Supervisor::new(tokio_util::sync::CancellationToken::new());
             let router = api::router(controller.clone(), links.clone(), log.clone(), run_started);
@@ -227,7 +229,8 @@ async fn run_async(
                     tasks.spawner(),
                 ),
             );
-            eprintln!("lab: API on http://{} (overlay status|links|routes --api {0}; POST /api/v1/lab/links/A/B/cut)", opts.api);
+            eprintln!("lab: API on http://{addr} (overlay status|links|routes --api {addr}; POST /api/v1/lab/links/A/B/cut)");
+            eprintln!("lab: live map on http://{addr}/map");
             Some(tasks)
         }
         Err(e) => {
@@ -302,9 +305,19 @@ async fn run_async(
                     }
                 }
             }
-            log.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((now.as_secs_f64(), e.describe(&topology)));
+            let kind = match &e.action {
+                scenario::Action::Cut => controller::live::EventKind::Cut,
+                scenario::Action::Restore => controller::live::EventKind::Restore,
+                scenario::Action::Impair { .. } => controller::live::EventKind::Impair,
+            };
+            api::record(
+                &log,
+                run_started,
+                &controller,
+                kind,
+                (&e.a, &e.b),
+                &e.describe(&topology),
+            );
             eprintln!(
                 "\nlab: {:>5.1} s  {}",
                 now.as_secs_f64(),

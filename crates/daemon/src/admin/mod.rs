@@ -6,6 +6,8 @@
 //! - a deadline for each request's head, so a client that sends a partial
 //!   request (slowloris) loses its slot, and a bound on the head's size;
 //! - a bound on request bodies (chunked ones too);
+//! - a deadline on each write, so a client that stops reading loses its
+//!   connection;
 //! - accept errors (out of file descriptors) back off instead of spinning, and
 //!   are counted and logged at most once per interval;
 //! - a few descriptors are held in reserve: when the process runs out (flows
@@ -14,9 +16,13 @@
 //!
 //! Handlers are plain axum handlers: tests call a router with
 //! `tower::ServiceExt::oneshot`, no socket needed. Shutdown stops accepting and
-//! lets open requests finish (the supervisor bounds the wait).
+//! lets open requests finish (the supervisor bounds the wait); responses that
+//! would never finish on their own (server-sent events) watch [`Shutdown`],
+//! which every request carries, and end when it fires. The head deadline
+//! applies to heads only: a response may stream for as long as it likes.
 
 pub mod client;
+mod stall;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +31,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -47,6 +53,9 @@ pub struct AdminLimits {
     pub max_head: usize,
     /// Largest request body, bytes. Default 64 KiB.
     pub max_body: usize,
+    /// A write that makes no progress for this long (the client stopped
+    /// reading) ends the connection. Default 20 s.
+    pub write_timeout: Duration,
 }
 
 impl Default for AdminLimits {
@@ -56,6 +65,7 @@ impl Default for AdminLimits {
             header_timeout: Duration::from_secs(5),
             max_head: 16 * 1024,
             max_body: 64 * 1024,
+            write_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -69,6 +79,13 @@ pub struct AdminCounters {
     /// Failed accepts (e.g. out of file descriptors).
     pub accept_errors: AtomicU64,
 }
+
+/// The server's shutdown, in every request's extensions: a handler whose
+/// response never ends by itself (a stream) ends it when this fires, so that
+/// shutdown does not wait on it. Absent when a router is called without a
+/// server (tests with `oneshot`).
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(pub CancellationToken);
 
 static OVER_CAPACITY_WARNING: Throttle = Throttle::new(Duration::from_secs(10));
 static ACCEPT_WARNING: Throttle = Throttle::new(Duration::from_secs(10));
@@ -118,7 +135,9 @@ pub async fn serve(
     cancel: CancellationToken,
     tasks: Spawner,
 ) {
-    let router = router.layer(DefaultBodyLimit::max(limits.max_body));
+    let router = router
+        .layer(DefaultBodyLimit::max(limits.max_body))
+        .layer(Extension(Shutdown(cancel.clone())));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Duration::ZERO;
     let mut reserve = Reserve::fill();
@@ -192,7 +211,8 @@ async fn serve_connection(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_head.max(8192));
-    let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+    let io = stall::WriteDeadline::new(TokioIo::new(stream), limits.write_timeout);
+    let conn = http.serve_connection(io, TowerToHyperService::new(router));
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {

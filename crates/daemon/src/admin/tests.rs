@@ -178,6 +178,160 @@ async fn keep_alive_serves_several_requests_on_one_connection() {
     assert_eq!(out.matches("HTTP/1.1 200").count(), 2, "{out}");
 }
 
+/// Counts the streaming bodies alive (a guard in each).
+#[derive(Clone, Default)]
+struct Alive(Arc<std::sync::atomic::AtomicUsize>);
+
+struct Guard(Alive);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Alive {
+    fn now(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// `GET /ticks`: `tick` every 50 ms until the server's [`Shutdown`];
+/// `GET /flood`: 64 KiB chunks as fast as the client takes them.
+fn streaming_router(alive: Alive) -> Router {
+    let ticks = {
+        let alive = alive.clone();
+        move |Extension(Shutdown(stop)): Extension<Shutdown>| {
+            let alive = alive.clone();
+            async move {
+                alive.0.fetch_add(1, Ordering::SeqCst);
+                let guard = Guard(alive);
+                let ticks =
+                    futures_util::stream::unfold((stop, guard), |(stop, guard)| async move {
+                        tokio::select! {
+                            _ = stop.cancelled() => None,
+                            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                                Some((Ok::<_, std::convert::Infallible>("tick\n"), (stop, guard)))
+                            }
+                        }
+                    });
+                Body::from_stream(ticks)
+            }
+        }
+    };
+    let flood = move || {
+        let alive = alive.clone();
+        async move {
+            alive.0.fetch_add(1, Ordering::SeqCst);
+            let guard = Guard(alive);
+            let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+            Body::from_stream(futures_util::stream::unfold(guard, move |g| {
+                let chunk = chunk.clone();
+                async move { Some((Ok::<_, std::convert::Infallible>(chunk), g)) }
+            }))
+        }
+    };
+    Router::new()
+        .route("/ticks", get(ticks))
+        .route("/flood", get(flood))
+}
+
+async fn start_streaming(limits: AdminLimits, alive: Alive) -> (SocketAddr, Supervisor) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let tasks = Supervisor::new(CancellationToken::new());
+    tasks.spawn(
+        "admin",
+        OnFailure::StopDaemon,
+        serve(
+            listener,
+            streaming_router(alive),
+            limits,
+            Arc::default(),
+            tasks.cancel_token().clone(),
+            tasks.spawner(),
+        ),
+    );
+    (addr, tasks)
+}
+
+#[tokio::test]
+async fn a_streaming_response_outlives_the_header_deadline_and_ends_at_shutdown() {
+    let limits = AdminLimits {
+        header_timeout: Duration::from_millis(200),
+        ..AdminLimits::default()
+    };
+    let alive = Alive::default();
+    let (addr, tasks) = start_streaming(limits, alive.clone()).await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /ticks HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // Ten times the header deadline: the response goes on.
+    let mut got = Vec::new();
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!(
+                "the stream stopped after {:?}: {other:?}",
+                started.elapsed()
+            ),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.matches("tick").count() >= 20, "{text}");
+    // Shutdown ends it at once (it would never end by itself).
+    let stopping = tokio::time::Instant::now();
+    tasks.cancel_token().cancel();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection closed");
+    assert!(
+        stopping.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.ends_with("0\r\n\r\n"),
+        "the chunked body ended cleanly: {text:?}"
+    );
+    assert_eq!(alive.now(), 0);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_connection_at_the_write_deadline() {
+    let limits = AdminLimits {
+        write_timeout: Duration::from_millis(300),
+        ..AdminLimits::default()
+    };
+    let alive = Alive::default();
+    let (addr, _tasks) = start_streaming(limits, alive.clone()).await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /flood HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // The client reads nothing: the socket's buffers fill, writes stall.
+    let started = tokio::time::Instant::now();
+    while alive.now() == 0 && started.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(alive.now(), 1, "the response started");
+    while alive.now() == 1 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(alive.now(), 0, "the response was dropped");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    drop(s);
+}
+
 /// The defect: 64 held partial requests took every slot, and Prometheus got
 /// one scrape in twenty. Now 200 held partial requests leave room for scrapes.
 #[tokio::test]
