@@ -75,7 +75,8 @@ pub struct RouteInfo {
     /// The first hop's loop-free backup, if any.
     pub backup_next_hop: Option<String>,
     /// Where a packet goes when `from` repairs around the failure of the
-    /// path's first link: to the backup, then as the tables carry it.
+    /// path's first hop: along its repair segment, then as the tables carry it
+    /// (or, without a segment, to the backup, then as the tables carry it).
     pub repair_path: Option<Vec<String>>,
     /// Sum of the links' expected one-way delays along `path`.
     pub expected_ms: Option<f64>,
@@ -245,15 +246,31 @@ pub fn route_in(
         tables.node(src).entries.get(&dst).and_then(|e| e.backup)
     };
     info.backup_next_hop = backup.map(|b| id(b.node));
-    // The backup is loop-free: from it, the tables never lead back through `src`.
-    info.repair_path = backup.and_then(|b| {
-        let rest = tables.walk(b.node, dst);
-        let ok = rest.end == WalkEnd::Reached && rest.hops.iter().all(|h| h.node != src);
-        ok.then(|| {
-            [id(src), id(b.node)]
-                .into_iter()
+    let segment = (src != dst)
+        .then(|| tables.node(src).entries.get(&dst).and_then(|e| e.repair))
+        .flatten();
+    // A repair segment, then the tables from its release node (checked sound
+    // when the tables were computed).
+    let repaired = segment.and_then(|p| {
+        let rest = tables.walk(p.release(), dst);
+        (rest.end == WalkEnd::Reached).then(|| {
+            std::iter::once(id(src))
+                .chain(p.hops().iter().map(|n| id(*n)))
                 .chain(rest.hops.iter().map(|h| id(h.node)))
                 .collect()
+        })
+    });
+    // The backup is loop-free: from it, the tables never lead back through `src`.
+    info.repair_path = repaired.or_else(|| {
+        backup.and_then(|b| {
+            let rest = tables.walk(b.node, dst);
+            let ok = rest.end == WalkEnd::Reached && rest.hops.iter().all(|h| h.node != src);
+            ok.then(|| {
+                [id(src), id(b.node)]
+                    .into_iter()
+                    .chain(rest.hops.iter().map(|h| id(h.node)))
+                    .collect()
+            })
         })
     });
     Ok(info)
