@@ -26,10 +26,13 @@ pub enum DropReason {
     SendFailed,
     /// A new flow arrived while the relay drains (stops): it takes none.
     Draining,
+    /// The link's send queue was full: more media was offered than the link
+    /// (or this relay) carries. The link itself is fine.
+    Overload,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::TtlExpired,
         DropReason::NoRoute,
@@ -41,6 +44,7 @@ impl DropReason {
         DropReason::UnknownFlow,
         DropReason::SendFailed,
         DropReason::Draining,
+        DropReason::Overload,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +60,7 @@ impl DropReason {
             DropReason::UnknownFlow => "unknown_flow",
             DropReason::SendFailed => "send_failed",
             DropReason::Draining => "draining",
+            DropReason::Overload => "overload",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`routes`]: the table in force and its version as one value, and how a
 //!   controller update changes it;
 //! - [`probe`]: per-link probe bookkeeping (RTT, jitter, loss, up/down);
+//!   [`link_loss`]: loss on the wire as QUIC measures it;
 //! - [`flows`]: UDP flow tables and their limits;
 //! - [`reload_plan`]: what a reload changes, as a diff;
 //! - [`backoff`]: reconnect waits with jitter;
@@ -18,6 +19,7 @@ pub mod backoff;
 pub mod datagram;
 pub mod drop_reason;
 pub mod flows;
+pub mod link_loss;
 pub mod probe;
 pub mod reload_plan;
 pub mod routes;

@@ -24,6 +24,13 @@
 //!   Late replies are accepted until `2 × max_timeout` after the send.
 //! - Duplicates, never-sent seqs and seqs older than that are counted in
 //!   `ignored_replies` and otherwise ignored.
+//! - Liveness that load cannot fake: the driver reports when the peer last
+//!   acknowledged our packets ([`LinkProbe::handle_heard`]). A probe that times
+//!   out while the peer was heard after its send is *excused*: the peer hears
+//!   us, so the probe (or its echo) sat behind other traffic in a full queue
+//!   or a busy relay. An excused probe is neither a loss nor an answer: it does
+//!   not count toward Down, nor in the loss window. A blackhole (either
+//!   direction) silences the acknowledgements too, so it is detected as before.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -216,6 +223,8 @@ pub struct ProbeStats {
     pub late_replies: u64,
     /// Duplicate, never-sent or too-old replies.
     pub ignored_replies: u64,
+    /// Probes unanswered in time while the peer was heard: held up, not lost.
+    pub excused: u64,
     pub state: LinkState,
     /// When `state` last changed (creation time if it never did).
     pub since: Instant,
@@ -267,6 +276,12 @@ enum Status {
     Lost,
     /// Declared lost, then a reply came: further replies are duplicates.
     LostThenAnswered,
+    /// Unanswered in time, but the peer acknowledged our packets after it was
+    /// sent: the peer is alive and the probe was held up behind other traffic
+    /// (a full queue, a busy relay). Neither a loss nor an answer.
+    Excused,
+    /// Excused, then a reply came.
+    ExcusedThenAnswered,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -311,6 +326,9 @@ pub struct LinkProbe {
     lost: u64,
     late_replies: u64,
     ignored_replies: u64,
+    excused: u64,
+    /// The latest time the peer showed it hears us (acknowledged our packets).
+    last_heard: Option<Instant>,
 }
 
 /// `t + d`, or `None` past the end of `Instant`'s range (never with clamped configs).
@@ -353,6 +371,8 @@ impl LinkProbe {
             lost: 0,
             late_replies: 0,
             ignored_replies: 0,
+            excused: 0,
+            last_heard: None,
             config,
         }
     }
@@ -450,7 +470,12 @@ impl LinkProbe {
                 self.late_replies += 1;
                 ReplyOutcome::Late { rtt }
             }
-            Status::Answered(_) | Status::LostThenAnswered => {
+            Status::Excused => {
+                slot.status = Status::ExcusedThenAnswered;
+                self.late_replies += 1;
+                ReplyOutcome::Late { rtt }
+            }
+            Status::Answered(_) | Status::LostThenAnswered | Status::ExcusedThenAnswered => {
                 self.ignored_replies += 1;
                 return ReplyOutcome::Ignored;
             }
@@ -461,16 +486,29 @@ impl LinkProbe {
         outcome
     }
 
-    /// Declares lost every outstanding probe older than the timeout, and forgets resolved
+    /// The peer acknowledged our packets at `now`: it hears us. A probe that
+    /// then times out unanswered is excused, not lost (see the module docs).
+    pub fn handle_heard(&mut self, now: Instant) {
+        self.last_heard = Some(self.last_heard.map_or(now, |h| h.max(now)));
+    }
+
+    /// Declares lost every outstanding probe older than the timeout (excused
+    /// instead if the peer was heard after its send), and forgets resolved
     /// probes older than `2 × max_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let timeout = self.timeout();
+        let heard = self.last_heard;
         for slot in self.table.iter_mut().skip(self.fed) {
             if slot.status == Status::Outstanding
                 && deadline(slot.sent, timeout).is_some_and(|d| d <= now)
             {
-                slot.status = Status::Lost;
-                self.lost += 1;
+                if heard.is_some_and(|h| h > slot.sent) {
+                    slot.status = Status::Excused;
+                    self.excused += 1;
+                } else {
+                    slot.status = Status::Lost;
+                    self.lost += 1;
+                }
             }
         }
         self.advance(now);
@@ -523,6 +561,7 @@ impl LinkProbe {
             outstanding,
             late_replies: self.late_replies,
             ignored_replies: self.ignored_replies,
+            excused: self.excused,
             state: self.state,
             since: self.since,
         }
@@ -557,6 +596,11 @@ impl LinkProbe {
         while let Some(slot) = self.table.get(self.fed) {
             let rtt = match slot.status {
                 Status::Outstanding => break,
+                Status::Excused | Status::ExcusedThenAnswered => {
+                    // Says nothing about the link either way.
+                    self.fed += 1;
+                    continue;
+                }
                 Status::Answered(rtt) => Some(rtt),
                 Status::Lost | Status::LostThenAnswered => None,
             };

@@ -639,3 +639,46 @@ fn probes_lost_before_the_link_came_up_do_not_count_as_its_loss() {
         "loss counts from when the link came up"
     );
 }
+
+/// A busy link: every probe's echo is held up far past its timeout (a full
+/// queue), but the peer keeps acknowledging our packets. It stays up, and the
+/// held-up probes count neither as losses nor toward Down.
+#[test]
+fn probes_held_up_while_the_peer_acknowledges_us_are_excused() {
+    let mut sim = Sim::new(ProbeConfig::default());
+    // Bring the link up on a clean 20 ms link.
+    sim.run_until(sim.at(1_000), |_| Some(20 * MS));
+    assert!(sim.probe.is_up());
+    // Then every echo takes 2 s, while acknowledgements keep coming.
+    let mut t = 1_000;
+    while t < 4_000 {
+        t += 10;
+        sim.probe.handle_heard(sim.at(t));
+        sim.run_until(sim.at(t), |_| Some(2_000 * MS));
+    }
+    let stats = sim.probe.stats();
+    assert!(sim.probe.is_up(), "the link stayed up: {stats:?}");
+    assert!(stats.excused > 20, "{stats:?}");
+    assert_eq!(stats.loss, 0.0, "held-up probes are not losses: {stats:?}");
+}
+
+/// The same link blackholed: no echo and no acknowledgement. It goes down as
+/// fast as without the rule.
+#[test]
+fn a_blackhole_silences_acknowledgements_too_and_the_link_goes_down() {
+    let mut sim = Sim::new(ProbeConfig::default());
+    sim.run_until(sim.at(1_000), |_| Some(20 * MS));
+    assert!(sim.probe.is_up());
+    // Heard until the cut at 1 s, then nothing.
+    sim.probe.handle_heard(sim.at(1_000));
+    sim.run_until(sim.at(1_400), |_| None);
+    assert!(!sim.probe.is_up(), "{:?}", sim.probe.stats());
+    let down_at = sim
+        .events
+        .iter()
+        .find(|(_, e, _)| matches!(e, LinkEvent::Down { .. }))
+        .expect("a down event")
+        .0;
+    let took = down_at.duration_since(sim.at(1_000));
+    assert!(took <= 260 * MS, "down {took:?} after the cut");
+}

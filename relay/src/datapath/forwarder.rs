@@ -20,6 +20,10 @@ use relay_core::{Decision, DropReason, Header, RoutesInForce};
 use crate::datapath::link_registry::LinkRegistry;
 use crate::metrics::Metrics;
 
+/// Bytes of a link's datagram send queue media may not take: room for probes
+/// and their echoes, which then never wait behind more than the queue's size.
+pub const PROBE_RESERVE: usize = 16 * 1024;
+
 /// What became of a datagram from a peer link, for its link actor.
 #[derive(Debug)]
 pub enum Inbound {
@@ -214,13 +218,19 @@ impl Forwarder {
     }
 
     /// Hands an encoded packet to a neighbour's link without waiting: quinn
-    /// queues it (bounded, oldest dropped first) or it is dropped and counted here.
+    /// queues it, or it is dropped and counted here. Media never fills quinn's
+    /// send queue: [`PROBE_RESERVE`] bytes stay free for probes (so a link
+    /// carrying more than it can does not look dead), and quinn never has to
+    /// drop a queued datagram on its own (which nobody would count).
     pub fn send_on(&self, conn: &Connection, packet: Bytes, via_backup: bool) {
         if conn
             .max_datagram_size()
             .is_none_or(|max| packet.len() > max)
         {
             return self.metrics.count_drop(DropReason::TooBig);
+        }
+        if conn.datagram_send_buffer_space() < packet.len() + PROBE_RESERVE {
+            return self.metrics.count_drop(DropReason::Overload);
         }
         let len = packet.len() as u64;
         match conn.send_datagram(packet) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::Connection;
+use relay_core::link_loss::LossWindow;
 use relay_core::probe::{DownReason, LinkEvent, LinkProbe};
 use relay_core::wire::Kind;
 use relay_core::{DropReason, Header};
@@ -52,6 +53,7 @@ pub async fn run_link(
             .then(|| std::time::Instant::now() + INHERITED_UP_GRACE);
         let mut streams: JoinSet<()> = JoinSet::new();
         let mut closed: Option<quinn::ConnectionError> = None;
+        let mut quic = QuicWatch::new();
         loop {
             let wake = Instant::from_std(probe.poll_timeout());
             tokio::select! {
@@ -62,12 +64,17 @@ pub async fn run_link(
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     let now = std::time::Instant::now();
+                    // Before judging probes: has the peer acknowledged our
+                    // packets since we last looked? Then it hears us.
+                    if quic.look(&conn, now) {
+                        probe.handle_heard(now);
+                    }
                     probe.handle_timeout(now);
                     while let Some(seq) = probe.poll_transmit(now) {
                         let header = probe_header(Kind::Probe, key, ctx.me, seq);
                         let _ = conn.send_datagram(Bytes::copy_from_slice(&header.encode()));
                     }
-                    after_probe(&ctx, key, &mut probe, &health);
+                    after_probe(&ctx, key, &mut probe, &health, quic.loss.loss());
                     if let Some(deadline) = confirm_by {
                         if probe.is_up() {
                             confirm_by = None;
@@ -81,7 +88,10 @@ pub async fn run_link(
                     }
                 }
                 d = conn.read_datagram() => match d {
-                    Ok(packet) => on_datagram(&ctx, &conn, key, &mut probe, &health, packet),
+                    Ok(packet) => {
+                        let wire_loss = quic.loss.loss();
+                        on_datagram(&ctx, &conn, key, &mut probe, &health, packet, wire_loss)
+                    }
                     Err(e) => {
                         closed = Some(e);
                         break;
@@ -138,6 +148,7 @@ fn on_datagram(
     probe: &mut LinkProbe,
     health: &LinkHealth,
     packet: Bytes,
+    wire_loss: f64,
 ) {
     match ctx.forwarder.on_datagram(packet) {
         Inbound::Handled => {}
@@ -147,7 +158,7 @@ fn on_datagram(
         }
         Inbound::ProbeReply(seq) => {
             probe.handle_reply(seq, std::time::Instant::now());
-            after_probe(ctx, key, probe, health);
+            after_probe(ctx, key, probe, health, wire_loss);
         }
         Inbound::ToTarget(header, payload) => {
             let live = ctx.live.load();
@@ -160,6 +171,33 @@ fn on_datagram(
                 None => ctx.metrics.count_drop(DropReason::UnknownFlow),
             }
         }
+    }
+}
+
+/// What the connection's own counters say, read at each probe tick: whether
+/// the peer acknowledged our packets since the last look (it hears us), and
+/// the loss on the wire.
+struct QuicWatch {
+    acks: u64,
+    loss: LossWindow,
+}
+
+impl QuicWatch {
+    fn new() -> QuicWatch {
+        QuicWatch {
+            acks: 0,
+            loss: LossWindow::new(Duration::from_secs(5)),
+        }
+    }
+
+    /// Reads the counters; true if new acknowledgements came.
+    fn look(&mut self, conn: &Connection, now: std::time::Instant) -> bool {
+        let stats = conn.stats();
+        self.loss
+            .sample(now, stats.path.sent_packets, stats.path.lost_packets);
+        let heard = stats.frame_rx.acks > self.acks;
+        self.acks = stats.frame_rx.acks;
+        heard
     }
 }
 
@@ -180,13 +218,21 @@ fn probe_header(kind: Kind, dst: u32, src: u32, seq: u32) -> Header {
 /// Publishes the probe's verdicts and figures: state edges flip the link's
 /// health (the forwarding path reads it), are logged with the local failover
 /// they cause, and wake the controller report. Runs in the link's `peer` span.
-fn after_probe(ctx: &Context, peer: u32, probe: &mut LinkProbe, health: &LinkHealth) {
+fn after_probe(
+    ctx: &Context,
+    peer: u32,
+    probe: &mut LinkProbe,
+    health: &LinkHealth,
+    wire_loss: f64,
+) {
     let stats = probe.stats();
     *health.measured.lock().unwrap_or_else(|p| p.into_inner()) = Measured {
         rtt_ms: stats.srtt.map(|d| d.as_secs_f64() * 1000.0),
         min_rtt_ms: stats.min_rtt.map(|d| d.as_secs_f64() * 1000.0),
         jitter_ms: stats.jitter.map(|d| d.as_secs_f64() * 1000.0),
-        loss: stats.loss,
+        // Probes lost (not excused), or packets QUIC lost on the wire,
+        // whichever says more.
+        loss: stats.loss.max(wire_loss),
     };
     while let Some(event) = probe.poll_event() {
         match event {
