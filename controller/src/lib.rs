@@ -6,11 +6,14 @@
 //! own task), [`session`] (one per relay: where a relay's report arrives and its
 //! route table leaves), [`runtime`] (start, shutdown, the daemon's signal loop,
 //! reload), [`api`] and [`exposition`] (the admin API), reading [`view`];
-//! [`shared`] holds the handles they share.
+//! [`shared`] holds the handles they share. [`election`]: which of several
+//! controllers leads (pushes tables) and with which term, through etcd (a
+//! sans-IO core and its driver); without etcd a controller leads alone.
 
 pub mod api;
 pub mod compute;
 pub mod config;
+pub mod election;
 pub mod exposition;
 pub mod linkstate;
 pub mod metrics;

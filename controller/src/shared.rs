@@ -15,6 +15,7 @@ use topology::Topology;
 
 use crate::compute::{Published, Reports};
 use crate::config::ControllerConfig;
+use crate::election::ElectionView;
 use crate::metrics::ControllerMetrics;
 use crate::routing::RouteTables;
 use crate::view::FleetView;
@@ -42,6 +43,9 @@ pub struct Shared {
     pub started: Instant,
     /// Route changes and computation times, for `GET /metrics`.
     pub metrics: Arc<ControllerMetrics>,
+    /// Whether this controller leads (pushes tables) and with which term.
+    /// Writer: the election task (none without etcd: the sole leader).
+    pub(crate) election: Arc<watch::Sender<ElectionView>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -66,6 +70,21 @@ impl Shared {
     /// The latest snapshot of links and tables (never waits on a computation).
     pub fn view(&self) -> Arc<FleetView> {
         self.published.view.load_full()
+    }
+
+    /// The election as this controller sees it now.
+    pub fn election(&self) -> ElectionView {
+        self.election.borrow().clone()
+    }
+
+    /// Whether this controller pushes tables now (it leads and its lease is
+    /// confirmed), and with which term.
+    pub fn leads(&self) -> Option<u64> {
+        self.election.borrow().leads_at(Instant::now().into_std())
+    }
+
+    pub(crate) fn election_rx(&self) -> watch::Receiver<ElectionView> {
+        self.election.subscribe()
     }
 
     pub(crate) fn tables_rx(&self) -> watch::Receiver<Arc<RouteTables>> {
