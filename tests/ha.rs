@@ -3,7 +3,7 @@
 //! Two controllers started at once elect exactly one leader; `kill -9` of the
 //! leader hands over within the lease (measured: death to new tables in force
 //! at every relay) with no datagram lost, and the new leader handles a cut; a
-//! stopped-then-resumed old leader pushes nothing over the new term; with etcd
+//! stopped-then-resumed old leader's table is refused and counted; with etcd
 //! unreachable no controller pushes once the lease is out, relays repair on
 //! their own, and everything resumes when etcd is back.
 //!
@@ -171,15 +171,48 @@ async fn killing_the_leader_hands_over_within_the_lease_without_losing_a_datagra
     .await;
 }
 
+/// The old leader's last table is in flight when it stops: it pushed a diff
+/// (a cut changed routes) while its packets to the relays were blackholed, so
+/// the diff waits in its QUIC retransmissions. It is stopped (SIGSTOP), the
+/// standby is elected and pushes a newer term; the old one resumes and its
+/// stale diff reaches the relays: refused, counted, and the new term's tables
+/// stay. The old leader itself pushes nothing new: it knows its lease is out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_then_resumed_old_leader_cannot_overwrite_the_new_leaders_tables() {
+async fn a_stopped_then_resumed_old_leaders_table_is_refused_and_counted() {
     let _one = support::FLEET_TESTS.lock().await;
     bounded(120, async {
-        let Some((ha, _stream)) = Ha::start("fencing", 2).await else {
+        // The relays' sessions must outlive the blackout of the old leader's
+        // packets (the diamond's 3 s idle timeout would end them first).
+        let tune: fn(&mut relay::RelayConfig) =
+            |r| r.tuning.link_idle_timeout = Duration::from_secs(15);
+        let Some((ha, _stream)) = Ha::start_with("fencing", 2, tune).await else {
             return;
         };
         let (old, old_term) = ha.wait_converged(Duration::from_secs(10)).await;
         let standby = if old == "c1" { "c2" } else { "c1" };
+        let version = |m: &std::collections::BTreeMap<String, f64>| {
+            m["overlay_controller_table_version"] as u64
+        };
+        let v0 = version(&ha.controller(&old).metrics().await.expect("metrics"));
+
+        // The old leader still hears the relays, but what it sends is held.
+        ha.proxy(&old).drop_replies(true);
+        ha.fleet.link("ccc", "ddd").expect("link").cut();
+        let pushed = async {
+            loop {
+                if let Some(m) = ha.controller(&old).metrics().await {
+                    if version(&m) > v0 {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), pushed)
+            .await
+            .expect("the leader recomputed after the cut");
+        // Its sessions write the diff at once; let them.
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let paused_at = Instant::now();
         ha.controller(&old).pause();
         let (took, new_term) =
@@ -188,36 +221,45 @@ async fn a_stopped_then_resumed_old_leader_cannot_overwrite_the_new_leaders_tabl
             "fencing: {standby} leads with term {new_term} {} ms after {old} was stopped",
             took.as_millis()
         );
-        // Let the relays' links to the stopped one time out too, then wake it.
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        let before = ha.relay_terms();
+        let refused = || -> u64 {
+            ha.fleet
+                .relays
+                .values()
+                .map(|r| r.status().counters.tables_refused["stale_term"])
+                .sum()
+        };
+        assert_eq!(refused(), 0);
+
+        // The old leader wakes up and its held diff goes out.
+        ha.proxy(&old).drop_replies(false);
         ha.controller(&old).resume();
         let resumed_at = Instant::now();
         let mut lowest = u64::MAX;
-        while resumed_at.elapsed() < Duration::from_secs(3 * LEASE_TTL_S + 2) {
+        while resumed_at.elapsed() < Duration::from_secs(10) && refused() == 0 {
+            lowest = lowest.min(ha.relay_terms().values().copied().min().unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let n = refused();
+        println!(
+            "fencing: {n} table(s) of the old term {old_term} refused by relays, {} ms after the old leader resumed",
+            resumed_at.elapsed().as_millis()
+        );
+        assert!(n >= 1, "the old leader's held table reached a relay and was refused");
+        // Nothing of the old term took hold, then or later.
+        let until = Instant::now() + Duration::from_secs(2 * LEASE_TTL_S);
+        while Instant::now() < until {
             lowest = lowest.min(ha.relay_terms().values().copied().min().unwrap_or(0));
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(lowest, new_term, "no relay went back to an older term");
-        let (leader, term) = ha.wait_converged(Duration::from_secs(10)).await;
+        assert_eq!(ha.relay_terms(), before);
+        let (leader, term) = ha.wait_converged_with(Duration::from_secs(10), 3).await;
         assert_eq!((leader.as_str(), term), (standby, new_term));
-        let m = ha
-            .controller(&old)
-            .metrics()
-            .await
-            .expect("the old leader answers");
+        let m = ha.controller(&old).metrics().await.expect("the old leader answers");
         assert_eq!(m["overlay_controller_leader"], 0.0);
         assert!(m["overlay_controller_leadership_lost_total"] >= 1.0);
-        assert_eq!(
-            m["overlay_controller_term"] as u64, new_term,
-            "it knows the new term"
-        );
-        let refused: f64 = ha
-            .fleet
-            .relays
-            .values()
-            .map(|r| r.status().counters.tables_refused["stale_term"] as f64)
-            .sum();
-        println!("fencing: tables of the old term refused by relays after the resume: {refused}");
+        assert_eq!(m["overlay_controller_term"] as u64, new_term, "it knows the new term");
         ha.shutdown().await;
     })
     .await;

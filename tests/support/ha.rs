@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use overlay::fleet::{Fleet, FleetOptions};
@@ -154,6 +156,78 @@ impl Etcd {
     }
 }
 
+/// A UDP proxy in front of a controller: relays dial its front address, it
+/// relays each datagram to the controller from a socket per relay, and the
+/// answers back. `drop_replies` blackholes the controller → relay direction
+/// only (the controller still hears the relays; what it sends waits in QUIC's
+/// retransmissions until the replies flow again).
+pub struct UdpProxy {
+    pub front: SocketAddr,
+    drop_replies: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for UdpProxy {
+    fn drop(&mut self) {
+        // Aborting the task drops its JoinSet, which aborts the reply tasks.
+        self.task.abort();
+    }
+}
+
+impl UdpProxy {
+    pub async fn start(backend: SocketAddr) -> UdpProxy {
+        let front = Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind proxy"),
+        );
+        let drop_replies = Arc::new(AtomicBool::new(false));
+        let addr = front.local_addr().expect("addr");
+        let (f, drop) = (front.clone(), drop_replies.clone());
+        let task = tokio::spawn(async move {
+            let mut replies = tokio::task::JoinSet::new();
+            let mut upstreams: BTreeMap<SocketAddr, Arc<tokio::net::UdpSocket>> = BTreeMap::new();
+            let mut buf = vec![0u8; 65_536];
+            while let Ok((n, src)) = f.recv_from(&mut buf).await {
+                let up = match upstreams.get(&src) {
+                    Some(up) => up.clone(),
+                    None => {
+                        let Ok(up) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
+                            continue;
+                        };
+                        if up.connect(backend).await.is_err() {
+                            continue;
+                        }
+                        let up = Arc::new(up);
+                        let (up2, f2, drop2) = (up.clone(), f.clone(), drop.clone());
+                        replies.spawn(async move {
+                            let mut buf = vec![0u8; 65_536];
+                            while let Ok(n) = up2.recv(&mut buf).await {
+                                if !drop2.load(Ordering::Relaxed) {
+                                    let _ = f2.send_to(&buf[..n], src).await;
+                                }
+                            }
+                        });
+                        upstreams.insert(src, up.clone());
+                        up
+                    }
+                };
+                let _ = up.send(&buf[..n]).await;
+            }
+        });
+        UdpProxy {
+            front: addr,
+            drop_replies,
+            task,
+        }
+    }
+
+    /// Blackholes (true) or passes (false) what the controller sends.
+    pub fn drop_replies(&self, on: bool) {
+        self.drop_replies.store(on, Ordering::Relaxed);
+    }
+}
+
 /// A `controller` process with an `etcd:` section.
 pub struct ControllerProcess {
     pub id: String,
@@ -254,6 +328,8 @@ impl ControllerProcess {
 pub struct Ha {
     pub fleet: Fleet,
     pub controllers: Vec<ControllerProcess>,
+    /// In front of each controller, in the same order.
+    pub proxies: Vec<UdpProxy>,
     pub etcd: Etcd,
     _dir: tempfile::TempDir,
 }
@@ -263,6 +339,15 @@ impl Ha {
     /// until one leads and every relay has its tables, then starts the
     /// stream. `None` if skipped.
     pub async fn start(test: &str, n: usize) -> Option<(Ha, Stream)> {
+        Ha::start_with(test, n, diamond::options().tune_relay).await
+    }
+
+    /// [`Ha::start`] with the relays' config adjusted by `tune_relay`.
+    pub async fn start_with(
+        test: &str,
+        n: usize,
+        tune_relay: fn(&mut relay::RelayConfig),
+    ) -> Option<(Ha, Stream)> {
         let etcd = Etcd::start_or_skip(test).await?;
         let dir = tempfile::tempdir().expect("tempdir");
         let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0")
@@ -270,16 +355,23 @@ impl Ha {
             .expect("bind receiver");
         let target = receiver.local_addr().expect("addr");
         let ids: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
+        // Each controller listens on `quic`; the topology (and so the
+        // relays) has its proxy's address.
         let quic: Vec<SocketAddr> = ids.iter().map(|_| free_udp()).collect();
+        let mut proxies = Vec::new();
+        for addr in &quic {
+            proxies.push(UdpProxy::start(*addr).await);
+        }
         let mut yaml = diamond::yaml(target);
         yaml += "controllers:\n";
-        for (id, addr) in ids.iter().zip(&quic) {
-            yaml += &format!("  - {{ id: {id}, addr: \"{addr}\" }}\n");
+        for (id, proxy) in ids.iter().zip(&proxies) {
+            yaml += &format!("  - {{ id: {id}, addr: \"{}\" }}\n", proxy.front);
         }
         let topology = topology::parse("diamond.yaml", &yaml).expect("topology");
         std::fs::write(dir.path().join("topology.yaml"), &yaml).expect("write");
         let options = FleetOptions {
             external_controllers: topology.controllers.clone(),
+            tune_relay,
             ..diamond::options()
         };
         let fleet = Fleet::start(topology, options).await.expect("fleet starts");
@@ -314,6 +406,7 @@ impl Ha {
         let ha = Ha {
             fleet,
             controllers,
+            proxies,
             etcd,
             _dir: dir,
         };
@@ -329,6 +422,16 @@ impl Ha {
             .iter()
             .find(|c| c.id == id)
             .expect("a controller of the test")
+    }
+
+    /// The proxy in front of controller `id`.
+    pub fn proxy(&self, id: &str) -> &UdpProxy {
+        let i = self
+            .controllers
+            .iter()
+            .position(|c| c.id == id)
+            .expect("a controller of the test");
+        &self.proxies[i]
     }
 
     pub fn controller_mut(&mut self, id: &str) -> &mut ControllerProcess {
