@@ -188,23 +188,33 @@ impl UdpProxy {
             let mut replies = tokio::task::JoinSet::new();
             let mut upstreams: BTreeMap<SocketAddr, Arc<tokio::net::UdpSocket>> = BTreeMap::new();
             let mut buf = vec![0u8; 65_536];
-            while let Ok((n, src)) = f.recv_from(&mut buf).await {
+            loop {
+                let Ok((n, src)) = f.recv_from(&mut buf).await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
                 let up = match upstreams.get(&src) {
                     Some(up) => up.clone(),
                     None => {
+                        // Unconnected: a connected socket would take the ICMP
+                        // "port unreachable" of a controller not yet listening
+                        // as an error and stop receiving.
                         let Ok(up) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
                             continue;
                         };
-                        if up.connect(backend).await.is_err() {
-                            continue;
-                        }
                         let up = Arc::new(up);
                         let (up2, f2, drop2) = (up.clone(), f.clone(), drop.clone());
                         replies.spawn(async move {
                             let mut buf = vec![0u8; 65_536];
-                            while let Ok(n) = up2.recv(&mut buf).await {
-                                if !drop2.load(Ordering::Relaxed) {
-                                    let _ = f2.send_to(&buf[..n], src).await;
+                            loop {
+                                match up2.recv_from(&mut buf).await {
+                                    Ok((n, from)) if from == backend => {
+                                        if !drop2.load(Ordering::Relaxed) {
+                                            let _ = f2.send_to(&buf[..n], src).await;
+                                        }
+                                    }
+                                    Ok(_) => {}
+                                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                                 }
                             }
                         });
@@ -212,7 +222,7 @@ impl UdpProxy {
                         up
                     }
                 };
-                let _ = up.send(&buf[..n]).await;
+                let _ = up.send_to(&buf[..n], backend).await;
             }
         });
         UdpProxy {
