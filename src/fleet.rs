@@ -1,6 +1,7 @@
 //! An in-process fleet on loopback: one relay per node of a topology, every link
 //! through a link emulator with the link's own delay, and optionally the
-//! controller. The lab runs on it; so do the end-to-end tests.
+//! controller, or controllers run elsewhere (processes a test starts, for high
+//! availability). The lab runs on it; so do the end-to-end tests.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -33,6 +34,11 @@ pub struct FleetOptions {
     pub tune_relay: fn(&mut RelayConfig),
     /// Adjusts the controller's config before it starts.
     pub tune_controller: fn(&mut ControllerConfig),
+    /// Controllers the fleet does not start (processes a test runs, say):
+    /// they become the topology's `controllers:` and every relay keeps a
+    /// session with each; their certificates come from [`Fleet::ca`]. When
+    /// given, `controller` is ignored.
+    pub external_controllers: Vec<topology::Controller>,
 }
 
 impl Default for FleetOptions {
@@ -44,6 +50,7 @@ impl Default for FleetOptions {
             emulate: true,
             tune_relay: |_| {},
             tune_controller: |_| {},
+            external_controllers: Vec::new(),
         }
     }
 }
@@ -86,7 +93,10 @@ impl Fleet {
     pub async fn start(topology: Topology, options: FleetOptions) -> anyhow::Result<Fleet> {
         let mut topology = topology;
         let ca = TestCa::new();
-        let controller_socket = if options.controller {
+        let controller_socket = if !options.external_controllers.is_empty() {
+            topology.controllers = options.external_controllers.clone();
+            None
+        } else if options.controller {
             let socket = UdpSocket::bind("127.0.0.1:0").context("binding the controller socket")?;
             topology.controllers = vec![topology::Controller {
                 id: CONTROLLER_ID.into(),
@@ -201,6 +211,11 @@ impl Fleet {
         let socket =
             UdpSocket::bind(addr).with_context(|| format!("rebinding the controller on {addr}"))?;
         self.start_controller_on(socket).await
+    }
+
+    /// The fleet's CA (for certificates of daemons a test runs as processes).
+    pub fn ca(&self) -> &TestCa {
+        &self.ca
     }
 
     pub fn relay(&self, id: &str) -> &RelayHandle {

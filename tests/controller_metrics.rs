@@ -180,6 +180,15 @@ async fn controller_metrics_count_route_changes_after_a_cut_and_pass_promtool() 
         assert_eq!(value(&before, &state("down")), 0.0);
         let version_before = value(&before, &series("table_version"));
         assert!(version_before >= 1.0);
+        // A single controller without etcd leads alone, with term 0.
+        assert_eq!(value(&before, &series("leader")), 1.0);
+        assert_eq!(value(&before, &series("term")), 0.0);
+        assert_eq!(value(&before, &series("elections_won_total")), 1.0);
+        assert_eq!(value(&before, &series("leadership_lost_total")), 0.0);
+        assert!(
+            !before.keys().any(|k| k.contains("etcd_reachable")),
+            "no etcd series without etcd"
+        );
 
         // Blackhole aaa–bbb: aaa and bbb now reach each other through ccc.
         s.links[0].1.handle().cut();

@@ -59,6 +59,9 @@ pub(crate) fn shared_with(yaml: &str, limits: LiveLimits) -> Arc<Shared> {
         started: tokio::time::Instant::now(),
         metrics: Arc::new(ControllerMetrics::new(topo.nodes.len())),
         live: Live::new(limits),
+        election: Arc::new(
+            tokio::sync::watch::channel(crate::election::ElectionView::sole(&cfg.id)).0,
+        ),
         cfg,
     })
 }

@@ -12,6 +12,7 @@ use daemon::config_file::{
 };
 use daemon::tls::Identity;
 use serde::Deserialize;
+use topology::doc::Doc;
 use topology::{ConfigErrors, Topology};
 
 use crate::routing::StabilityConfig;
@@ -38,6 +39,27 @@ struct RawControllerConfig {
     /// Route stability. Default: see each field.
     #[serde(default)]
     stability: Option<RawStability>,
+    /// High availability: elect one leader among the topology's controllers
+    /// through etcd. Default: absent, this controller leads alone for ever
+    /// (one controller per fleet).
+    #[serde(default)]
+    etcd: Option<RawEtcd>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    /// etcd client endpoints, `host:port` or `http://host:port`. Required,
+    /// at least one (list every member of the etcd cluster).
+    endpoints: Vec<String>,
+    /// The election's name (a key prefix) in etcd; every controller of one
+    /// fleet must give the same. Default `/overlay/controller-leader`.
+    #[serde(default)]
+    prefix: Option<String>,
+    /// Seconds a leader's lease lives without a keep-alive: how long a dead
+    /// leader keeps the fleet without one. Default 3; 2 to 60.
+    #[serde(default)]
+    lease_ttl_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +80,28 @@ struct RawStability {
 }
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9000";
+pub const DEFAULT_ETCD_PREFIX: &str = "/overlay/controller-leader";
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// Where and how the controllers of a fleet elect their leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    /// Whole seconds, as etcd grants them.
+    pub lease_ttl: Duration,
+}
+
+impl EtcdConfig {
+    /// Endpoints with the defaults for the rest.
+    pub fn new(endpoints: Vec<String>) -> EtcdConfig {
+        EtcdConfig {
+            endpoints,
+            prefix: DEFAULT_ETCD_PREFIX.to_string(),
+            lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
+}
 
 /// A checked controller configuration.
 #[derive(Debug, Clone)]
@@ -69,6 +113,8 @@ pub struct ControllerConfig {
     pub identity: Identity,
     pub roots: Arc<rustls::RootCertStore>,
     pub stability: StabilityConfig,
+    /// Leader election through etcd; `None`: this controller leads alone.
+    pub etcd: Option<EtcdConfig>,
 }
 
 impl ControllerConfig {
@@ -92,6 +138,7 @@ impl ControllerConfig {
             identity,
             roots,
             stability: StabilityConfig::default(),
+            etcd: None,
         }
     }
 
@@ -144,6 +191,7 @@ impl ControllerConfig {
                 stability.hold_down = Duration::from_millis(ms);
             }
         }
+        let etcd = raw.etcd.and_then(|e| etcd_config(&mut doc, e));
         doc.finish()?;
         match (topology, listen, identity, roots) {
             (Some(topology), Some(listen), Some(identity), Some(roots)) => Ok(ControllerConfig {
@@ -154,8 +202,161 @@ impl ControllerConfig {
                 identity,
                 roots,
                 stability,
+                etcd,
             }),
             _ => Err(single_error(file, "incomplete config")),
         }
+    }
+}
+
+/// Checks the `etcd:` section, recording each problem on its key.
+fn etcd_config(doc: &mut Doc, raw: RawEtcd) -> Option<EtcdConfig> {
+    let mut ok = true;
+    if raw.endpoints.is_empty() {
+        doc.error(
+            "etcd.endpoints",
+            "give at least one etcd endpoint, such as `10.0.0.11:2379`",
+        );
+        ok = false;
+    }
+    for (i, e) in raw.endpoints.iter().enumerate() {
+        let bare = e.strip_prefix("http://").unwrap_or(e).trim_end_matches('/');
+        let port = bare.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+        if e.starts_with("https://") {
+            doc.error(
+                &format!("etcd.endpoints[{i}]"),
+                format!("`{e}`: TLS to etcd is not supported yet; give `http://host:port` on a private network"),
+            );
+            ok = false;
+        } else if bare.is_empty() || bare.contains('/') || !matches!(port, Some(Ok(p)) if p > 0) {
+            doc.error(
+                &format!("etcd.endpoints[{i}]"),
+                format!(
+                    "`{e}` is not an etcd endpoint; expected host:port such as `10.0.0.11:2379`"
+                ),
+            );
+            ok = false;
+        }
+    }
+    let prefix = raw
+        .prefix
+        .unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_string());
+    if prefix.is_empty() || prefix.len() > 256 {
+        doc.error(
+            "etcd.prefix",
+            "give a key prefix of 1 to 256 bytes, such as `/overlay/controller-leader`",
+        );
+        ok = false;
+    }
+    let ttl = raw.lease_ttl_s.unwrap_or(DEFAULT_LEASE_TTL.as_secs());
+    if !(2..=60).contains(&ttl) {
+        doc.error(
+            "etcd.lease_ttl_s",
+            format!("{ttl} is out of range; give 2 to 60 seconds (etcd's minimum is 2; a dead leader is replaced within about this long)"),
+        );
+        ok = false;
+    }
+    ok.then(|| EtcdConfig {
+        endpoints: raw
+            .endpoints
+            .iter()
+            .map(|e| {
+                if e.starts_with("http://") {
+                    e.clone()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect(),
+        prefix,
+        lease_ttl: Duration::from_secs(ttl),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CA, a certificate for `ctl-1` and a topology naming it, in `dir`.
+    fn fleet_files(dir: &Path) {
+        pki::init_ca(&dir.join("ca"), false).expect("ca");
+        pki::issue(&dir.join("ca"), "ctl-1", &dir.join("certs"), false).expect("issue");
+        std::fs::write(
+            dir.join("topology.yaml"),
+            "version: 1\ncontrollers:\n  - { id: ctl-1, addr: \"127.0.0.1:7000\" }\n  - { id: ctl-2, addr: \"127.0.0.1:7001\" }\nnodes:\n\
+             \x20 - { id: aaa, city: A, country: JP, region: asia, lat: 35.6, lon: 139.6, addr: \"127.0.0.1:1\" }\n\
+             \x20 - { id: bbb, city: B, country: US, region: na, lat: 34.0, lon: -118.2, addr: \"127.0.0.1:2\" }\n\
+             links:\n  - { between: [aaa, bbb], kind: undersea }\n",
+        )
+        .expect("write");
+    }
+
+    const HEAD: &str = "id: ctl-1\ntopology: topology.yaml\ncert: certs/ctl-1.pem\nkey: certs/ctl-1.key\nca: ca/ca.pem\n";
+
+    #[test]
+    fn without_an_etcd_section_a_controller_leads_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fleet_files(dir.path());
+        let cfg = ControllerConfig::parse("c.yaml", HEAD, dir.path()).expect("parses");
+        assert_eq!(cfg.etcd, None);
+    }
+
+    #[test]
+    fn an_etcd_section_gets_defaults_and_normalised_endpoints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fleet_files(dir.path());
+        let text =
+            format!("{HEAD}etcd:\n  endpoints: [\"10.0.0.11:2379\", \"http://10.0.0.12:2379\"]\n");
+        let cfg = ControllerConfig::parse("c.yaml", &text, dir.path()).expect("parses");
+        assert_eq!(
+            cfg.etcd,
+            Some(EtcdConfig {
+                endpoints: vec![
+                    "http://10.0.0.11:2379".into(),
+                    "http://10.0.0.12:2379".into()
+                ],
+                prefix: DEFAULT_ETCD_PREFIX.into(),
+                lease_ttl: Duration::from_secs(3),
+            })
+        );
+        let text = format!(
+            "{HEAD}etcd:\n  endpoints: [\"127.0.0.1:2379\"]\n  prefix: /fleet-a/leader\n  lease_ttl_s: 5\n"
+        );
+        let etcd = ControllerConfig::parse("c.yaml", &text, dir.path())
+            .expect("parses")
+            .etcd
+            .expect("etcd");
+        assert_eq!(
+            (etcd.prefix.as_str(), etcd.lease_ttl),
+            ("/fleet-a/leader", Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn every_problem_of_an_etcd_section_is_reported_on_its_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fleet_files(dir.path());
+        let text = format!(
+            "{HEAD}etcd:\n  endpoints:\n    - \"10.0.0.11\"\n    - \"https://10.0.0.12:2379\"\n  prefix: \"\"\n  lease_ttl_s: 1\n"
+        );
+        let errors = ControllerConfig::parse("c.yaml", &text, dir.path())
+            .expect_err("refused")
+            .to_string();
+        for expected in [
+            "c.yaml:8: etcd.endpoints[0]: `10.0.0.11` is not an etcd endpoint",
+            "c.yaml:9: etcd.endpoints[1]: `https://10.0.0.12:2379`: TLS to etcd is not supported",
+            "c.yaml:10: etcd.prefix:",
+            "c.yaml:11: etcd.lease_ttl_s: 1 is out of range",
+        ] {
+            assert!(errors.contains(expected), "{expected:?} in:\n{errors}");
+        }
+        let text = format!("{HEAD}etcd:\n  endpoints: []\n  ttl: 3\n");
+        let errors = ControllerConfig::parse("c.yaml", &text, dir.path())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            errors.contains("c.yaml:8: etcd.ttl: unknown field `ttl`"),
+            "{errors}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The controller's Prometheus exposition (`GET /metrics`): route changes
 //! pushed per node, route computation time, connected relays, links by state,
-//! and the table version. Labels stay bounded: `node` (a relay of the topology)
+//! the table version, and the election (leader or not, term, etcd reachable,
+//! elections won and leadership lost). Labels stay bounded: `node` (a relay of the topology)
 //! and `state`; every series also carries `controller`. The encoding is the
 //! daemons' shared one (`daemon::exposition`).
 
@@ -70,6 +71,34 @@ pub fn scrape(shared: &Shared) -> Scrape {
         "table_version",
         "Version of the route tables in force; grows by one each time some node's table changes",
         shared.tables().version as f64,
+    );
+    let election = shared.election();
+    s.gauge(
+        "leader",
+        "1 while this controller leads (pushes route tables; a single controller always does), else 0",
+        if shared.leads().is_some() { 1.0 } else { 0.0 },
+    );
+    s.gauge(
+        "term",
+        "The leader's term as this controller knows it (its own while it leads; 0 for a single controller); relays refuse tables of a lower term",
+        election.term as f64,
+    );
+    if let Some(reachable) = election.etcd_reachable {
+        s.gauge(
+            "etcd_reachable",
+            "1 if etcd answered this controller's last election round, else 0 (only with an etcd section)",
+            if reachable { 1.0 } else { 0.0 },
+        );
+    }
+    s.counter(
+        "elections_won",
+        "Times this controller became leader",
+        election.won,
+    );
+    s.counter(
+        "leadership_lost",
+        "Times this controller stopped leading: another leads, or etcd did not confirm its lease in time",
+        election.lost,
     );
     s
 }

@@ -8,12 +8,15 @@
 //! reload), [`api`] and [`exposition`] (the admin API), reading [`view`];
 //! [`shared`] holds the handles they share. The live map: [`map`] (the page),
 //! [`stream`] (its server-sent events) fed by [`hub`] through [`live`], paced
-//! by [`coalesce`] (sans-IO).
+//! by [`coalesce`] (sans-IO). [`election`]: which of several controllers leads
+//! (pushes tables) and with which term, through etcd (a sans-IO core and its
+//! driver); without etcd a controller leads alone.
 
 pub mod api;
 pub mod coalesce;
 pub mod compute;
 pub mod config;
+pub mod election;
 pub mod exposition;
 pub mod hub;
 pub mod linkstate;

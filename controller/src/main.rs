@@ -12,12 +12,23 @@ fn main() -> ExitCode {
         "Controller of the classroom overlay",
         ControllerConfig::load,
         |cfg| {
+            let leader = match &cfg.etcd {
+                None => "this controller alone (no etcd)".to_string(),
+                Some(e) => format!(
+                    "elected through etcd {} (prefix {}, lease {} s) among {} controllers",
+                    e.endpoints.join(","),
+                    e.prefix,
+                    e.lease_ttl.as_secs(),
+                    cfg.topology.controllers.len()
+                ),
+            };
             format!(
-                "controller config ok\n  id        {}\n  listen    {} (QUIC)\n  admin     {}\n  relays    {}\n",
+                "controller config ok\n  id        {}\n  listen    {} (QUIC)\n  admin     {}\n  relays    {}\n  leader    {}\n",
                 cfg.id,
                 cfg.listen,
                 cfg.admin.map_or_else(|| "off".to_string(), |a| a.to_string()),
-                cfg.topology.nodes.len()
+                cfg.topology.nodes.len(),
+                leader
             )
         },
         |cfg, notify, path| async move {

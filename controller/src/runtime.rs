@@ -18,6 +18,7 @@ use tracing::info;
 
 use crate::compute::{self, Published};
 use crate::config::ControllerConfig;
+use crate::election::ElectionView;
 use crate::linkstate::LinkStateDb;
 use crate::metrics::ControllerMetrics;
 use crate::routing::{RouteSelector, RouteTables};
@@ -80,6 +81,13 @@ pub async fn start(
     let published = Arc::new(Published::new(&topo, &selector, &db));
     let (reports, reports_rx) = mpsc::channel(compute::QUEUE);
     let metrics = Arc::new(ControllerMetrics::new(topo.nodes.len()));
+    let election = Arc::new(
+        tokio::sync::watch::channel(match &cfg.etcd {
+            Some(_) => ElectionView::starting(),
+            None => ElectionView::sole(&cfg.id),
+        })
+        .0,
+    );
     let shared = Arc::new(Shared {
         published: published.clone(),
         reports,
@@ -90,8 +98,23 @@ pub async fn start(
         started: Instant::now(),
         metrics: metrics.clone(),
         live: crate::live::Live::default(),
+        election: election.clone(),
         cfg,
     });
+
+    if let Some(etcd) = shared.cfg.etcd.clone() {
+        info!(endpoints = ?etcd.endpoints, prefix = %etcd.prefix, lease_ttl_s = etcd.lease_ttl.as_secs(), "high availability: campaigning for leadership through etcd");
+        tasks.spawn(
+            "leader election",
+            OnFailure::StopDaemon,
+            crate::election::etcd::run(
+                etcd,
+                shared.cfg.id.clone(),
+                election,
+                shared.cancel.clone(),
+            ),
+        );
+    }
 
     tasks.spawn(
         "route computation",
@@ -169,6 +192,11 @@ impl ControllerHandle {
         self.shared.tables()
     }
 
+    /// The term this controller pushes tables with, if it leads now.
+    pub fn leads(&self) -> Option<u64> {
+        self.shared.leads()
+    }
+
     /// Relays with a live session, by node id.
     pub fn connected(&self) -> Vec<String> {
         self.shared.sessions().into_keys().collect()
@@ -208,8 +236,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut handle = start(cfg, socket, admin).await?;
     let line = |h: &ControllerHandle| {
+        let role = match h.shared.leads() {
+            Some(term) if h.shared.cfg.etcd.is_some() => format!("leader (term {term})"),
+            Some(_) => "routing".to_string(),
+            None => "standby".to_string(),
+        };
         format!(
-            "routing, {} of {} relays connected, routes v{}",
+            "{role}, {} of {} relays connected, routes v{}",
             h.connected().len(),
             h.shared.topology().nodes.len(),
             h.tables().version
@@ -267,7 +300,8 @@ async fn reload(
     let unchanged = new.topology == old.topology
         && new.identity.cert_chain == old.identity.cert_chain
         && new.roots.roots == old.roots.roots
-        && new.stability == old.stability;
+        && new.stability == old.stability
+        && new.etcd == old.etcd;
     if unchanged {
         info!("reload applied: nothing changed");
         return Ok(handle);

@@ -1,6 +1,8 @@
 //! One relay's session: identify it (its certificate, then its hello within a
-//! deadline), pass its reports to the compute task, and push its table (whole
-//! on the first report, then diffs). Reads go through a framed reader whose
+//! deadline), pass its reports to the compute task, and, while this controller
+//! leads, push its table (whole on the first report and at the start of each
+//! term, then diffs), stamped with the leader's term. A standby only listens:
+//! its link state stays warm for the day it leads. Reads go through a framed reader whose
 //! buffer lives with the session, so a report arriving in pieces while a table
 //! goes out is never cut.
 
@@ -14,14 +16,15 @@ use control_protocol::{
 };
 use daemon::quic::Pending;
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use topology::{NodeIdx, Topology};
 
 use crate::compute::Reports;
+use crate::election::ElectionView;
 use crate::routing::{diff, NodeTable, RouteTables};
 use crate::shared::{Session, Shared};
 
@@ -107,10 +110,12 @@ async fn serve(
         },
     );
     info!(%remote, "relay connected");
-    let mut rx = shared.tables_rx();
+    let mut tables = shared.tables_rx();
+    let mut election = shared.election_rx();
     // Wait for this relay's first report (bounded) so a freshly started
     // controller does not push routes over links it has not heard about.
-    let mut held: Option<NodeTable> = None;
+    let mut reported = false;
+    let mut held: Option<Held> = None;
     let first_report = tokio::time::sleep(FIRST_REPORT_WAIT);
     tokio::pin!(first_report);
     loop {
@@ -119,7 +124,7 @@ async fn serve(
             _ = shared.cancel.cancelled() => return Ok(()),
             m = reader.next() => match m {
                 Some(Ok(RelayMessage::Links { links, draining })) => {
-                    let first = held.is_none();
+                    let first = !reported;
                     let (done, taken) = if first {
                         let (tx, rx) = oneshot::channel();
                         (Some(tx), Some(rx))
@@ -130,8 +135,8 @@ async fn serve(
                     if let Some(taken) = taken {
                         // The first table reflects this relay's own report.
                         let _ = tokio::time::timeout(FIRST_REPORT_WAIT, taken).await;
-                        let tables = rx.borrow_and_update().clone();
-                        held = Some(send_table(&mut writer, shared.topology(), &tables, idx, None).await?);
+                        reported = true;
+                        push(&mut writer, shared, &mut tables, &election, idx, &mut held).await?;
                     }
                 }
                 Some(Ok(RelayMessage::Applied { version })) => shared.applied(node, version),
@@ -139,27 +144,84 @@ async fn serve(
                 Some(Err(e)) => return Err(e.to_string()),
                 None => return Ok(()),
             },
-            _ = &mut first_report, if held.is_none() => {
-                let tables = rx.borrow_and_update().clone();
-                held = Some(send_table(&mut writer, shared.topology(), &tables, idx, None).await?);
+            _ = &mut first_report, if !reported => {
+                reported = true;
+                push(&mut writer, shared, &mut tables, &election, idx, &mut held).await?;
             }
-            changed = rx.changed(), if held.is_some() => {
+            changed = tables.changed(), if reported => {
                 if changed.is_err() {
                     return Ok(());
                 }
-                let tables = rx.borrow_and_update().clone();
-                held = Some(send_table(&mut writer, shared.topology(), &tables, idx, held.as_ref()).await?);
+                push(&mut writer, shared, &mut tables, &election, idx, &mut held).await?;
+            }
+            changed = election.changed(), if reported => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                election.borrow_and_update();
+                push(&mut writer, shared, &mut tables, &election, idx, &mut held).await?;
             }
         }
     }
 }
 
-/// Sends the table for `idx`: whole if the relay holds nothing from us yet, else
-/// the difference from what it holds. Returns the table it now holds.
+/// What this session has pushed to its relay in the term it leads with.
+#[derive(Debug)]
+struct Held {
+    term: u64,
+    version: u64,
+    table: NodeTable,
+}
+
+/// Brings the relay up to date if this controller leads now: the whole table
+/// at the start of a term, then a diff whenever the tables' version moves. A
+/// standby (or a leader whose lease is not confirmed in time) pushes nothing,
+/// and its next term starts with a whole table again.
+async fn push(
+    writer: &mut Writer,
+    shared: &Shared,
+    tables: &mut watch::Receiver<Arc<RouteTables>>,
+    election: &watch::Receiver<ElectionView>,
+    idx: NodeIdx,
+    held: &mut Option<Held>,
+) -> Result<(), String> {
+    // Checked right before the write: leadership ends at the lease's deadline
+    // even if the election task has not said so yet.
+    let Some(term) = election.borrow().leads_at(Instant::now().into_std()) else {
+        if held.take().is_some() {
+            debug!("standby: pushing no tables");
+        }
+        return Ok(());
+    };
+    let current = tables.borrow_and_update().clone();
+    let base = held.as_ref().filter(|h| h.term == term);
+    if base.is_some_and(|h| h.version == current.version) {
+        return Ok(());
+    }
+    let table = send_table(
+        writer,
+        shared.topology(),
+        &current,
+        term,
+        idx,
+        base.map(|h| &h.table),
+    )
+    .await?;
+    *held = Some(Held {
+        term,
+        version: current.version,
+        table,
+    });
+    Ok(())
+}
+
+/// Sends the table for `idx`: whole if the relay holds nothing from us in this
+/// term, else the difference from what it holds. Returns the table it now holds.
 async fn send_table(
     writer: &mut Writer,
     topo: &Topology,
     tables: &RouteTables,
+    term: u64,
     idx: NodeIdx,
     held: Option<&NodeTable>,
 ) -> Result<NodeTable, String> {
@@ -167,6 +229,7 @@ async fn send_table(
     let update = match held {
         None => TableUpdate {
             version: tables.version,
+            term,
             full: true,
             set: new
                 .entries
@@ -181,6 +244,7 @@ async fn send_table(
             let d = diff(old, &new);
             TableUpdate {
                 version: tables.version,
+                term,
                 full: false,
                 set: d
                     .to_add

@@ -16,6 +16,7 @@ use topology::Topology;
 
 use crate::compute::{Published, Reports};
 use crate::config::ControllerConfig;
+use crate::election::ElectionView;
 use crate::live::Live;
 use crate::metrics::ControllerMetrics;
 use crate::routing::RouteTables;
@@ -48,6 +49,9 @@ pub struct Shared {
     pub metrics: Arc<ControllerMetrics>,
     /// The live map's stream: frames, recent timeline, cap (see [`crate::live`]).
     pub live: Live,
+    /// Whether this controller leads (pushes tables) and with which term.
+    /// Writer: the election task (none without etcd: the sole leader).
+    pub(crate) election: Arc<watch::Sender<ElectionView>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -72,6 +76,21 @@ impl Shared {
     /// The latest snapshot of links and tables (never waits on a computation).
     pub fn view(&self) -> Arc<FleetView> {
         self.published.view.load_full()
+    }
+
+    /// The election as this controller sees it now.
+    pub fn election(&self) -> ElectionView {
+        self.election.borrow().clone()
+    }
+
+    /// Whether this controller pushes tables now (it leads and its lease is
+    /// confirmed), and with which term.
+    pub fn leads(&self) -> Option<u64> {
+        self.election.borrow().leads_at(Instant::now().into_std())
+    }
+
+    pub(crate) fn election_rx(&self) -> watch::Receiver<ElectionView> {
+        self.election.subscribe()
     }
 
     pub(crate) fn tables_rx(&self) -> watch::Receiver<Arc<RouteTables>> {

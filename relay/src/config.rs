@@ -139,7 +139,8 @@ pub struct RelayConfig {
     pub roots: Arc<rustls::RootCertStore>,
     /// Dial overrides by peer node key.
     pub dial: HashMap<u32, SocketAddr>,
-    /// Dial this address for the controller instead of the topology's (lab, tests).
+    /// Dial this address for the topology's first controller instead of its
+    /// own (lab, tests); other controllers are dialled at their addresses.
     pub controller_addr: Option<SocketAddr>,
     pub tuning: Tuning,
 }

@@ -1,12 +1,22 @@
-//! The relay's session with the controller: report links, receive route tables,
-//! put each in force at once (table and version as one value) and acknowledge.
+//! The relay's sessions with the controllers: one per controller of the
+//! topology, each reporting links and receiving route tables. With several
+//! controllers (high availability) only the elected leader pushes tables, but
+//! every controller hears every report, so a standby's link-state database is
+//! warm when it takes over. A table is put in force at once (table, version and
+//! term as one value) and acknowledged, unless fencing refuses it: a table of
+//! a term below the one in force is an old leader's (see
+//! `relay_core::routes::RoutesInForce::updated`), refused, counted and logged
+//! (rate-limited).
+//!
 //! Without a controller the relay keeps forwarding on the last table it had
 //! (and still fails over locally).
 //!
-//! The session reads through a framed reader whose buffer lives with the
+//! Each session reads through a framed reader whose buffer lives with the
 //! session, so a table that arrives in pieces while reports go out is never
 //! cut: see `control_protocol::framing`.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,13 +24,16 @@ use control_protocol::{
     ControlCodec, ControllerMessage, RelayMessage, TableUpdate, MAX_CONTROLLER_MESSAGE,
     MAX_RELAY_MESSAGE, PROTOCOL_VERSION,
 };
+use daemon::throttle::Throttle;
+use daemon::OwnedTask;
 use futures_util::{SinkExt as _, StreamExt as _};
 use quinn::Endpoint;
 use rand::Rng as _;
 use relay_core::backoff::Backoff;
-use relay_core::routes::{next_hop_changes, NextHopMoves};
+use relay_core::routes::{next_hop_changes, NextHopMoves, Refused};
 use relay_core::segment::Segment;
 use relay_core::Route;
+use tokio::sync::watch;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, warn, Instrument};
 
@@ -29,6 +42,12 @@ use crate::context::Context;
 /// How often a relay reports its links even when nothing changed.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How soon a reload that adds, moves or removes a controller applies.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Refused tables are logged at most this often (with the count held back).
+static REFUSALS: Throttle = Throttle::new(Duration::from_secs(10));
+
 type Reader = FramedRead<quinn::RecvStream, ControlCodec<ControllerMessage, RelayMessage>>;
 type Writer = FramedWrite<quinn::SendStream, ControlCodec<ControllerMessage, RelayMessage>>;
 
@@ -36,43 +55,91 @@ fn codec() -> ControlCodec<ControllerMessage, RelayMessage> {
     ControlCodec::new(MAX_CONTROLLER_MESSAGE, MAX_RELAY_MESSAGE)
 }
 
-/// Keeps a session with one of the topology's controllers until shutdown,
-/// trying them in turn with a jittered backoff between attempts.
+/// One controller to keep a session with: its id (the name in its
+/// certificate) and the address to dial.
+type Target = (String, SocketAddr);
+
+/// The controllers of the config in force. `controller_addr` (lab, tests)
+/// replaces the first one's address.
+fn targets(ctx: &Context) -> Vec<Target> {
+    let live = ctx.live();
+    let cfg = &live.cfg;
+    cfg.topology
+        .controllers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let addr = match (i, cfg.controller_addr) {
+                (0, Some(addr)) => addr,
+                _ => c.addr,
+            };
+            (c.id.clone(), addr)
+        })
+        .collect()
+}
+
+/// Keeps a session with every controller of the topology until shutdown: one
+/// task per controller, each reconnecting on its own with a jittered backoff.
+/// A reload's change to the controllers applies within a second. Link changes
+/// reach every session (the relay's one `links_changed` waker is fanned out
+/// here).
 pub async fn controller_loop(ctx: Arc<Context>, endpoint: Endpoint) {
+    let (changed, _) = watch::channel(0u64);
+    let mut sessions: BTreeMap<Target, OwnedTask> = BTreeMap::new();
+    loop {
+        let wanted = targets(&ctx);
+        sessions.retain(|t, task| wanted.contains(t) && !task.is_finished());
+        for target in wanted {
+            if sessions.contains_key(&target) {
+                continue;
+            }
+            let task = ctx.tasks.spawn_owned(
+                "controller session",
+                keep_session(
+                    ctx.clone(),
+                    endpoint.clone(),
+                    target.clone(),
+                    changed.subscribe(),
+                ),
+            );
+            sessions.insert(target, task);
+        }
+        tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => return,
+            _ = ctx.links_changed.notified() => changed.send_modify(|n| *n += 1),
+            _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+        }
+    }
+}
+
+/// Keeps a session with one controller until shutdown (or until its owner
+/// drops it), reconnecting with a jittered backoff.
+async fn keep_session(
+    ctx: Arc<Context>,
+    endpoint: Endpoint,
+    (id, addr): Target,
+    mut links_changed: watch::Receiver<u64>,
+) {
     let tuning = ctx.live.load().cfg.tuning.clone();
     let mut backoff = Backoff::new(tuning.reconnect_min, tuning.reconnect_max);
-    let mut attempt = 0usize;
+    let span = tracing::info_span!("controller", controller = %id, %addr);
     loop {
-        // Read each attempt, so a reload that adds, moves or removes a
-        // controller applies from the next connection.
         let live = ctx.live();
-        let cfg = &live.cfg;
-        let controllers = &cfg.topology.controllers;
-        if controllers.is_empty() {
-            tokio::select! {
-                biased;
-                _ = ctx.cancel.cancelled() => return,
-                _ = tokio::time::sleep(cfg.tuning.reconnect_max) => continue,
-            }
-        }
-        let target = controllers[attempt % controllers.len()].clone();
-        attempt += 1;
-        let addr = cfg.controller_addr.unwrap_or(target.addr);
-        let setup = cfg.tuning.setup_timeout;
+        let setup = live.cfg.tuning.setup_timeout;
         let client = live.client.clone();
-        let span = tracing::info_span!("controller", controller = %target.id, %addr);
         let session = async {
             let connecting = endpoint
-                .connect_with(client, addr, &target.id)
+                .connect_with(client, addr, &id)
                 .map_err(|e| e.to_string())?;
             let conn = tokio::time::timeout(setup, connecting)
                 .await
                 .map_err(|_| "handshake timed out".to_string())?
                 .map_err(|e| e.to_string())?;
             info!("connected to controller");
-            run_session(&ctx, conn).await
+            run_session(&ctx, &id, conn, &mut links_changed).await
         }
-        .instrument(span);
+        .instrument(span.clone());
         let result = tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => return,
@@ -80,7 +147,7 @@ pub async fn controller_loop(ctx: Arc<Context>, endpoint: Endpoint) {
         };
         match result {
             Ok(()) => backoff.reset(),
-            Err(e) => warn!(controller = %target.id, %addr, "controller session ended: {e}"),
+            Err(e) => warn!(controller = %id, %addr, "controller session ended: {e}"),
         }
         let wait = backoff.next_wait(rand::rng().random::<f64>());
         tokio::select! {
@@ -91,8 +158,17 @@ pub async fn controller_loop(ctx: Arc<Context>, endpoint: Endpoint) {
     }
 }
 
-async fn run_session(ctx: &Arc<Context>, conn: quinn::Connection) -> Result<(), String> {
-    let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+async fn run_session(
+    ctx: &Arc<Context>,
+    controller: &str,
+    conn: quinn::Connection,
+    links_changed: &mut watch::Receiver<u64>,
+) -> Result<(), String> {
+    let setup = ctx.live.load().cfg.tuning.setup_timeout;
+    let (send, recv) = tokio::time::timeout(setup, conn.open_bi())
+        .await
+        .map_err(|_| "no control stream in time".to_string())?
+        .map_err(|e| e.to_string())?;
     let (mut reader, mut writer): (Reader, Writer) = (
         FramedRead::new(recv, codec()),
         FramedWrite::new(send, codec()),
@@ -103,6 +179,7 @@ async fn run_session(ctx: &Arc<Context>, conn: quinn::Connection) -> Result<(), 
         protocol: PROTOCOL_VERSION,
     };
     writer.send(hello).await.map_err(|e| e.to_string())?;
+    links_changed.mark_unchanged();
     let mut ticker = tokio::time::interval(REPORT_INTERVAL);
     loop {
         tokio::select! {
@@ -114,13 +191,23 @@ async fn run_session(ctx: &Arc<Context>, conn: quinn::Connection) -> Result<(), 
             m = reader.next() => match m {
                 Some(Ok(ControllerMessage::Table(update))) => {
                     let version = update.version;
-                    apply(ctx, update);
-                    writer.send(RelayMessage::Applied { version }).await.map_err(|e| e.to_string())?;
+                    match apply(ctx, controller, update) {
+                        Ok(()) => writer
+                            .send(RelayMessage::Applied { version })
+                            .await
+                            .map_err(|e| e.to_string())?,
+                        Err(why) => refused(ctx, controller, why),
+                    }
                 }
                 Some(Err(e)) => return Err(e.to_string()),
                 None => return Err("controller closed the session".into()),
             },
-            _ = ctx.links_changed.notified() => send_report(ctx, &mut writer).await?,
+            changed = links_changed.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                send_report(ctx, &mut writer).await?;
+            }
             _ = ticker.tick() => send_report(ctx, &mut writer).await?,
         }
     }
@@ -135,9 +222,23 @@ async fn send_report(ctx: &Context, writer: &mut Writer) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Puts a table from the controller in force with its version, at once, and
-/// logs the reroute: every destination whose next hop moved.
-fn apply(ctx: &Context, update: TableUpdate) {
+/// Counts a refused table and logs it (at most once per interval).
+fn refused(ctx: &Context, controller: &str, why: Refused) {
+    ctx.metrics.count_refused(why);
+    if let Some(held_back) = REFUSALS.allow() {
+        warn!(
+            controller,
+            reason = why.as_str(),
+            held_back,
+            "{why}; the routes in force stay"
+        );
+    }
+}
+
+/// Puts a table from a controller in force with its version and term, at
+/// once, and logs the reroute: every destination whose next hop moved. A
+/// table that fencing refuses changes nothing.
+fn apply(ctx: &Context, controller: &str, update: TableUpdate) -> Result<(), Refused> {
     let key = topology::wire_key;
     let set: Vec<(u32, Route)> = update
         .set
@@ -157,16 +258,37 @@ fn apply(ctx: &Context, update: TableUpdate) {
         })
         .collect();
     let remove: Vec<u32> = update.remove.iter().map(|d| key(d)).collect();
+    let mut refusal = None;
     let installed = ctx.forwarder.install_with(|current| {
-        Some(current.updated(update.version, update.full, set.clone(), remove.clone()))
+        match current.updated(
+            update.term,
+            update.version,
+            update.full,
+            set.clone(),
+            remove.clone(),
+        ) {
+            Ok(new) => {
+                refusal = None;
+                Some(new)
+            }
+            Err(why) => {
+                refusal = Some(why);
+                None
+            }
+        }
     });
+    if let Some(why) = refusal {
+        return Err(why);
+    }
     let moves = installed
         .map(|(old, new)| next_hop_changes(&old.table, &new.table))
         .unwrap_or_default();
     let changes = update.set.len() + update.remove.len();
     if moves.is_empty() {
         debug!(
+            controller,
             version = update.version,
+            term = update.term,
             full = update.full,
             changes,
             "route table applied; no next hop moved"
@@ -174,7 +296,9 @@ fn apply(ctx: &Context, update: TableUpdate) {
     } else {
         let live = ctx.live.load();
         info!(
+            controller,
             version = update.version,
+            term = update.term,
             full = update.full,
             changes,
             cause = "controller push",
@@ -183,4 +307,5 @@ fn apply(ctx: &Context, update: TableUpdate) {
             "reroute: route table applied"
         );
     }
+    Ok(())
 }

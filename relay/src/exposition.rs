@@ -247,10 +247,22 @@ fn forwarding(s: &mut Scrape, shared: &Context) {
         "Destinations whose primary next hop changed when a new forwarding table was installed",
         c.reroutes,
     );
+    let routes = shared.forwarder.routes();
     s.gauge(
         "table_version",
         "Version of the forwarding table in force: 0 for the topology's own, else the controller's",
-        shared.forwarder.routes().version as f64,
+        routes.version as f64,
+    );
+    s.gauge(
+        "table_term",
+        "Term of the controller leader whose table is in force: the highest accepted (0: none, or a single controller)",
+        routes.term as f64,
+    );
+    s.counters(
+        "tables_refused",
+        "Controller tables refused by fencing: stale_term (an old leader's table, below the term in force) or diff_of_new_term",
+        "reason",
+        c.tables_refused.iter().map(|(r, n)| (r.to_string(), *n)),
     );
     s.gauge(
         "draining",

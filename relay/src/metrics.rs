@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 use topology::{NodeIdx, Topology};
 
+use relay_core::routes::Refused;
 use relay_core::DropReason;
 
 #[derive(Debug, Default)]
@@ -40,6 +41,8 @@ pub struct Metrics {
     /// Destinations whose primary next hop a newly installed table changed.
     pub reroutes: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
+    /// Controller tables refused by fencing, by reason (`Refused::ALL`).
+    tables_refused: [AtomicU64; Refused::ALL.len()],
 }
 
 /// A point-in-time copy of the counters, for status output and tests.
@@ -58,6 +61,9 @@ pub struct Counters {
     pub peers_refused: u64,
     pub reroutes: u64,
     pub drops: BTreeMap<&'static str, u64>,
+    /// Controller tables refused by fencing, by reason: `stale_term` (an old
+    /// leader's) or `diff_of_new_term`.
+    pub tables_refused: BTreeMap<&'static str, u64>,
 }
 
 impl Counters {
@@ -71,6 +77,15 @@ impl Counters {
 }
 
 impl Metrics {
+    /// A controller table not put in force (fencing).
+    pub fn count_refused(&self, why: Refused) {
+        let i = Refused::ALL
+            .iter()
+            .position(|r| *r == why.as_str())
+            .unwrap_or(0);
+        self.tables_refused[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn count_drop(&self, reason: DropReason) {
         self.drops[index(reason)].fetch_add(1, Ordering::Relaxed);
     }
@@ -103,6 +118,11 @@ impl Metrics {
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (r.as_str(), get(&self.drops[index(*r)])))
+                .collect(),
+            tables_refused: Refused::ALL
+                .iter()
+                .zip(&self.tables_refused)
+                .map(|(r, n)| (*r, get(n)))
                 .collect(),
         }
     }

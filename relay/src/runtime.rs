@@ -347,10 +347,15 @@ impl RelayHandle {
         self.ctx.links.is_up(topology::wire_key(peer))
     }
 
-    /// Replaces the forwarding table, keeping the version in force (tests use it).
+    /// Replaces the forwarding table, keeping the version and term in force
+    /// (tests use it).
     pub fn set_table(&self, table: ForwardingTable) {
-        let version = self.ctx.forwarder.routes().version;
-        self.ctx.forwarder.install(RoutesInForce { version, table });
+        let routes = self.ctx.forwarder.routes();
+        self.ctx.forwarder.install(RoutesInForce {
+            version: routes.version,
+            term: routes.term,
+            table,
+        });
     }
 
     /// The routes in force: table and version.

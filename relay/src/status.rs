@@ -16,6 +16,9 @@ pub struct Status {
     pub node: String,
     /// 0: the topology's own routes; else the controller's table version.
     pub table_version: u64,
+    /// The controller leader's term of the table in force (0: none yet, or a
+    /// single controller); tables of a lower term are refused.
+    pub table_term: u64,
     /// Draining before a stop: routes move off this relay, no new flows.
     pub draining: bool,
     pub uptime_s: f64,
@@ -101,6 +104,7 @@ pub fn status(ctx: &Context, quic_addr: SocketAddr) -> Status {
     Status {
         node: ctx.me_id.clone(),
         table_version: routes_in_force.version,
+        table_term: routes_in_force.term,
         draining: ctx.admission.is_draining(),
         uptime_s: ctx.started.elapsed().as_secs_f64(),
         quic_addr,

@@ -197,7 +197,14 @@ async fn metrics_count_link_and_service_traffic_and_pass_promtool() {
                 assert_eq!(got, n, "{node} {m} moved by {got}");
             }
             assert_eq!(value(after, &own(node, "table_version")), 0.0);
+            assert_eq!(value(after, &own(node, "table_term")), 0.0);
             assert_eq!(value(after, &own(node, "reroutes_total")), 0.0);
+            for reason in relay_core::routes::Refused::ALL {
+                let series = format!(
+                    "overlay_relay_tables_refused_total{{node=\"{node}\",reason=\"{reason}\"}}"
+                );
+                assert_eq!(value(after, &series), 0.0, "{series}");
+            }
             let drops: f64 = after
                 .iter()
                 .filter(|(k, _)| k.starts_with("overlay_relay_drops_total{"))

@@ -106,6 +106,22 @@ impl Stream {
         }
     }
 
+    /// Datagrams sent so far (their sequence numbers are 0 to this, less one).
+    pub fn sent(&self) -> u32 {
+        *self.sent.lock().expect("lock")
+    }
+
+    /// Sequence numbers in `from..to` that never arrived.
+    pub fn missing(&self, from: u32, to: u32) -> usize {
+        let a = self.arrivals.lock().expect("lock");
+        let got: std::collections::BTreeSet<u32> = a
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| (from..to).contains(s))
+            .collect();
+        (to.saturating_sub(from) as usize).saturating_sub(got.len())
+    }
+
     pub fn received(&self) -> usize {
         self.arrivals.lock().expect("lock").len()
     }

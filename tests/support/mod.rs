@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses part of this
 
 pub mod diamond;
+pub mod ha;
 
 /// Tests that run a whole fleet measure timings (gaps, hold-downs) on a 2-core
 /// machine: run them one at a time, so they do not starve each other's probes.

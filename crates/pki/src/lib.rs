@@ -450,6 +450,32 @@ impl TestCa {
         }
     }
 
+    /// Writes a certificate and key for `id` as `<id>.pem` and `<id>.key`
+    /// (mode 0600) in `out_dir`, and this CA's certificate as `ca.pem` there,
+    /// for a daemon process that a test starts from files. Replaces existing
+    /// files.
+    pub fn write_files(&self, id: &str, out_dir: &Path) -> Result<IssuedFiles, PkiError> {
+        check_id(id)?;
+        let (leaf, leaf_key) = self.ca.sign_leaf(id, SystemTime::now())?;
+        create_dir(out_dir)?;
+        let cert_path = out_dir.join(format!("{id}.pem"));
+        let key_path = out_dir.join(format!("{id}.key"));
+        write_new(&key_path, leaf_key.serialize_pem().as_bytes(), 0o600, true)?;
+        write_new(&cert_path, leaf.pem().as_bytes(), 0o644, true)?;
+        write_new(
+            &out_dir.join(CA_CERT_FILE),
+            self.ca.cert.pem().as_bytes(),
+            0o644,
+            true,
+        )?;
+        Ok(IssuedFiles {
+            node_id: id.to_owned(),
+            fingerprint: sha256_fingerprint(leaf.der()),
+            cert: cert_path,
+            key: key_path,
+        })
+    }
+
     /// The CA certificate's DER.
     pub fn cert_der(&self) -> CertificateDer<'static> {
         self.ca.cert.der().clone()

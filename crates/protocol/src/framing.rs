@@ -134,6 +134,7 @@ mod tests {
     fn big_table(entries: usize) -> ControllerMessage {
         ControllerMessage::Table(TableUpdate {
             version: 9,
+            term: 3,
             full: true,
             set: (0..entries)
                 .map(|i| RouteEntry {

@@ -3,7 +3,15 @@
 //! relay → controller: `hello` (who I am, the protocol and the table version I
 //! hold), `links` (my links' state and measurements, on change and
 //! periodically), `applied` (the table version now in force).
-//! controller → relay: `table` (the whole table when `full`, else a diff).
+//! controller → relay: `table` (the whole table when `full`, else a diff),
+//! stamped with the sending leader's `term`.
+//!
+//! Fencing: with several controllers (high availability through an etcd
+//! election) only the leader pushes tables, and each carries the leader's term
+//! (a number etcd only ever increases). A relay puts a table in force only if
+//! its term is at least the highest it has seen, so an old leader that wakes
+//! up after a pause cannot overwrite a newer leader's tables. A single
+//! controller without etcd, and a controller from before terms, sends term 0.
 //!
 //! Compatibility: fields added later carry `#[serde(default)]`, so a newer
 //! daemon reads an older one's messages; `hello.protocol` names the version a
@@ -60,6 +68,11 @@ pub struct LinkReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableUpdate {
     pub version: u64,
+    /// The term of the leader that sent it (0: a single controller, or one
+    /// from before terms). A table of a lower term than the relay has seen is
+    /// refused. Each new term starts with a `full` table.
+    #[serde(default)]
+    pub term: u64,
     /// When true, `set` is the whole table and anything not in it is removed.
     pub full: bool,
     pub set: Vec<RouteEntry>,
@@ -97,11 +110,22 @@ mod tests {
     }
 
     #[test]
+    fn a_table_without_a_term_is_term_0() {
+        let table: ControllerMessage = serde_json::from_str(
+            r#"{"type":"table","version":4,"full":true,"set":[],"remove":[]}"#,
+        )
+        .expect("decodes");
+        let ControllerMessage::Table(t) = table;
+        assert_eq!((t.version, t.term), (4, 0));
+    }
+
+    #[test]
     fn messages_have_a_stable_json_form() {
         let json = serde_json::to_string(&RelayMessage::Applied { version: 7 }).expect("encodes");
         assert_eq!(json, r#"{"type":"applied","version":7}"#);
         let table = ControllerMessage::Table(TableUpdate {
             version: 2,
+            term: 5,
             full: false,
             set: vec![RouteEntry {
                 dst: "lax".into(),
@@ -114,7 +138,7 @@ mod tests {
         let json = serde_json::to_string(&table).expect("encodes");
         assert_eq!(
             json,
-            r#"{"type":"table","version":2,"full":false,"set":[{"dst":"lax","primary":"pdx","backup":null}],"remove":["sea"]}"#
+            r#"{"type":"table","version":2,"term":5,"full":false,"set":[{"dst":"lax","primary":"pdx","backup":null}],"remove":["sea"]}"#
         );
     }
 }

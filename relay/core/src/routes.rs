@@ -1,10 +1,12 @@
-//! The routes in force at a relay, as one value: the forwarding table and the
-//! version it came with (0 for the topology's own, then the controller's).
-//! A relay keeps one [`RoutesInForce`] and swaps it whole, so a packet never
-//! sees a table with another table's version.
+//! The routes in force at a relay, as one value: the forwarding table, the
+//! version it came with (0 for the topology's own, then the controller's) and
+//! the term of the controller that sent it. A relay keeps one
+//! [`RoutesInForce`] and swaps it whole, so a packet never sees a table with
+//! another table's version.
 //!
-//! Also here: how a table update from the controller turns into a new value,
-//! and which destinations' next hops it moved (for the reroute log line).
+//! Also here: how a table update from the controller turns into a new value
+//! (or is refused: fencing by term, see [`RoutesInForce::updated`]), and which
+//! destinations' next hops it moved (for the reroute log line).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -16,13 +18,57 @@ use crate::table::{ForwardingTable, Route};
 pub struct RoutesInForce {
     /// 0: routes computed from the topology; else the controller's version.
     pub version: u64,
+    /// The term of the controller whose table this is: the highest term this
+    /// relay has accepted (0 before any, and for a single controller).
+    pub term: u64,
     pub table: ForwardingTable,
+}
+
+/// Why a table update from a controller was not put in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Its term is below the one in force: an old leader's table.
+    StaleTerm { term: u64, in_force: u64 },
+    /// A diff opening a new term: it is relative to a table this relay does
+    /// not hold (a new leader's first table is always whole).
+    DiffOfNewTerm { term: u64, in_force: u64 },
+}
+
+impl Refused {
+    pub const ALL: [&'static str; 2] = ["stale_term", "diff_of_new_term"];
+
+    /// The metric label of this refusal.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Refused::StaleTerm { .. } => Self::ALL[0],
+            Refused::DiffOfNewTerm { .. } => Self::ALL[1],
+        }
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::StaleTerm { term, in_force } => write!(
+                f,
+                "table of term {term} refused: term {in_force} is in force (an old leader's table)"
+            ),
+            Refused::DiffOfNewTerm { term, in_force } => write!(
+                f,
+                "table of term {term} refused: a diff cannot open a new term (term {in_force} is in force)"
+            ),
+        }
+    }
 }
 
 impl RoutesInForce {
     /// The topology's routes, before any controller table.
     pub fn from_topology(table: ForwardingTable) -> Self {
-        RoutesInForce { version: 0, table }
+        RoutesInForce {
+            version: 0,
+            term: 0,
+            table,
+        }
     }
 
     /// Whether these are still the topology's own routes.
@@ -30,20 +76,33 @@ impl RoutesInForce {
         self.version == 0
     }
 
-    /// This value with a controller update applied: `full` replaces the whole
-    /// table, otherwise `set` entries are added or replaced and `remove` ones
-    /// dropped. Destinations and hops are node wire keys.
+    /// This value with a controller update of `term` applied: `full` replaces
+    /// the whole table, otherwise `set` entries are added or replaced and
+    /// `remove` ones dropped. Destinations and hops are node wire keys.
+    ///
+    /// Fencing: an update of a term below the one in force is refused, so is a
+    /// diff that opens a higher term; a full table of a higher term raises the
+    /// term in force.
     pub fn updated(
         &self,
+        term: u64,
         version: u64,
         full: bool,
         set: impl IntoIterator<Item = (u32, Route)>,
         remove: impl IntoIterator<Item = u32>,
-    ) -> RoutesInForce {
-        RoutesInForce {
-            version,
-            table: self.table.updated(full, set, remove),
+    ) -> Result<RoutesInForce, Refused> {
+        let in_force = self.term;
+        if term < in_force {
+            return Err(Refused::StaleTerm { term, in_force });
         }
+        if term > in_force && !full {
+            return Err(Refused::DiffOfNewTerm { term, in_force });
+        }
+        Ok(RoutesInForce {
+            version,
+            term,
+            table: self.table.updated(full, set, remove),
+        })
     }
 }
 
@@ -145,22 +204,75 @@ mod tests {
     fn an_update_carries_its_version_with_its_table() {
         let start = RoutesInForce::from_topology(table(&[(10, 2)]));
         assert!(start.is_topology_routes());
-        let next = start.updated(
-            7,
-            false,
-            [(
-                20,
-                Route {
-                    primary: 3,
-                    backup: None,
-                    repair: None,
-                },
-            )],
-            [],
-        );
+        let next = start
+            .updated(
+                0,
+                7,
+                false,
+                [(
+                    20,
+                    Route {
+                        primary: 3,
+                        backup: None,
+                        repair: None,
+                    },
+                )],
+                [],
+            )
+            .expect("term 0 follows term 0");
         assert_eq!(next.version, 7);
         assert_eq!(next.table.routes().count(), 2);
         assert!(!next.is_topology_routes());
+    }
+
+    #[test]
+    fn a_table_of_an_older_term_is_refused_and_a_new_term_opens_with_a_full_table() {
+        let route = |primary| Route {
+            primary,
+            backup: None,
+            repair: None,
+        };
+        let start = RoutesInForce::from_topology(table(&[(10, 2)]));
+        // A new leader's diff has no base here; its full table has.
+        assert_eq!(
+            start.updated(5, 1, false, [(10, route(3))], []),
+            Err(Refused::DiffOfNewTerm {
+                term: 5,
+                in_force: 0
+            })
+        );
+        let t5 = start
+            .updated(5, 1, true, [(10, route(3))], [])
+            .expect("a higher term's full table");
+        assert_eq!((t5.term, t5.version), (5, 1));
+        // The same term goes on with diffs, whatever their version.
+        let t5b = t5
+            .updated(5, 2, false, [(20, route(2))], [])
+            .expect("same term");
+        assert_eq!(t5b.table.routes().count(), 2);
+        // An old leader (term 3) is refused, whole or diff; term 0 too.
+        for (term, full) in [(3, true), (3, false), (0, true)] {
+            let refused = t5b.updated(term, 99, full, [(10, route(4))], []);
+            assert_eq!(
+                refused,
+                Err(Refused::StaleTerm { term, in_force: 5 }),
+                "term {term} full {full}"
+            );
+        }
+        // A later leader takes over with a whole table of a lower version.
+        let t9 = t5b
+            .updated(9, 1, true, [(10, route(4))], [])
+            .expect("term 9");
+        assert_eq!((t9.term, t9.version), (9, 1));
+        assert_eq!(t9.table.routes().count(), 1);
+        assert_eq!(
+            Refused::StaleTerm {
+                term: 1,
+                in_force: 2
+            }
+            .as_str(),
+            "stale_term"
+        );
     }
 
     #[test]

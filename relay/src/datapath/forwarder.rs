@@ -310,6 +310,7 @@ mod tests {
                 // The controller session installs its table now.
                 fwd.install(RoutesInForce {
                     version: 5,
+                    term: 0,
                     table: table(3),
                 });
             }
