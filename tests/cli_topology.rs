@@ -59,7 +59,7 @@ fn check_a_missing_file_exits_64_naming_it() {
     assert_eq!(out.status.code(), Some(64));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("cannot open /nonexistent/fleet.yaml") && stderr.contains("check the path"),
+        stderr.contains("cannot read topology file /nonexistent/fleet.yaml"),
         "{stderr}"
     );
 }

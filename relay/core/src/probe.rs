@@ -85,6 +85,11 @@ impl Default for ProbeConfig {
     }
 }
 
+/// The latest resolved probes `min_rtt` is taken over: about 1 s at the default
+/// interval. Long enough that a moment of queueing does not raise it, short
+/// enough that a path that really became slower shows within a second.
+pub const MIN_RTT_PROBES: usize = 20;
+
 /// RFC 6298's clock granularity `G`: the least margin the timeout keeps above srtt.
 pub const GRANULARITY: Duration = Duration::from_millis(10);
 
@@ -200,8 +205,8 @@ pub struct ProbeStats {
     pub srtt: Option<Duration>,
     /// RTT variation (RFC 6298, beta 1/4); `None` before the first sample.
     pub rttvar: Option<Duration>,
-    /// Smallest RTT among the answered probes in the loss window (not all time, so that it
-    /// follows a rerouted underlay); `None` when the window holds no answered probe.
+    /// Smallest RTT among the answered probes of the last [`MIN_RTT_PROBES`] resolved (not all
+    /// time, so that it follows a rerouted underlay); `None` when they hold no answer.
     pub min_rtt: Option<Duration>,
     /// RFC 3550-style jitter of consecutive RTT samples, `J += (|D| − J)/16` from 0;
     /// `None` before the second sample.
@@ -486,10 +491,12 @@ impl LinkProbe {
         outcome
     }
 
-    /// The peer acknowledged our packets at `now`: it hears us. A probe that
-    /// then times out unanswered is excused, not lost (see the module docs).
-    pub fn handle_heard(&mut self, now: Instant) {
-        self.last_heard = Some(self.last_heard.map_or(now, |h| h.max(now)));
+    /// The peer has acknowledged a packet we sent at `sent_at` (the driver
+    /// takes the time an acknowledgement came less the connection's RTT): it
+    /// hears us. A probe sent before that which then times out unanswered is
+    /// excused, not lost (see the module docs).
+    pub fn handle_heard(&mut self, sent_at: Instant) {
+        self.last_heard = Some(self.last_heard.map_or(sent_at, |h| h.max(sent_at)));
     }
 
     /// Declares lost every outstanding probe older than the timeout (excused
@@ -551,7 +558,14 @@ impl LinkProbe {
         ProbeStats {
             srtt: self.rtt.map(|e| e.srtt),
             rttvar: self.rtt.map(|e| e.rttvar),
-            min_rtt: self.window.iter().flatten().min().copied(),
+            min_rtt: self
+                .window
+                .iter()
+                .rev()
+                .take(MIN_RTT_PROBES)
+                .flatten()
+                .min()
+                .copied(),
             jitter: self.jitter,
             loss,
             timeout: self.timeout(),

@@ -65,9 +65,10 @@ pub async fn run_link(
                 _ = tokio::time::sleep_until(wake) => {
                     let now = std::time::Instant::now();
                     // Before judging probes: has the peer acknowledged our
-                    // packets since we last looked? Then it hears us.
+                    // packets since we last looked? Then it heard what we sent
+                    // about one round trip ago.
                     if quic.look(&conn, now) {
-                        probe.handle_heard(now);
+                        probe.handle_heard(now.checked_sub(conn.rtt()).unwrap_or(now));
                     }
                     probe.handle_timeout(now);
                     while let Some(seq) = probe.poll_transmit(now) {
