@@ -434,6 +434,8 @@ fn class_service(
         egress_node: teacher,
         target,
         allow: Vec::new(),
+        protect: false,
+        budget_us: topology::DEFAULT_BUDGET_US,
     }
 }
 

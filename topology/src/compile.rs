@@ -167,6 +167,8 @@ impl Compiler {
                     egress_node: idx(&s.egress_node)?,
                     target: s.target,
                     allow: s.allow,
+                    protect: s.protect,
+                    budget_us: s.budget_us,
                 })
             })
             .collect();
@@ -412,7 +414,9 @@ impl Compiler {
     ) -> Vec<ServiceDraft> {
         let mut out = Vec::new();
         let mut first_name: HashMap<String, String> = HashMap::new();
-        let mut first_listen: HashMap<(String, SocketAddr), (String, String)> = HashMap::new();
+        // UDP and TCP ports are separate spaces: a service of each may share one.
+        let mut first_listen: HashMap<(String, bool, SocketAddr), (String, String)> =
+            HashMap::new();
         for (i, v) in entries.into_iter().enumerate() {
             let p = format!("services[{i}]");
             let Some(raw) = self.decode::<RawService>(v, &p) else {
@@ -424,6 +428,8 @@ impl Compiler {
                 ingress,
                 egress,
                 allow,
+                protect,
+                budget_ms,
             } = raw;
             let RawIngress {
                 node: ingress_node,
@@ -477,7 +483,11 @@ impl Compiler {
             let target = self.socket_addr(&format!("{p}.egress.target"), &target);
             // Port 0 means "any free port" (tests, the lab): never a clash.
             if let Some(addr) = listen.filter(|a| a.port() != 0) {
-                let key = (ingress_node.clone(), addr);
+                let key = (
+                    ingress_node.clone(),
+                    matches!(protocol, RawProtocol::Udp),
+                    addr,
+                );
                 if let Some((other, other_path)) = first_listen.get(&key) {
                     ok = false;
                     let msg = format!(
@@ -506,6 +516,20 @@ impl Compiler {
                     }
                 }
             }
+            if protect && matches!(protocol, RawProtocol::Tcp) {
+                ok = false;
+                self.error(
+                    &format!("{p}.protect"),
+                    "`protect` is for UDP services (a TCP session already survives a path change); remove it",
+                );
+            }
+            if budget_ms == Some(0) {
+                ok = false;
+                self.error(
+                    &format!("{p}.budget_ms"),
+                    "a budget of 0 ms cannot be met; give the one-way budget in ms, e.g. 200",
+                );
+            }
             let (Some(listen), Some(target), true) = (listen, target, ok) else {
                 continue;
             };
@@ -521,6 +545,10 @@ impl Compiler {
                 egress_node,
                 target,
                 allow: nets,
+                protect,
+                budget_us: budget_ms.map_or(crate::model::DEFAULT_BUDGET_US, |ms| {
+                    ms.saturating_mul(1000)
+                }),
             });
         }
         out
@@ -677,6 +705,8 @@ struct ServiceDraft {
     egress_node: String,
     target: SocketAddr,
     allow: Vec<IpNet>,
+    protect: bool,
+    budget_us: u64,
 }
 
 /// A node id: a lowercase letter, then lowercase letters, digits or '-'.

@@ -12,6 +12,7 @@
 mod compile;
 mod countries;
 pub mod demand;
+pub mod disjoint;
 pub mod doc;
 mod error;
 pub mod geo;
@@ -30,7 +31,7 @@ pub use doc::{read_bounded_bytes, read_config_text, ReadError, MAX_CONFIG_BYTES}
 pub use error::{ConfigErrors, Diagnostic, LoadError};
 pub use model::{
     wire_key, Controller, Link, LinkIdx, LinkKind, Node, NodeIdx, Protocol, Service, Topology,
-    UnknownNode,
+    UnknownNode, DEFAULT_BUDGET_US,
 };
 
 /// The shipped default topology (55 cities, 16 countries, 5 undersea lines), as text.

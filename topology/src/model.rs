@@ -119,7 +119,14 @@ pub struct Service {
     pub target: SocketAddr,
     /// Allowed source networks; empty means any source.
     pub allow: Vec<IpNet>,
+    /// Each datagram goes on two disjoint paths; the egress keeps the first copy.
+    pub protect: bool,
+    /// One-way latency budget of the service's classes, µs.
+    pub budget_us: u64,
 }
+
+/// The latency budget of a service that states none: 200 ms one way.
+pub const DEFAULT_BUDGET_US: u64 = 200_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Controller {

@@ -97,6 +97,15 @@ pub struct RawService {
     /// Source networks allowed at the ingress, CIDR or single address. Default: any.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// UDP only: send each datagram on two disjoint paths (node-disjoint where
+    /// the graph allows, else link-disjoint); the egress keeps the first copy of
+    /// each, so a single failure on either path loses nothing. Costs twice the
+    /// service's bandwidth. Default false.
+    #[serde(default)]
+    pub protect: bool,
+    /// One-way latency budget of the service's classes, in ms. Default 200.
+    #[serde(default)]
+    pub budget_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

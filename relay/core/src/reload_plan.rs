@@ -41,6 +41,7 @@ struct ServiceView<'a> {
     egress: &'a str,
     target: SocketAddr,
     allow: &'a [IpNet],
+    protect: bool,
 }
 
 impl<'a> Side<'a> {
@@ -63,6 +64,7 @@ impl<'a> Side<'a> {
             egress: &t.node(s.egress_node).id,
             target: s.target,
             allow: &s.allow,
+            protect: s.protect,
         }
     }
 
