@@ -25,8 +25,18 @@ use crate::wire::{DecodeError, Header, HEADER_LEN};
 pub const FLAG_REPAIRED: u8 = 0b0000_0010;
 /// A repair segment follows the header.
 pub const FLAG_SEGMENT: u8 = 0b0000_0100;
-/// The longest segment (the repair scheme's cap).
-pub const MAX_HOPS: usize = topology::repair::MAX_REPAIR_HOPS;
+/// The longest segment: a repair segment's or a second path's, whichever cap is higher.
+pub const MAX_HOPS: usize = {
+    let (repair, second) = (
+        topology::repair::MAX_REPAIR_HOPS,
+        topology::disjoint::MAX_SECOND_PATH_HOPS,
+    );
+    if repair > second {
+        repair
+    } else {
+        second
+    }
+};
 /// Bytes a segment of `len` hops adds to a datagram.
 pub const fn extension_len(len: usize) -> usize {
     2 + 4 * len
