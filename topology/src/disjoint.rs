@@ -12,8 +12,10 @@
 //! fits, else a segment released (like a repair segment) at a node from which
 //! the tables' own path to the destination is just as disjoint from the first.
 
-use crate::paths::{shortest_tree, Cost, Graph, Metric, Path, UNREACHABLE};
-use crate::NodeIdx;
+use std::collections::BTreeMap;
+
+use crate::paths::{follow, shortest_tree, Cost, Graph, Hop, Metric, Path, UNREACHABLE};
+use crate::{NodeIdx, Protocol, Topology};
 
 /// The longest second path, in nodes after the source: the segment a datagram
 /// can carry. Longer than a repair segment: a second path avoids the best
@@ -159,6 +161,48 @@ pub fn second_path(
         });
     }
     Err(longest.map_or(NoSecondPath::Bridged, NoSecondPath::TooLong))
+}
+
+/// The (source, destination) pairs that carry protected traffic: both
+/// directions of every protected UDP service, each pair once, in order.
+pub fn protected_pairs(t: &Topology) -> Vec<(NodeIdx, NodeIdx)> {
+    let mut pairs: Vec<_> = t
+        .services
+        .iter()
+        .filter(|s| s.protect && s.protocol == Protocol::Udp && s.ingress_node != s.egress_node)
+        .flat_map(|s| {
+            [
+                (s.ingress_node, s.egress_node),
+                (s.egress_node, s.ingress_node),
+            ]
+        })
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
+/// The second path of every protected pair of `t` whose source `from`
+/// accepts, against the first paths that `next_hop(node, dst)` gives (the
+/// tables in force). Pairs without one are left out: their traffic goes on
+/// one path (the relays count it).
+pub fn second_paths(
+    t: &Topology,
+    g: &Graph,
+    m: &Metric,
+    from: impl Fn(NodeIdx) -> bool,
+    next_hop: impl Fn(NodeIdx, NodeIdx) -> Option<Hop>,
+) -> BTreeMap<(NodeIdx, NodeIdx), SecondPath> {
+    protected_pairs(t)
+        .into_iter()
+        .filter(|&(src, _)| from(src))
+        .filter_map(|(src, dst)| {
+            let along = |at: NodeIdx| follow(g, m, at, dst, |n| next_hop(n, dst));
+            let first = along(src)?;
+            let second = second_path(g, m, &first, along).ok()?;
+            Some(((src, dst), second))
+        })
+        .collect()
 }
 
 #[cfg(test)]

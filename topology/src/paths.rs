@@ -274,23 +274,7 @@ impl Routes {
     /// The best path, following primary next hops from `src` to `dst`.
     pub fn path(&self, g: &Graph, m: &Metric, src: NodeIdx, dst: NodeIdx) -> Option<Path> {
         self.get(src, dst).cost?;
-        let mut path = Path {
-            nodes: vec![src],
-            links: Vec::new(),
-            cost: 0,
-        };
-        let mut at = src;
-        while at != dst {
-            let hop = self.get(at, dst).primary?;
-            path.cost = path.cost.saturating_add(m.cost(hop.link)?);
-            path.nodes.push(hop.node);
-            path.links.push(hop.link);
-            at = hop.node;
-            if path.links.len() > g.node_count() {
-                return None; // cannot happen with positive costs; never loop forever
-            }
-        }
-        Some(path)
+        follow(g, m, src, dst, |at| self.get(at, dst).primary)
     }
 
     /// The reachable pair with the highest best-path cost: (src, dst, cost).
@@ -308,6 +292,35 @@ impl Routes {
         }
         best
     }
+}
+
+/// The path from `src` to `dst` that `next_hop(node)` gives hop by hop (a
+/// node's primary toward `dst`, from routes or from tables); `None` where
+/// a node has no next hop, a link no cost, or the hops loop.
+pub fn follow(
+    g: &Graph,
+    m: &Metric,
+    src: NodeIdx,
+    dst: NodeIdx,
+    next_hop: impl Fn(NodeIdx) -> Option<Hop>,
+) -> Option<Path> {
+    let mut path = Path {
+        nodes: vec![src],
+        links: Vec::new(),
+        cost: 0,
+    };
+    let mut at = src;
+    while at != dst {
+        let hop = next_hop(at)?;
+        path.cost = path.cost.saturating_add(m.cost(hop.link)?);
+        path.nodes.push(hop.node);
+        path.links.push(hop.link);
+        at = hop.node;
+        if path.links.len() > g.node_count() {
+            return None; // a loop: never follow it forever
+        }
+    }
+    Some(path)
 }
 
 /// The shortest path from `src` to `dst` avoiding banned nodes and links.

@@ -153,6 +153,7 @@ mod tests {
                 primary: 2,
                 backup: Some(3),
                 repair: None,
+                second: None,
             },
         );
         ForwardingTable::new(1, routes)

@@ -13,12 +13,15 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::drop_reason::DropReason;
+use crate::sequence::{SeqWindow, Verdict};
 
 #[derive(Debug)]
 struct IngressFlow {
     client: SocketAddr,
     last_seen: Instant,
     seq: u32,
+    /// The replies' sequence numbers, as they come back.
+    replies: SeqWindow,
 }
 
 /// The flows of one service whose ingress is this relay.
@@ -75,6 +78,7 @@ impl IngressFlows {
                         client,
                         last_seen: now,
                         seq: 0,
+                        replies: SeqWindow::default(),
                     },
                 );
                 id
@@ -87,25 +91,29 @@ impl IngressFlows {
         Ok((id, seq))
     }
 
-    /// The client of flow `id`, for a reply that came back; the flow is seen.
-    pub fn reply_to(&mut self, id: u32, now: Instant) -> Option<SocketAddr> {
+    /// The client of flow `id`, for reply number `seq` that came back, and
+    /// what the reply's number says; the flow is seen.
+    pub fn reply_to(&mut self, id: u32, seq: u32, now: Instant) -> Option<(SocketAddr, Verdict)> {
         let flow = self.by_id.get_mut(&id)?;
         flow.last_seen = now;
-        Some(flow.client)
+        Some((flow.client, flow.replies.arrive(seq)))
     }
 
-    /// Forgets flows idle since before `cutoff`; returns how many.
-    pub fn expire(&mut self, cutoff: Instant) -> usize {
+    /// Forgets flows idle since before `cutoff`: how many, and how many
+    /// replies they were still missing (lost).
+    pub fn expire(&mut self, cutoff: Instant) -> (usize, u64) {
         let before = self.by_id.len();
         let by_client = &mut self.by_client;
+        let mut unseen = 0;
         self.by_id.retain(|_, f| {
             let keep = f.last_seen >= cutoff;
             if !keep {
                 by_client.remove(&f.client);
+                unseen += f.replies.unseen();
             }
             keep
         });
-        before - self.by_id.len()
+        (before - self.by_id.len(), unseen)
     }
 }
 
@@ -150,10 +158,10 @@ impl<V> EgressFlows<V> {
     }
 
     /// The value of flow `key`, which is seen at `now`.
-    pub fn get(&mut self, key: EgressKey, now: Instant) -> Option<&V> {
+    pub fn get(&mut self, key: EgressKey, now: Instant) -> Option<&mut V> {
         let flow = self.flows.get_mut(&key)?;
         flow.last_seen = now;
-        Some(&flow.value)
+        Some(&mut flow.value)
     }
 
     /// Whether a new flow of `service` fits under `max_flows`.
@@ -242,8 +250,8 @@ mod tests {
             "existing flows go on"
         );
         assert_eq!(f.admit(addr(4), now, draining), Err(DropReason::Draining));
-        assert_eq!(f.reply_to(1, now), Some(addr(2)));
-        assert_eq!(f.reply_to(7, now), None);
+        assert_eq!(f.reply_to(1, 0, now).map(|(c, _)| c), Some(addr(2)));
+        assert_eq!(f.reply_to(7, 0, now), None);
     }
 
     #[test]
@@ -253,7 +261,13 @@ mod tests {
         let mut f = IngressFlows::default();
         f.admit(addr(1), t0, OPEN).expect("admitted");
         f.admit(addr(2), t1, OPEN).expect("admitted");
-        assert_eq!(f.expire(t0 + Duration::from_secs(5)), 1);
+        f.reply_to(0, 0, t0);
+        f.reply_to(0, 3, t0);
+        assert_eq!(
+            f.expire(t0 + Duration::from_secs(5)),
+            (1, 2),
+            "replies 1 and 2 of the flow that went never came"
+        );
         assert_eq!(f.len(), 1);
         assert_eq!(f.admit(addr(3), t1, OPEN), Ok((2, 0)));
         assert_eq!(f.admit(addr(1), t1, OPEN), Err(DropReason::FlowLimit));
@@ -268,7 +282,10 @@ mod tests {
         f.insert((2, 20, 0), "c", t0);
         assert_eq!((f.count_of(10), f.count_of(20)), (2, 1));
         assert!(!f.has_room(10, 2));
-        assert_eq!(f.get((1, 10, 1), t0 + Duration::from_secs(9)), Some(&"b"));
+        assert_eq!(
+            f.get((1, 10, 1), t0 + Duration::from_secs(9)),
+            Some(&mut "b")
+        );
         let mut expired = f.expire(t0 + Duration::from_secs(1));
         expired.sort();
         assert_eq!(expired, ["a", "c"]);

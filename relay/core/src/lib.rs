@@ -24,6 +24,7 @@ pub mod probe;
 pub mod reload_plan;
 pub mod routes;
 pub mod segment;
+pub mod sequence;
 pub mod table;
 pub mod wire;
 

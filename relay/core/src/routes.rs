@@ -193,6 +193,7 @@ mod tests {
                         primary,
                         backup: None,
                         repair: None,
+                        second: None,
                     },
                 )
             })
@@ -215,6 +216,7 @@ mod tests {
                         primary: 3,
                         backup: None,
                         repair: None,
+                        second: None,
                     },
                 )],
                 [],
@@ -231,6 +233,7 @@ mod tests {
             primary,
             backup: None,
             repair: None,
+            second: None,
         };
         let start = RoutesInForce::from_topology(table(&[(10, 2)]));
         // A new leader's diff has no base here; its full table has.
@@ -306,6 +309,7 @@ mod tests {
                 primary: 2,
                 backup: Some(3),
                 repair: None,
+                second: None,
             },
         );
         let with_backup = ForwardingTable::new(1, backup);

@@ -27,6 +27,10 @@ pub struct Route {
     /// Where to send a datagram when the primary is down: the nodes after this
     /// one, each a neighbour of the one before.
     pub repair: Option<Segment>,
+    /// For a protected service's traffic to this destination: the second
+    /// path its second copy takes (see `topology::disjoint`), disjoint from
+    /// the first. `None` for every other destination.
+    pub second: Option<Segment>,
 }
 
 /// What to do with one packet.
@@ -69,21 +73,34 @@ impl ForwardingTable {
         let metric = Metric::expected_delay(t);
         let routes = Routes::compute(&graph, &metric);
         let repairs = RepairTable::compute(&graph, &metric, &routes, me).ok();
+        let seconds = topology::disjoint::second_paths(
+            t,
+            &graph,
+            &metric,
+            |src| src == me,
+            |at, dst| routes.get(at, dst).primary,
+        );
+        let segment_of = |hops: &[NodeIdx]| {
+            let keys: Vec<u32> = hops.iter().map(|&n| t.node_key(n)).collect();
+            Segment::new(&keys)
+        };
         let mut table = BTreeMap::new();
         for d in 0..t.nodes.len() as u32 {
             let dst = NodeIdx(d);
             let e = routes.get(me, dst);
             if let Some(primary) = e.primary {
-                let repair = repairs.as_ref().and_then(|r| r.get(dst)).and_then(|p| {
-                    let keys: Vec<u32> = p.hops().iter().map(|&n| t.node_key(n)).collect();
-                    Segment::new(&keys)
-                });
+                let repair = repairs
+                    .as_ref()
+                    .and_then(|r| r.get(dst))
+                    .and_then(|p| segment_of(p.hops()));
+                let second = seconds.get(&(me, dst)).and_then(|p| segment_of(p.hops()));
                 table.insert(
                     t.node_key(dst),
                     Route {
                         primary: t.node_key(primary.node),
                         backup: e.backup.map(|b| t.node_key(b.node)),
                         repair,
+                        second,
                     },
                 );
             }
@@ -213,6 +230,7 @@ mod tests {
                 primary: 2,
                 backup: Some(3),
                 repair: None,
+                second: None,
             },
         );
         routes.insert(
@@ -221,6 +239,7 @@ mod tests {
                 primary: 3,
                 backup: None,
                 repair: None,
+                second: None,
             },
         );
         ForwardingTable::new(1, routes)
@@ -348,6 +367,7 @@ mod update_tests {
                 primary: 2,
                 backup: None,
                 repair: None,
+                second: None,
             },
         );
         routes.insert(
@@ -356,6 +376,7 @@ mod update_tests {
                 primary: 3,
                 backup: None,
                 repair: None,
+                second: None,
             },
         );
         let t = ForwardingTable::new(1, routes);
@@ -368,6 +389,7 @@ mod update_tests {
                         primary: 3,
                         backup: Some(2),
                         repair: None,
+                        second: None,
                     },
                 ),
                 (
@@ -376,6 +398,7 @@ mod update_tests {
                         primary: 2,
                         backup: None,
                         repair: None,
+                        second: None,
                     },
                 ),
             ],
@@ -386,7 +409,8 @@ mod update_tests {
             Some(&Route {
                 primary: 3,
                 backup: Some(2),
-                repair: None
+                repair: None,
+                second: None,
             })
         );
         assert_eq!(
@@ -394,7 +418,8 @@ mod update_tests {
             Some(&Route {
                 primary: 2,
                 backup: None,
-                repair: None
+                repair: None,
+                second: None,
             })
         );
         assert_eq!(diff.route(30), None);
@@ -406,6 +431,7 @@ mod update_tests {
                     primary: 2,
                     backup: None,
                     repair: None,
+                    second: None,
                 },
             )],
             [],
@@ -420,7 +446,8 @@ mod update_tests {
                     Route {
                         primary: 2,
                         backup: None,
-                        repair: None
+                        repair: None,
+                        second: None,
                     }
                 )],
                 []

@@ -22,8 +22,11 @@
 //! - `flags` bit 0 ([`FLAG_REPLY`]): the packet flows back from the egress to the
 //!   ingress of its service. Bit 1 (`segment::FLAG_REPAIRED`): repaired once
 //!   around a failure, never again. Bit 2 (`segment::FLAG_SEGMENT`): a repair
-//!   segment follows the header (see [`crate::segment`]). Other bits are
-//!   reserved, sent as 0, ignored.
+//!   segment follows the header (see [`crate::segment`]). Bit 3
+//!   ([`FLAG_PROTECTED`]): a protected service's datagram, sent twice; the
+//!   receiving end keeps the first copy of each sequence number. Bit 4
+//!   ([`FLAG_SECOND_PATH`]): this is the copy on the second path. Other bits
+//!   are reserved, sent as 0, ignored.
 //! - node and service keys are `topology::wire_key` of the id or name.
 //! - `flow id` is chosen by the ingress relay, unique there; with the ingress
 //!   node's key it names a flow fleet-wide.
@@ -45,6 +48,10 @@ pub const HEADER_LEN: usize = 32;
 /// the shipped world is 18 hops), small enough that a transient loop dies.
 pub const INITIAL_TTL: u8 = 32;
 pub const FLAG_REPLY: u8 = 0b0000_0001;
+/// Sent twice, on two disjoint paths: the receiver drops the later copy.
+pub const FLAG_PROTECTED: u8 = 0b0000_1000;
+/// The copy on the second path (for counting which path delivered first).
+pub const FLAG_SECOND_PATH: u8 = 0b0001_0000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
