@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use topology::disjoint::SecondPath;
 use topology::paths::{Cost, Graph, Hop, Metric, Routes};
 use topology::repair::{Protection, RepairPath, RepairTables};
 use topology::{LinkIdx, NodeIdx, Topology};
@@ -64,6 +65,10 @@ pub struct TableEntry {
     /// against the tables in force: from its release node every node's primary
     /// avoids what it protects.
     pub repair: Option<RepairPath>,
+    /// For a destination of protected traffic from this node: the path of the
+    /// second copy, disjoint from the path the tables give (see
+    /// `topology::disjoint`).
+    pub second: Option<SecondPath>,
 }
 
 /// One node's forwarding table: destination → next hops. Holds only destinations
@@ -299,6 +304,7 @@ impl RouteSelector {
             &self.config,
         );
         attach_repairs(&mut tables, &self.graph, &self.metric, &self.routes);
+        attach_second_paths(&mut tables, topology, &self.graph, &self.metric);
         if tables != self.tables.tables {
             self.tables.tables = tables;
             self.tables.version += 1;
@@ -524,6 +530,23 @@ fn attach_repairs(tables: &mut [NodeTable], graph: &Graph, metric: &Metric, rout
     }
 }
 
+/// Gives the entries of protected traffic their second paths, against the
+/// first paths these tables give.
+fn attach_second_paths(tables: &mut [NodeTable], t: &Topology, graph: &Graph, metric: &Metric) {
+    let seconds = topology::disjoint::second_paths(
+        t,
+        graph,
+        metric,
+        |_| true,
+        |at, dst| tables.get(at.get())?.entries.get(&dst).map(|e| e.primary),
+    );
+    for ((src, dst), second) in seconds {
+        if let Some(e) = tables[src.get()].entries.get_mut(&dst) {
+            e.second = Some(second);
+        }
+    }
+}
+
 /// Whether table forwarding from `path`'s release node to `dst` avoids what
 /// the path protects around `src`'s primary hop `primary`.
 fn sound(
@@ -571,6 +594,7 @@ fn tables_of(routes: &Routes) -> Vec<NodeTable> {
                             primary,
                             backup: e.backup,
                             repair: None,
+                            second: None,
                         },
                     ))
                 })
@@ -602,6 +626,7 @@ mod change_tests {
                             primary: hop(via),
                             backup: None,
                             repair: None,
+                            second: None,
                         },
                     )
                 })

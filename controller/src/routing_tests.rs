@@ -280,6 +280,7 @@ fn entry(node: u32, link: u32, backup: Option<(u32, u32)>) -> TableEntry {
             link: LinkIdx(l),
         }),
         repair: None,
+        second: None,
     }
 }
 
@@ -345,6 +346,7 @@ fn diff_of_selector_tables_matches_a_failover() {
                 backup: None,
                 // B–D is down: no path around C is left to repair with.
                 repair: None,
+                second: None,
             }
         )]
     );

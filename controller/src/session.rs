@@ -275,5 +275,8 @@ fn entry(topo: &Topology, dst: NodeIdx, e: &crate::routing::TableEntry) -> Route
         repair: e
             .repair
             .map(|p| p.hops().iter().map(|n| topo.node(*n).id.clone()).collect()),
+        second: e
+            .second
+            .map(|p| p.hops().iter().map(|n| topo.node(*n).id.clone()).collect()),
     }
 }

@@ -80,12 +80,14 @@ async fn a_table_trickling_in_while_reports_go_out_is_applied_whole() {
             primary: "bbb".into(),
             backup: None,
             repair: None,
+            second: None,
         })
         .chain((0..3_000).map(|i| RouteEntry {
             dst: format!("far-{i:05}"),
             primary: "bbb".into(),
             backup: None,
             repair: None,
+            second: None,
         }))
         .collect();
         let wire = control_protocol::framing::encode(&ControllerMessage::Table(TableUpdate {
@@ -193,6 +195,7 @@ impl StandIn {
                 primary: primary.into(),
                 backup: None,
                 repair: None,
+                second: None,
             }],
             remove: Vec::new(),
         };

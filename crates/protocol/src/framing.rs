@@ -142,6 +142,7 @@ mod tests {
                     primary: "pdx".into(),
                     backup: Some("sea".into()),
                     repair: None,
+                    second: None,
                 })
                 .collect(),
             remove: Vec::new(),

@@ -88,6 +88,10 @@ pub struct RouteEntry {
     /// last the release node (see `topology::repair`). Absent when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repair: Option<Vec<String>>,
+    /// For a destination that protected services' traffic goes to: the
+    /// second copy's path, node ids after this relay (see `topology::disjoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second: Option<Vec<String>>,
 }
 
 #[cfg(test)]
@@ -132,6 +136,7 @@ mod tests {
                 primary: "pdx".into(),
                 backup: None,
                 repair: None,
+                second: None,
             }],
             remove: vec!["sea".into()],
         });
