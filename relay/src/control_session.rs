@@ -240,6 +240,10 @@ fn refused(ctx: &Context, controller: &str, why: Refused) {
 /// table that fencing refuses changes nothing.
 fn apply(ctx: &Context, controller: &str, update: TableUpdate) -> Result<(), Refused> {
     let key = topology::wire_key;
+    let segment = |hops: &[String]| {
+        let keys: Vec<u32> = hops.iter().map(|h| key(h)).collect();
+        Segment::new(&keys)
+    };
     let set: Vec<(u32, Route)> = update
         .set
         .iter()
@@ -249,10 +253,8 @@ fn apply(ctx: &Context, controller: &str, update: TableUpdate) -> Result<(), Ref
                 Route {
                     primary: key(&r.primary),
                     backup: r.backup.as_deref().map(key),
-                    repair: r.repair.as_ref().and_then(|hops| {
-                        let keys: Vec<u32> = hops.iter().map(|h| key(h)).collect();
-                        Segment::new(&keys)
-                    }),
+                    repair: r.repair.as_deref().and_then(segment),
+                    second: r.second.as_deref().and_then(segment),
                 },
             )
         })

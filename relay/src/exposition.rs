@@ -160,6 +160,42 @@ fn services(s: &mut Scrape, shared: &Context) {
         "service",
         each(|c| &c.delivered_packets),
     );
+    s.counters(
+        "service_lost_packets",
+        "UDP datagrams of the service that never reached this end through the overlay, from sequence numbers (a gap older than 1,024 numbers, or left when the flow ended)",
+        "service",
+        each(|c| &c.seq_lost),
+    );
+    s.counters(
+        "service_reordered_packets",
+        "UDP datagrams of the service that reached this end after a higher sequence number",
+        "service",
+        each(|c| &c.seq_reordered),
+    );
+    s.counters(
+        "service_duplicate_packets",
+        "UDP datagrams of the service whose sequence number had already arrived here: for a protected service the second copy, dropped",
+        "service",
+        each(|c| &c.seq_duplicates),
+    );
+    s.counters(
+        "service_late_packets",
+        "UDP datagrams of the service more than 1,024 sequence numbers late (already counted lost)",
+        "service",
+        each(|c| &c.seq_late),
+    );
+    s.counters(
+        "service_second_path_first_packets",
+        "Datagrams of a protected service whose first copy to arrive here came by the second path",
+        "service",
+        each(|c| &c.second_path_first),
+    );
+    s.counters(
+        "service_single_path_packets",
+        "Datagrams of a protected service sent from here on one path only (no second path, or its first link down)",
+        "service",
+        each(|c| &c.single_path_sends),
+    );
 }
 
 /// Incoming QUIC handshakes by outcome, as the handshake gate decided them.

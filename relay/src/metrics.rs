@@ -15,6 +15,7 @@ use serde::Serialize;
 use topology::{NodeIdx, Topology};
 
 use relay_core::routes::Refused;
+use relay_core::sequence::{Arrival, Verdict};
 use relay_core::DropReason;
 
 #[derive(Debug, Default)]
@@ -148,6 +149,19 @@ pub struct ServiceCounters {
     pub delivered_bytes: AtomicU64,
     /// TCP sessions open now (ingress or egress end here).
     pub tcp_open: AtomicU64,
+    /// Of the UDP datagrams that came through the overlay to this end (the
+    /// egress, or replies at the ingress), by their sequence numbers: lost
+    /// (never came within the window), reordered, duplicates (for a
+    /// protected service, the other copy: dropped), late (too old to tell).
+    pub seq_lost: AtomicU64,
+    pub seq_reordered: AtomicU64,
+    pub seq_duplicates: AtomicU64,
+    pub seq_late: AtomicU64,
+    /// Protected datagrams whose first copy to arrive came by the second path.
+    pub second_path_first: AtomicU64,
+    /// Protected datagrams sent here on one path only: no second path, or
+    /// its first link down.
+    pub single_path_sends: AtomicU64,
 }
 
 impl ServiceCounters {
@@ -161,6 +175,25 @@ impl ServiceCounters {
     pub fn delivered(&self, packets: u64, bytes: u64) {
         self.delivered_packets.fetch_add(packets, Ordering::Relaxed);
         self.delivered_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A datagram from the overlay, as its flow's sequence window judged it.
+    pub fn arrived(&self, second_path: bool, v: Verdict) {
+        let add = |c: &AtomicU64| {
+            c.fetch_add(1, Ordering::Relaxed);
+        };
+        if v.newly_lost > 0 {
+            self.seq_lost.fetch_add(v.newly_lost, Ordering::Relaxed);
+        }
+        match v.arrival {
+            Arrival::InOrder => {}
+            Arrival::Reordered => add(&self.seq_reordered),
+            Arrival::Duplicate => add(&self.seq_duplicates),
+            Arrival::Late => add(&self.seq_late),
+        }
+        if second_path && v.arrival.is_first() {
+            add(&self.second_path_first);
+        }
     }
 
     /// Counts a TCP session as open until the guard drops.

@@ -338,6 +338,13 @@ impl RelayHandle {
         crate::status::status(&self.ctx, self.quic_addr)
     }
 
+    /// What `/metrics` would serve now (OpenMetrics text), without HTTP.
+    pub fn metrics_text(&self) -> String {
+        crate::exposition::scrape(&self.ctx)
+            .encode()
+            .unwrap_or_else(|e| format!("# cannot encode: {e}"))
+    }
+
     pub fn node_id(&self) -> &str {
         &self.ctx.me_id
     }

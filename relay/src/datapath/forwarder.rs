@@ -14,7 +14,7 @@ use quinn::Connection;
 use relay_core::datagram::{self, Action, Via};
 use relay_core::routes::reroutes;
 use relay_core::segment::{self, Segment};
-use relay_core::wire::HEADER_LEN;
+use relay_core::wire::{FLAG_PROTECTED, FLAG_SECOND_PATH, HEADER_LEN};
 use relay_core::{Decision, DropReason, Header, RoutesInForce};
 
 use crate::datapath::link_registry::LinkRegistry;
@@ -217,6 +217,29 @@ impl Forwarder {
         }
     }
 
+    /// Sends a protected service's datagram twice: along the routes in force,
+    /// and along the route's second path (disjoint from the first), both
+    /// marked protected so that the far end keeps the first copy. Returns
+    /// whether the second copy went: not without a second path, or when its
+    /// first link is down.
+    pub fn originate_protected(&self, mut header: Header, payload: &[u8]) -> bool {
+        header.flags |= FLAG_PROTECTED;
+        self.originate(header, payload);
+        let routes = self.routes.load();
+        let Some(second) = routes.table.route(header.dst).and_then(|r| r.second) else {
+            return false;
+        };
+        let links = self.links.current();
+        let Some(link) = links.get(&second.first()).filter(|l| l.is_usable()) else {
+            return false;
+        };
+        header.flags |= FLAG_SECOND_PATH;
+        let plain = header.encode_with(payload);
+        let copy = segment::insert(&plain, HEADER_LEN, &second, header.ttl.saturating_sub(1));
+        self.send_on(&link.conn, Bytes::from(copy), false);
+        true
+    }
+
     /// Hands an encoded packet to a neighbour's link without waiting: quinn
     /// queues it, or it is dropped and counted here. Media never fills quinn's
     /// send queue: [`PROBE_RESERVE`] bytes stay free for probes (so a link
@@ -283,6 +306,7 @@ mod tests {
                 primary,
                 backup: None,
                 repair: None,
+                second: None,
             },
         );
         ForwardingTable::new(1, routes)

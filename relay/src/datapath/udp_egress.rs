@@ -4,6 +4,7 @@
 //! reader is owned by its table entry and ends when the flow is forgotten.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use bytes::Bytes;
 use daemon::throttle::Throttle;
 use daemon::{OwnedTask, Spawner};
 use relay_core::flows::{EgressFlows, EgressKey};
-use relay_core::wire::{Kind, FLAG_REPLY, INITIAL_TTL};
+use relay_core::sequence::{SeqWindow, Verdict};
+use relay_core::wire::{Kind, FLAG_PROTECTED, FLAG_REPLY, FLAG_SECOND_PATH, INITIAL_TTL};
 use relay_core::{DropReason, Header};
 use tokio_util::sync::CancellationToken;
 use topology::Protocol;
@@ -28,6 +30,8 @@ use crate::metrics::{Metrics, ServiceCounters, ServiceMetrics};
 struct Flow {
     socket: Arc<SplitSocket>,
     counters: Option<Arc<ServiceCounters>>,
+    /// The flow's sequence numbers as they arrive.
+    window: SeqWindow,
     _reader: OwnedTask,
 }
 
@@ -83,9 +87,15 @@ impl EgressTable {
         drop(gone);
     }
 
-    /// Forgets flows idle since before `cutoff`; returns how many.
+    /// Forgets flows idle since before `cutoff`; returns how many. Datagrams
+    /// they were still missing count as lost.
     pub fn expire(&self, cutoff: std::time::Instant) -> usize {
         let gone = lock(&self.flows).expire(cutoff);
+        for f in &gone {
+            if let Some(c) = &f.counters {
+                c.seq_lost.fetch_add(f.window.unseen(), Ordering::Relaxed);
+            }
+        }
         gone.len()
     }
 
@@ -95,7 +105,8 @@ impl EgressTable {
 
     /// Sends a datagram that reached its egress to the service target, from the
     /// flow's own socket (opened on the flow's first datagram: only then are the
-    /// config in force and its service counters looked at).
+    /// config in force and its service counters looked at). Of a protected
+    /// datagram's two copies, only the first goes on.
     pub fn deliver(
         self: &Arc<Self>,
         header: &Header,
@@ -103,12 +114,23 @@ impl EgressTable {
         live: (&RelayConfig, &ServiceMetrics),
     ) {
         let key = (header.src, header.service, header.flow);
-        let existing = lock(&self.flows)
-            .get(key, core_now())
-            .map(|f| (f.socket.clone(), f.counters.clone()));
-        let Some((socket, counters)) = existing.or_else(|| self.open(header, key, live)) else {
+        let existing = lock(&self.flows).get(key, core_now()).map(|f| {
+            (
+                f.socket.clone(),
+                f.counters.clone(),
+                f.window.arrive(header.seq),
+            )
+        });
+        let Some((socket, counters, verdict)) = existing.or_else(|| self.open(header, key, live))
+        else {
             return;
         };
+        if let Some(c) = &counters {
+            c.arrived(header.flags & FLAG_SECOND_PATH != 0, verdict);
+        }
+        if header.flags & FLAG_PROTECTED != 0 && !verdict.arrival.is_first() {
+            return;
+        }
         match socket.send(payload) {
             Ok(_) => {
                 self.metrics.count_delivered(payload.len());
@@ -131,7 +153,7 @@ impl EgressTable {
         header: &Header,
         key: EgressKey,
         (cfg, services): (&RelayConfig, &ServiceMetrics),
-    ) -> Option<(Arc<SplitSocket>, Option<Arc<ServiceCounters>>)> {
+    ) -> Option<(Arc<SplitSocket>, Option<Arc<ServiceCounters>>, Verdict)> {
         let service = match cfg.topology.service_by_key(header.service) {
             Some(s) if s.protocol == Protocol::Udp && s.egress_node == cfg.node => s,
             _ => {
@@ -143,7 +165,11 @@ impl EgressTable {
         let mut flows = lock(&self.flows);
         if let Some(f) = flows.get(key, core_now()) {
             // Another link's actor opened it meanwhile.
-            return Some((f.socket.clone(), f.counters.clone()));
+            return Some((
+                f.socket.clone(),
+                f.counters.clone(),
+                f.window.arrive(header.seq),
+            ));
         }
         if !flows.has_room(service.key, self.admission.max_flows()) {
             self.metrics.count_drop(DropReason::FlowLimit);
@@ -177,21 +203,25 @@ impl EgressTable {
                 key,
                 socket.clone(),
                 reply,
+                service.protect,
                 counters.clone(),
                 self.cancel.clone(),
             ),
         );
+        let mut window = SeqWindow::default();
+        let verdict = window.arrive(header.seq);
         flows.insert(
             key,
             Flow {
                 socket: socket.clone(),
                 counters: counters.clone(),
+                window,
                 _reader: reader,
             },
             core_now(),
         );
         debug!(service = %service.name, flow = header.flow, "new egress flow");
-        Some((socket, counters))
+        Some((socket, counters, verdict))
     }
 }
 
@@ -218,6 +248,7 @@ async fn read_replies(
     key: EgressKey,
     socket: Arc<SplitSocket>,
     mut reply: Header,
+    protect: bool,
     counters: Option<Arc<ServiceCounters>>,
     cancel: CancellationToken,
 ) {
@@ -243,7 +274,13 @@ async fn read_replies(
                     c.received(1, n as u64);
                 }
                 reply.timestamp_us = now_us();
-                table.forwarder.originate(reply, &buf[..n]);
+                if !protect {
+                    table.forwarder.originate(reply, &buf[..n]);
+                } else if !table.forwarder.originate_protected(reply, &buf[..n]) {
+                    if let Some(c) = &counters {
+                        c.single_path_sends.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 reply.seq = reply.seq.wrapping_add(1);
                 Ok::<_, std::io::Error>(())
             });

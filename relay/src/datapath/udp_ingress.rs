@@ -2,11 +2,12 @@
 //! a flow, and the path back to the flow's client for the target's replies.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use relay_core::flows::IngressFlows;
-use relay_core::wire::{Kind, INITIAL_TTL};
+use relay_core::wire::{Kind, FLAG_PROTECTED, FLAG_SECOND_PATH, INITIAL_TTL};
 use relay_core::{DropReason, Header};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -29,6 +30,8 @@ pub struct UdpIngress {
     flows: Mutex<IngressFlows>,
     /// The service's counters, looked up once rather than per datagram.
     counters: Option<Arc<ServiceCounters>>,
+    /// Each datagram goes on two disjoint paths (`protect: true`).
+    protect: bool,
 }
 
 fn lock(m: &Mutex<IngressFlows>) -> MutexGuard<'_, IngressFlows> {
@@ -52,6 +55,7 @@ impl UdpIngress {
             socket,
             flows: Mutex::new(IngressFlows::default()),
             counters,
+            protect: service.protect,
         }
     }
 
@@ -71,9 +75,14 @@ impl UdpIngress {
         self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&src))
     }
 
-    /// Forgets flows idle since before `cutoff`; returns how many.
+    /// Forgets flows idle since before `cutoff`; returns how many. Replies
+    /// they were still missing count as lost.
     pub fn expire(&self, cutoff: std::time::Instant) -> usize {
-        lock(&self.flows).expire(cutoff)
+        let (gone, unseen) = lock(&self.flows).expire(cutoff);
+        if let Some(c) = &self.counters {
+            c.seq_lost.fetch_add(unseen, Ordering::Relaxed);
+        }
+        gone
     }
 
     /// Reads the socket until `cancel`, sending each datagram into the overlay.
@@ -125,15 +134,29 @@ impl UdpIngress {
             if let Some(c) = &self.counters {
                 c.received(1, n as u64);
             }
-            forwarder.originate(header, &buf[..n]);
+            if !self.protect {
+                forwarder.originate(header, &buf[..n]);
+            } else if !forwarder.originate_protected(header, &buf[..n]) {
+                if let Some(c) = &self.counters {
+                    c.single_path_sends.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 
-    /// Delivers a reply that came back through the overlay to the flow's client.
+    /// Delivers a reply that came back through the overlay to the flow's
+    /// client; of a protected reply's two copies, the first.
     pub fn deliver_reply(&self, header: &Header, payload: &Bytes, metrics: &Metrics) {
-        let Some(client) = lock(&self.flows).reply_to(header.flow, core_now()) else {
+        let found = lock(&self.flows).reply_to(header.flow, header.seq, core_now());
+        let Some((client, verdict)) = found else {
             return metrics.count_drop(DropReason::UnknownFlow);
         };
+        if let Some(c) = &self.counters {
+            c.arrived(header.flags & FLAG_SECOND_PATH != 0, verdict);
+        }
+        if header.flags & FLAG_PROTECTED != 0 && !verdict.arrival.is_first() {
+            return;
+        }
         match self.socket.send_to(payload, client) {
             Ok(_) => {
                 metrics.count_delivered(payload.len());

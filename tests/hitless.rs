@@ -1,0 +1,116 @@
+//! Hitless media: a protected service (`protect: true`) sends each datagram
+//! on two disjoint paths and the egress keeps the first copy, so cutting
+//! either path loses nothing. The diamond of `support::diamond`: the fast
+//! path aaa–bbb–ddd (20 ms) and the slow aaa–ccc–ddd (50 ms) are the two
+//! copies' paths.
+
+mod support;
+
+use std::time::Duration;
+
+use support::diamond::{self, Stream};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+/// The sender's interval. With the fast path cut the slow copy is the first
+/// to arrive, 30 ms later than the fast one was: the longest gap at the
+/// receiver is about 5 + 30 ms. The bound adds 45 ms for a loaded 2-core
+/// machine; a failover without protection takes 175–310 ms (tests/reroute.rs).
+const EVERY: Duration = Duration::from_millis(5);
+const HITLESS_GAP_BOUND: Duration = Duration::from_millis(80);
+
+/// The gap is a timing: one fleet at a time on 2 cores.
+static ONE_FLEET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn bounded<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+/// The diamond with its media service protected.
+async fn start() -> (overlay::fleet::Fleet, Stream) {
+    let receiver = UdpSocket::bind("127.0.0.1:0").await.expect("bind receiver");
+    let target = receiver.local_addr().expect("addr");
+    let yaml = diamond::yaml(target);
+    let (head, services) = yaml.split_once("services:\n").expect("services");
+    let services = services.replacen(" }\n", ", protect: true }\n", 1);
+    let text = format!("{head}services:\n{services}");
+    let t = topology::parse("diamond.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(t.services.iter().any(|s| s.name == "media" && s.protect));
+    let fleet = overlay::fleet::Fleet::start(t, diamond::options())
+        .await
+        .expect("fleet starts");
+    fleet
+        .wait_ready(Duration::from_secs(20))
+        .await
+        .expect("fleet ready");
+    let ingress = fleet.relay("aaa").ingress_addrs["media"];
+    let stream = Stream::start(receiver, ingress, EVERY).await;
+    (fleet, stream)
+}
+
+/// A counter of `/metrics` for the service `media`.
+fn service_counter(fleet: &overlay::fleet::Fleet, node: &str, name: &str) -> u64 {
+    let text = fleet.relay(node).metrics_text();
+    let prefix = format!("overlay_relay_{name}_total{{");
+    text.lines()
+        .find(|l| l.starts_with(&prefix) && l.contains("service=\"media\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{prefix} not in {node}'s metrics:\n{text}"))
+}
+
+/// Cuts `a`–`b` with the stream running and checks nothing was lost or
+/// duplicated at the receiver, and the longest gap.
+async fn cut_loses_nothing(a: &str, b: &str) {
+    let (fleet, stream) = start().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = stream.sent();
+    let dup0 = service_counter(&fleet, "ddd", "service_duplicate_packets");
+    assert!(
+        dup0 > 0,
+        "the second copies reach ddd and are dropped there"
+    );
+    let cut_at = Instant::now();
+    fleet.link(a, b).expect("link").cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let gap = stream.longest_gap(cut_at, Instant::now());
+    let sent = stream.sent();
+    // Leave the last packets time to arrive before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let missing = stream.missing(before, sent);
+    println!(
+        "cut {a}–{b} under a protected stream: {missing} of {} lost, longest gap {} ms",
+        sent - before,
+        gap.as_millis()
+    );
+    assert_eq!(missing, 0, "a protected stream loses nothing to one cut");
+    assert_eq!(
+        stream.duplicates(),
+        0,
+        "the receiver sees each datagram once"
+    );
+    assert!(
+        gap <= HITLESS_GAP_BOUND,
+        "gap {gap:?}, bound {HITLESS_GAP_BOUND:?}"
+    );
+    assert_eq!(
+        service_counter(&fleet, "ddd", "service_lost_packets"),
+        0,
+        "the egress counted no loss"
+    );
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_the_first_path_of_a_protected_stream_loses_nothing() {
+    let _one = ONE_FLEET.lock().await;
+    bounded(90, cut_loses_nothing("bbb", "ddd")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_the_second_path_of_a_protected_stream_loses_nothing() {
+    let _one = ONE_FLEET.lock().await;
+    bounded(90, cut_loses_nothing("aaa", "ccc")).await;
+}
