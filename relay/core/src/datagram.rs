@@ -59,7 +59,9 @@ pub fn decide(
         Kind::Probe => Action::AnswerProbe { seq: header.seq },
         Kind::ProbeReply => Action::ProbeAnswered { seq: header.seq },
         // Streams open on QUIC streams, never as datagrams.
-        Kind::StreamOpen => Action::Drop(DropReason::Malformed),
+        Kind::StreamOpen | Kind::SessionOpen | Kind::SessionResume => {
+            Action::Drop(DropReason::Malformed)
+        }
         Kind::Media => match table.decide(&header, peer_up) {
             Decision::Deliver if header.is_reply() => Action::DeliverReply,
             Decision::Deliver => Action::DeliverToTarget,

@@ -11,6 +11,9 @@
 //! - [`flows`]: UDP flow tables and their limits;
 //! - [`reload_plan`]: what a reload changes, as a diff;
 //! - [`backoff`]: reconnect waits with jitter;
+//! - [`session`]: a TCP session end to end between its ingress and egress
+//!   (offsets, acknowledgements, the bounded send buffer, resume);
+//!   [`session_wire`]: the records its streams carry;
 //! - [`drop_reason`]: why a packet was dropped.
 
 pub mod backoff;
@@ -20,6 +23,8 @@ pub mod flows;
 pub mod probe;
 pub mod reload_plan;
 pub mod routes;
+pub mod session;
+pub mod session_wire;
 pub mod table;
 pub mod wire;
 
