@@ -53,6 +53,9 @@ use thiserror::Error;
 use crate::session_wire::{self as wire, Record, RecordError, MAX_DATA};
 pub use crate::session_wire::{CloseReason, Hello};
 
+/// Capacity an emptied send buffer keeps; a larger one is freed.
+const KEEP_EMPTY: usize = 64 * 1024;
+
 /// A session's bounds and timers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -209,6 +212,12 @@ impl Session {
 
     pub fn is_attached(&self) -> bool {
         self.attached
+    }
+
+    /// A HELLO exchange has completed once: the egress holds the session, so
+    /// the ingress's next stream resumes it rather than opening it.
+    pub fn ever_greeted(&self) -> bool {
+        self.ever_greeted
     }
 
     /// The current attempt's HELLOs are exchanged: the session runs on it.
@@ -531,6 +540,10 @@ impl Session {
         self.out.drain(..drop);
         self.out_base += drop as u64;
         self.next = self.next.max(self.acked);
+        // A burst's buffer is not kept for the rest of a long quiet session.
+        if self.out.is_empty() && self.out.capacity() > KEEP_EMPTY {
+            self.out = VecDeque::new();
+        }
     }
 
     /// Appends the records to send on the stream now to `out`, about `max`
