@@ -34,7 +34,7 @@ use topology::Protocol;
 use tracing::debug;
 
 use crate::context::Context;
-use crate::tcp::session::{drive, Incoming, PathStream, Paths, SessionEnd};
+use crate::tcp::session::{drive, Incoming, PathStream, Paths, SessionEnd, CLOSE_FLUSH};
 
 /// Streams waiting for a session's task to take them.
 const INCOMING_QUEUE: usize = 4;
@@ -88,12 +88,12 @@ impl Drop for Release<'_> {
 }
 
 /// Ends a session's stream with a CLOSE record (in band, so it crosses any
-/// transit relay as bytes) and the stream's FIN.
-pub(crate) async fn close_stream(mut stream: PathStream, reason: CloseReason) {
+/// transit relay as bytes) and the stream's FIN, kept open until the ingress
+/// has them (see [`PathStream::finish_with`]).
+pub(crate) async fn close_stream(stream: PathStream, reason: CloseReason) {
     let mut record = Vec::new();
     session_wire::encode(&Record::Close(reason), &mut record);
-    let _ = stream.send.write_all(&record).await;
-    let _ = stream.send.finish();
+    stream.finish_with(&record, CLOSE_FLUSH).await;
 }
 
 /// Takes a session stream whose egress is here, its HELLO already read.

@@ -48,8 +48,8 @@ const TRANSMIT_BATCH: usize = 64 * 1024;
 const LOCAL_READ: usize = 8 * 1024;
 /// How often a session without a path looks whether its far end is still routable.
 const REACHABLE_EVERY: Duration = Duration::from_millis(200);
-/// How long an ending session tries to get its CLOSE onto the stream.
-const CLOSE_FLUSH: Duration = Duration::from_millis(500);
+/// How long an ending session tries to get its CLOSE (or last ACK) to the far end.
+pub(crate) const CLOSE_FLUSH: Duration = Duration::from_millis(500);
 /// Waits between the ingress's attempts to open a new stream.
 const REOPEN_MIN: Duration = Duration::from_millis(20);
 const REOPEN_MAX: Duration = Duration::from_secs(1);
@@ -63,6 +63,23 @@ pub(crate) struct PathStream {
 }
 
 impl PathStream {
+    /// Sends `last` (the records still queued: a CLOSE, the last ACK),
+    /// finishes the stream, and keeps the receive side until the far end has
+    /// acknowledged all of it, within `within`. Dropping the receive side
+    /// sooner would send STOP_SENDING, which can reach the far end before the
+    /// last records and look to it like a broken path (it would resume instead
+    /// of ending).
+    pub async fn finish_with(mut self, last: &[u8], within: Duration) {
+        let send = &mut self.send;
+        let _ = tokio::time::timeout(within, async {
+            if send.write_all(last).await.is_ok() && send.finish().is_ok() {
+                let _ = send.stopped().await;
+            }
+        })
+        .await;
+        let _ = self.send.finish();
+    }
+
     /// Gives the stream up: every hop along it sees a reset.
     pub fn abandon(mut self) {
         let _ = self.send.reset(STREAM_ABORTED.into());
@@ -435,25 +452,24 @@ pub(crate) async fn drive(
         }
         _ => {}
     }
-    if let Some(mut stream) = cur.take() {
-        match end {
-            End::Done | End::Closed(_) | End::PeerClosed(_) => {
-                // The CLOSE (if any) goes out before the stream's FIN.
-                let _ = tokio::time::timeout(CLOSE_FLUSH, stream.send.write_all(&pending[sent..]))
-                    .await;
-                let _ = stream.send.finish();
-            }
-            End::GaveUp => stream.abandon(),
-        }
-    }
     if let Some(o) = opening.take() {
         drop(o);
     }
     let carried = core.carried();
     debug!(?role, ?end, "tcp session ended");
+    // The local socket first: its peer hears at once, whatever the stream does.
     match end {
         End::Done => drop(tcp),
         _ => reset_tcp(tcp),
+    }
+    if let Some(stream) = cur.take() {
+        match end {
+            // The CLOSE (if any) goes out before the stream's FIN.
+            End::Done | End::Closed(_) | End::PeerClosed(_) => {
+                stream.finish_with(&pending[sent..], CLOSE_FLUSH).await
+            }
+            End::GaveUp => stream.abandon(),
+        }
     }
     Outcome { end, carried }
 }
