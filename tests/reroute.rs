@@ -280,92 +280,200 @@ async fn without_the_controller_relays_keep_forwarding_and_fail_over_locally() {
     .await;
 }
 
-/// An echo session: sends a 1 KiB chunk every 10 ms and checks each echo.
-/// Returns bytes echoed intact, and how the session ended.
+/// How an echo session went: bytes echoed intact, the longest wait for one
+/// echo, and how it ended.
+struct Echoed {
+    bytes: usize,
+    longest: Duration,
+    outcome: Result<(), String>,
+}
+
+/// An echo session: sends a 1 KiB chunk every 10 ms and checks each echo,
+/// until `stop`, then half-closes and reads the target's end of stream.
 async fn echo_session(
     mut client: tokio::net::TcpStream,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> (usize, Result<(), String>) {
+) -> Echoed {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut total = 0;
+    let mut bytes = 0;
+    let mut longest = Duration::ZERO;
     let mut i = 0u8;
+    let ended = |bytes, longest, e: String| Echoed {
+        bytes,
+        longest,
+        outcome: Err(e),
+    };
     while !*stop.borrow() {
         let chunk = vec![i; 1024];
         i = i.wrapping_add(1);
+        let sent = Instant::now();
         if let Err(e) = client.write_all(&chunk).await {
-            return (total, Err(format!("write: {e}")));
+            return ended(bytes, longest, format!("write: {e}"));
         }
         let mut back = vec![0u8; 1024];
         match tokio::time::timeout(Duration::from_secs(15), client.read_exact(&mut back)).await {
-            Ok(Ok(_)) if back == chunk => total += 1024,
-            Ok(Ok(_)) => return (total, Err("corrupted echo".into())),
-            Ok(Err(e)) => return (total, Err(format!("read: {e}"))),
-            Err(_) => return (total, Err("hung: no echo for 15 s".into())),
+            Ok(Ok(_)) if back == chunk => bytes += 1024,
+            Ok(Ok(_)) => return ended(bytes, longest, "corrupted echo".into()),
+            Ok(Err(e)) => return ended(bytes, longest, format!("read: {e}")),
+            Err(_) => return ended(bytes, longest, "hung: no echo for 15 s".into()),
         }
+        longest = longest.max(sent.elapsed());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    (total, Ok(()))
+    let _ = client.shutdown().await;
+    let mut rest = Vec::new();
+    let outcome = match client.read_to_end(&mut rest).await {
+        Ok(_) if rest.is_empty() => Ok(()),
+        Ok(_) => Err(format!("{} bytes after the last echo", rest.len())),
+        Err(e) => Err(format!("closing: {e}")),
+    };
+    Echoed {
+        bytes,
+        longest,
+        outcome,
+    }
+}
+
+/// The TCP target of the diamond's `signal` service: echoes one session and
+/// reports (bytes echoed, how the session ended: "eof", "reset" or "hung").
+async fn echo_target(
+    fleet: &overlay::fleet::Fleet,
+) -> tokio::task::JoinHandle<(usize, &'static str)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The TCP service targets the same address as the media receiver, on TCP.
+    let target = fleet
+        .topology
+        .services
+        .iter()
+        .find(|s| s.name == "signal")
+        .expect("signal")
+        .target;
+    let listener = tokio::net::TcpListener::bind(target)
+        .await
+        .expect("bind the TCP target");
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut buf = vec![0u8; 4096];
+        let mut echoed = 0usize;
+        let end = loop {
+            match tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await {
+                Ok(Ok(0)) => break "eof",
+                Ok(Ok(n)) => {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        break "reset";
+                    }
+                    echoed += n;
+                }
+                Ok(Err(_)) => break "reset",
+                Err(_) => break "hung",
+            }
+        };
+        (echoed, end)
+    })
+}
+
+/// Sessions resumed at a relay so far.
+fn resumed(fleet: &overlay::fleet::Fleet, node: &str) -> u64 {
+    fleet.relay(node).status().counters.tcp_resumed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tcp_sessions_survive_cuts_elsewhere_and_end_cleanly_when_their_own_path_is_cut() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+async fn tcp_sessions_survive_cuts_elsewhere_and_cuts_of_their_own_path() {
     bounded(90, async {
         let (fleet, _stream) = diamond::start().await;
-        // The TCP service targets the same address as the media receiver, on TCP.
-        let target = fleet.topology.services.iter().find(|s| s.name == "signal").expect("signal").target;
-        let listener = tokio::net::TcpListener::bind(target).await.expect("bind the TCP target");
-        let server = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.expect("accept");
-            let mut buf = vec![0u8; 4096];
-            let mut echoed = 0usize;
-            // Echo until the overlay ends the session; report how it ended.
-            let end = loop {
-                match tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await {
-                    Ok(Ok(0)) => break "eof",
-                    Ok(Ok(n)) => {
-                        if s.write_all(&buf[..n]).await.is_err() {
-                            break "reset";
-                        }
-                        echoed += n;
-                    }
-                    Ok(Err(_)) => break "reset",
-                    Err(_) => break "hung",
-                }
-            };
-            (echoed, end)
-        });
-        let client = tokio::net::TcpStream::connect(fleet.relay("aaa").ingress_addrs["signal"]).await.expect("connect");
+        let server = echo_target(&fleet).await;
+        let client = tokio::net::TcpStream::connect(fleet.relay("aaa").ingress_addrs["signal"])
+            .await
+            .expect("connect");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let session = tokio::spawn(echo_session(client, stop_rx));
 
         // A cut on the other side of the diamond: the session does not notice.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        fleet.link("ccc", "ddd").expect("link").cut();
+        let elsewhere = fleet.link("ccc", "ddd").expect("link");
+        elsewhere.cut();
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(!session.is_finished(), "a cut elsewhere ended the session");
-
-        // A cut on its own path: both ends see the session end, nothing hangs.
-        let cut_at = Instant::now();
-        fleet.link("aaa", "bbb").expect("link").cut();
-        let (echoed_to_client, outcome) =
-            tokio::time::timeout(Duration::from_secs(30), session).await.expect("client side ended").expect("task");
-        let client_ended = cut_at.elapsed();
-        let (echoed_by_server, server_end) =
-            tokio::time::timeout(Duration::from_secs(30), server).await.expect("server side ended").expect("task");
-        drop(stop_tx);
-        println!(
-            "path cut: client ended after {:.1} s ({outcome:?}), server saw {server_end}; {echoed_to_client} bytes intact",
-            client_ended.as_secs_f64()
+        assert_eq!(
+            resumed(&fleet, "aaa"),
+            0,
+            "a cut elsewhere moved the session"
         );
-        assert!(outcome.is_err(), "the client saw the session end");
-        assert_ne!(server_end, "hung");
-        assert!(client_ended < Duration::from_secs(20), "ended in {client_ended:?}");
-        // Every byte the client got back before the cut was intact, and the
-        // session ran through the first cut: 3 s at one 1 KiB round trip (~40 ms
-        // over the overlay) plus a 10 ms pause each, so about 60 KiB.
-        assert!(echoed_to_client >= 40 * 1024, "{echoed_to_client}");
-        assert!(echoed_by_server >= echoed_to_client);
+        // Back in service (past the controller's 3 s hold-down).
+        elsewhere.restore();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+
+        // A cut on its own path, beyond the first hop: bbb has no loop-free
+        // alternate, so the session resumes once the controller moves aaa's
+        // route to ccc. Not a byte lost, repeated or reset.
+        fleet.link("bbb", "ddd").expect("link").cut();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!session.is_finished(), "the cut ended the session");
+        stop_tx.send(true).expect("stop");
+        let echoed = tokio::time::timeout(Duration::from_secs(20), session)
+            .await
+            .expect("client side ended")
+            .expect("task");
+        let (echoed_by_server, server_end) = tokio::time::timeout(Duration::from_secs(20), server)
+            .await
+            .expect("server side ended")
+            .expect("task");
+        println!(
+            "cut bbb–ddd on the path: longest echo {:.0} ms; {} bytes echoed intact; resumed {}",
+            echoed.longest.as_secs_f64() * 1000.0,
+            echoed.bytes,
+            resumed(&fleet, "aaa"),
+        );
+        assert_eq!(echoed.outcome, Ok(()), "the client saw no break");
+        assert_eq!(
+            server_end, "eof",
+            "the target saw the client's FIN, not a reset"
+        );
+        assert_eq!(echoed_by_server, echoed.bytes, "every byte once, none lost");
+        assert_eq!(resumed(&fleet, "aaa"), 1);
+        // Detection (~200 ms), the controller's reroute, the resume, a round trip.
+        assert!(
+            echoed.longest < Duration::from_secs(3),
+            "stalled {:?}",
+            echoed.longest
+        );
+        fleet.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_egress_ends_its_sessions_promptly_on_both_sides() {
+    bounded(90, async {
+        let (fleet, _stream) = diamond::start().await;
+        let server = echo_target(&fleet).await;
+        let client = tokio::net::TcpStream::connect(fleet.relay("aaa").ingress_addrs["signal"]).await.expect("connect");
+        let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let session = tokio::spawn(echo_session(client, stop_rx));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        // Every link of ddd goes dark: to the fleet it is what a crash looks
+        // like. The controller finds ddd unreachable and both ends give up at
+        // once, long before the 20 s resume timeout.
+        let cut_at = Instant::now();
+        fleet.link("bbb", "ddd").expect("link").cut();
+        fleet.link("ccc", "ddd").expect("link").cut();
+        let echoed = tokio::time::timeout(Duration::from_secs(30), session).await.expect("client side ended").expect("task");
+        let client_after = cut_at.elapsed();
+        let (_, server_end) = tokio::time::timeout(Duration::from_secs(30), server).await.expect("server side ended").expect("task");
+        let server_after = cut_at.elapsed();
+        println!(
+            "egress cut off: the client saw {:?} after {:.1} s, the target saw {server_end} after {:.1} s",
+            echoed.outcome,
+            client_after.as_secs_f64(),
+            server_after.as_secs_f64()
+        );
+        assert!(echoed.outcome.as_ref().is_err_and(|e| e.contains("reset")), "{:?}", echoed.outcome);
+        assert_eq!(server_end, "reset");
+        assert!(client_after < Duration::from_secs(3), "{client_after:?}");
+        assert!(server_after < Duration::from_secs(3), "{server_after:?}");
+        let failures = &fleet.relay("aaa").status().counters.tcp_resume_failures;
+        assert_eq!(failures.get("unreachable"), Some(&1), "{failures:?}");
         fleet.shutdown().await;
     })
     .await;

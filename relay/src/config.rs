@@ -53,6 +53,18 @@ struct RawRelayConfig {
     /// ends see a reset). Default 600000 (10 minutes).
     #[serde(default)]
     tcp_idle_timeout_ms: Option<u64>,
+    /// How long an end of a TCP session whose path broke keeps it for a
+    /// resume over a new path: the ingress keeps trying, the egress keeps the
+    /// target connection waiting. Then the session ends (both local sockets
+    /// see a reset). Default 20000 (20 s); 1000 to 600000.
+    #[serde(default)]
+    tcp_resume_timeout_ms: Option<u64>,
+    /// Bytes of one direction of a TCP session kept at its ingress or egress
+    /// until the far end acknowledges them; when full, reading from the local
+    /// socket pauses. Default 1048576 (1 MiB); 65536 to 67108864. Memory grows
+    /// only as bytes wait.
+    #[serde(default)]
+    tcp_session_buffer_bytes: Option<u32>,
     /// Receive and send buffer asked for on the QUIC socket and each UDP
     /// ingress socket. Default 4194304 (4 MiB); the kernel caps it at
     /// `net.core.rmem_max` / `wmem_max`.
@@ -106,6 +118,8 @@ pub struct Tuning {
     pub max_streams_per_link: u32,
     /// A TCP session idle this long (no byte either way) is closed.
     pub tcp_idle_timeout: Duration,
+    /// TCP sessions end to end: send buffer bound and resume timeout.
+    pub tcp_session: relay_core::session::SessionConfig,
 }
 
 impl Default for Tuning {
@@ -124,6 +138,7 @@ impl Default for Tuning {
             probe: relay_core::probe::ProbeConfig::default(),
             max_streams_per_link: 16_384,
             tcp_idle_timeout: Duration::from_secs(600),
+            tcp_session: relay_core::session::SessionConfig::default(),
         }
     }
 }
@@ -246,6 +261,21 @@ impl RelayConfig {
                 doc.error("tcp_idle_timeout_ms", "must be at least 1000 (1 s)");
             }
             tuning.tcp_idle_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = raw.tcp_resume_timeout_ms {
+            if !(1000..=600_000).contains(&ms) {
+                doc.error("tcp_resume_timeout_ms", "must be between 1000 and 600000");
+            }
+            tuning.tcp_session.resume_timeout = Duration::from_millis(ms);
+        }
+        if let Some(n) = raw.tcp_session_buffer_bytes {
+            if !(65_536..=67_108_864).contains(&n) {
+                doc.error(
+                    "tcp_session_buffer_bytes",
+                    "must be between 65536 (64 KiB) and 67108864 (64 MiB)",
+                );
+            }
+            tuning.tcp_session.buffer = n as usize;
         }
         if let Some(n) = raw.socket_buffer_bytes {
             if n < 65_536 {

@@ -18,6 +18,8 @@ use crate::datapath::link_registry::LinkRegistry;
 use crate::datapath::udp_egress::EgressTable;
 use crate::live::{Live, LiveConfig};
 use crate::metrics::{LinkTotals, Metrics};
+use crate::tcp::egress::EgressSessions;
+use crate::tcp::link_watch::LinkDowns;
 
 #[derive(Debug)]
 pub struct Context {
@@ -42,6 +44,11 @@ pub struct Context {
     pub link_totals: LinkTotals,
     /// Woken when a link's state changes, so the controller hears at once.
     pub links_changed: Notify,
+    /// Each link's down edges, for the tasks carrying TCP streams over it.
+    /// Writers: link actors.
+    pub link_downs: LinkDowns,
+    /// TCP sessions whose egress is here. Writers: their tasks.
+    pub sessions: EgressSessions,
     /// The neighbours whose certificates the TLS server accepts. Writer: reload.
     pub policy: PeerPolicy,
     /// What stops each dial loop and each service's ingress on its own.

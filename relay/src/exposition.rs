@@ -269,6 +269,22 @@ fn forwarding(s: &mut Scrape, shared: &Context) {
         c.tcp_idle_closed,
     );
     s.counter(
+        "tcp_sessions_resumed",
+        "Times a TCP session ending here (ingress or egress) took a new stream after its path broke",
+        c.tcp_resumed,
+    );
+    s.counters(
+        "tcp_sessions_resume_failures",
+        "TCP sessions ending here that could not resume after their path broke, by reason: timeout (no path within tcp_resume_timeout_ms), unknown_session (the egress no longer held it), unreachable (no route to the far end)",
+        "reason",
+        c.tcp_resume_failures.iter().map(|(r, n)| (r.to_string(), *n)),
+    );
+    s.counter(
+        "tcp_sessions_retransmitted_bytes",
+        "TCP session bytes sent again over a new path because the old one broke before the far end acknowledged them",
+        c.tcp_retransmitted_bytes,
+    );
+    s.counter(
         "streams_relayed",
         "Overlay streams taken from peers (transit or egress)",
         c.streams_relayed,

@@ -37,6 +37,12 @@ pub struct Metrics {
     pub streams_relayed: AtomicU64,
     /// TCP sessions closed at their ingress after the idle timeout.
     pub tcp_idle_closed: AtomicU64,
+    /// Times a TCP session ending here took a new stream after its path broke.
+    pub tcp_resumed: AtomicU64,
+    /// TCP sessions ending here that could not resume, by [`ResumeFailure`].
+    tcp_resume_failures: [AtomicU64; ResumeFailure::ALL.len()],
+    /// Session bytes sent again after a path broke (ingress and egress).
+    pub tcp_retransmitted_bytes: AtomicU64,
     /// Peer connections refused (bad certificate, not a neighbor, handshake failure).
     pub peers_refused: AtomicU64,
     /// Destinations whose primary next hop a newly installed table changed.
@@ -59,6 +65,9 @@ pub struct Counters {
     pub tcp_sessions: u64,
     pub streams_relayed: u64,
     pub tcp_idle_closed: u64,
+    pub tcp_resumed: u64,
+    pub tcp_resume_failures: BTreeMap<&'static str, u64>,
+    pub tcp_retransmitted_bytes: u64,
     pub peers_refused: u64,
     pub reroutes: u64,
     pub drops: BTreeMap<&'static str, u64>,
@@ -95,6 +104,15 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A TCP session ending here gave up resuming.
+    pub fn count_resume_failure(&self, why: ResumeFailure) {
+        let i = ResumeFailure::ALL
+            .iter()
+            .position(|r| *r == why)
+            .unwrap_or(0);
+        self.tcp_resume_failures[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A datagram of `bytes` handed to a local service socket.
     pub fn count_delivered(&self, bytes: usize) {
         Metrics::add(&self.datagrams_delivered, 1);
@@ -114,6 +132,13 @@ impl Metrics {
             tcp_sessions: get(&self.tcp_sessions),
             streams_relayed: get(&self.streams_relayed),
             tcp_idle_closed: get(&self.tcp_idle_closed),
+            tcp_resumed: get(&self.tcp_resumed),
+            tcp_resume_failures: ResumeFailure::ALL
+                .iter()
+                .zip(&self.tcp_resume_failures)
+                .map(|(r, n)| (r.as_str(), get(n)))
+                .collect(),
+            tcp_retransmitted_bytes: get(&self.tcp_retransmitted_bytes),
             peers_refused: get(&self.peers_refused),
             reroutes: get(&self.reroutes),
             drops: DropReason::ALL
@@ -125,6 +150,34 @@ impl Metrics {
                 .zip(&self.tables_refused)
                 .map(|(r, n)| (*r, get(n)))
                 .collect(),
+        }
+    }
+}
+
+/// Why a TCP session whose path broke did not resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeFailure {
+    /// No new path within the resume timeout.
+    Timeout,
+    /// The egress no longer held the session (it expired, or the egress restarted).
+    UnknownSession,
+    /// The routes in force have no route to the far end (the controller
+    /// found it unreachable: it is down, or cut off).
+    Unreachable,
+}
+
+impl ResumeFailure {
+    pub const ALL: [ResumeFailure; 3] = [
+        ResumeFailure::Timeout,
+        ResumeFailure::UnknownSession,
+        ResumeFailure::Unreachable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResumeFailure::Timeout => "timeout",
+            ResumeFailure::UnknownSession => "unknown_session",
+            ResumeFailure::Unreachable => "unreachable",
         }
     }
 }

@@ -274,6 +274,8 @@ pub async fn start(
         handshakes: Arc::default(),
         link_totals: LinkTotals::default(),
         links_changed: Notify::new(),
+        link_downs: Default::default(),
+        sessions: Default::default(),
         policy,
         stops: Mutex::new(Stops::default()),
         tasks: tasks.spawner(),

@@ -29,7 +29,7 @@ fn tuning_keys_are_checked_with_their_lines() {
     let good = dir.path().join("good.yaml");
     std::fs::write(
         &good,
-        format!("{base}probe_interval_ms: 30\nprobe_timeout_floor_ms: 60\ndrain_grace_ms: 5000\nsocket_buffer_bytes: 1048576\n"),
+        format!("{base}probe_interval_ms: 30\nprobe_timeout_floor_ms: 60\ndrain_grace_ms: 5000\nsocket_buffer_bytes: 1048576\ntcp_resume_timeout_ms: 5000\ntcp_session_buffer_bytes: 262144\n"),
     )
     .expect("write");
     let (code, stderr) = check(&good);
@@ -38,7 +38,7 @@ fn tuning_keys_are_checked_with_their_lines() {
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
-        format!("{base}probe_interval_ms: 2\nprobe_timeout_floor_ms: 5000\ndrain_grace_ms: 900000\nsocket_buffer_bytes: 1000\n"),
+        format!("{base}probe_interval_ms: 2\nprobe_timeout_floor_ms: 5000\ndrain_grace_ms: 900000\nsocket_buffer_bytes: 1000\ntcp_resume_timeout_ms: 10\ntcp_session_buffer_bytes: 100\n"),
     )
     .expect("write");
     let (code, stderr) = check(&bad);
@@ -48,6 +48,8 @@ fn tuning_keys_are_checked_with_their_lines() {
         "probe_timeout_floor_ms",
         "drain_grace_ms",
         "socket_buffer_bytes",
+        "tcp_resume_timeout_ms",
+        "tcp_session_buffer_bytes",
     ]
     .iter()
     .enumerate()
@@ -120,4 +122,44 @@ fn a_certificate_key_or_ca_that_does_not_fit_the_node_is_a_config_error() {
             "{name}: wanted `{expect}`:\n{stderr}"
         );
     }
+}
+
+/// Every tuning key `relay.example.yaml` documents (commented out, with its
+/// default) is a key `relay check-config` takes, and its default is in range.
+#[test]
+fn the_example_config_documents_keys_the_relay_accepts_at_their_defaults() {
+    let example = include_str!("../relay.example.yaml");
+    // Node-specific keys (addresses, peers) are left to the fleet's config.
+    let skip = ["listen", "admin", "dial"];
+    let keys: Vec<(&str, &str)> = example
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter_map(|l| {
+            let (key, rest) = l.split_once(':')?;
+            let key_ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            let value = rest.split(" #").next()?.trim();
+            (key_ok && !value.is_empty()).then_some((key, value))
+        })
+        .filter(|(key, _)| !skip.contains(key))
+        .collect();
+    for key in [
+        "tcp_idle_timeout_ms",
+        "tcp_resume_timeout_ms",
+        "tcp_session_buffer_bytes",
+    ] {
+        assert!(
+            keys.iter().any(|(k, _)| *k == key),
+            "{key} documented: {keys:?}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_fleet(dir.path());
+    let mut config = std::fs::read_to_string(dir.path().join("aaa.yaml")).expect("read");
+    for (key, value) in &keys {
+        config += &format!("{key}: {value}\n");
+    }
+    let path = dir.path().join("example.yaml");
+    std::fs::write(&path, &config).expect("write");
+    let (code, stderr) = check(&path);
+    assert_eq!(code, Some(0), "{config}\n{stderr}");
 }

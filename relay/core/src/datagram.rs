@@ -89,7 +89,9 @@ pub fn decide(
         Kind::Probe => Action::AnswerProbe { seq: header.seq },
         Kind::ProbeReply => Action::ProbeAnswered { seq: header.seq },
         // Streams open on QUIC streams, never as datagrams.
-        Kind::StreamOpen => Action::Drop(DropReason::Malformed),
+        Kind::StreamOpen | Kind::SessionOpen | Kind::SessionResume => {
+            Action::Drop(DropReason::Malformed)
+        }
         Kind::Media => match on_segment.and_then(|s| s.next_hop) {
             // On a repair segment: the next listed node, over the direct link.
             Some(next) => match header.ttl.checked_sub(1) {

@@ -13,6 +13,9 @@
 //! - [`flows`]: UDP flow tables and their limits;
 //! - [`reload_plan`]: what a reload changes, as a diff;
 //! - [`backoff`]: reconnect waits with jitter;
+//! - [`session`]: a TCP session end to end between its ingress and egress
+//!   (offsets, acknowledgements, the bounded send buffer, resume);
+//!   [`session_wire`]: the records its streams carry;
 //! - [`drop_reason`]: why a packet was dropped.
 
 pub mod backoff;
@@ -25,6 +28,8 @@ pub mod reload_plan;
 pub mod routes;
 pub mod segment;
 pub mod sequence;
+pub mod session;
+pub mod session_wire;
 pub mod table;
 pub mod wire;
 

@@ -16,7 +16,11 @@
 //!
 //! - `version` is 1. A relay drops (and counts) any other version, so a future
 //!   version 2 can be rolled out by teaching relays both before senders switch.
-//! - `kind`: 1 media datagram, 2 probe, 3 probe reply, 4 stream open.
+//! - `kind`: 1 media datagram, 2 probe, 3 probe reply, 4 stream open (raw
+//!   bytes follow: the stream of an older ingress), 5 session open and
+//!   6 session resume (the records of [`crate::session_wire`] follow; `flow`
+//!   is the session id, `seq` the attempt). Transit relays route every stream
+//!   kind alike.
 //! - `ttl` starts at [`INITIAL_TTL`] and is decremented by every relay that
 //!   forwards; a packet that would leave with ttl 0, or arrives with 0, is dropped.
 //! - `flags` bit 0 ([`FLAG_REPLY`]): the packet flows back from the egress to the
@@ -59,15 +63,27 @@ pub enum Kind {
     Probe,
     ProbeReply,
     StreamOpen,
+    SessionOpen,
+    SessionResume,
 }
 
 impl Kind {
+    /// Whether this kind opens a QUIC stream (never a datagram).
+    pub fn is_stream(self) -> bool {
+        matches!(
+            self,
+            Kind::StreamOpen | Kind::SessionOpen | Kind::SessionResume
+        )
+    }
+
     fn to_byte(self) -> u8 {
         match self {
             Kind::Media => 1,
             Kind::Probe => 2,
             Kind::ProbeReply => 3,
             Kind::StreamOpen => 4,
+            Kind::SessionOpen => 5,
+            Kind::SessionResume => 6,
         }
     }
 
@@ -77,6 +93,8 @@ impl Kind {
             2 => Kind::Probe,
             3 => Kind::ProbeReply,
             4 => Kind::StreamOpen,
+            5 => Kind::SessionOpen,
+            6 => Kind::SessionResume,
             _ => return None,
         })
     }
@@ -180,7 +198,9 @@ mod tests {
             Just(Kind::Media),
             Just(Kind::Probe),
             Just(Kind::ProbeReply),
-            Just(Kind::StreamOpen)
+            Just(Kind::StreamOpen),
+            Just(Kind::SessionOpen),
+            Just(Kind::SessionResume)
         ]
     }
 

@@ -82,6 +82,7 @@ pub async fn run_link(
                         } else if now >= deadline {
                             confirm_by = None;
                             health.up.store(false, Ordering::Relaxed);
+                            ctx.link_downs.went_down(key);
                             warn!("link down: probes never passed on the replacement connection");
                             log_failover(&ctx, key, false);
                             ctx.links_changed.notify_one();
@@ -100,7 +101,7 @@ pub async fn run_link(
                 },
                 s = conn.accept_bi() => match s {
                     Ok((send, recv)) => {
-                        let stream = crate::tcp::stream::relay_stream(ctx.clone(), send, recv);
+                        let stream = crate::tcp::stream::relay_stream(ctx.clone(), key, send, recv);
                         streams.spawn(stream.in_current_span());
                     }
                     Err(e) => {
@@ -119,6 +120,9 @@ pub async fn run_link(
         }
         // A retired duplicate leaves quietly: the link lives on in its replacement.
         let current = ctx.links.remove(key, conn.stable_id());
+        if current {
+            ctx.link_downs.went_down(key);
+        }
         if current && health.up.swap(false, Ordering::Relaxed) {
             match &closed {
                 Some(error) => {
@@ -252,6 +256,7 @@ fn after_probe(
             } => {
                 health.up.store(false, Ordering::Relaxed);
                 health.failed.store(true, Ordering::Relaxed);
+                ctx.link_downs.went_down(peer);
                 warn!(
                     consecutive,
                     loss = stats.loss,

@@ -1,11 +1,13 @@
-//! A TCP service's ingress: accepts classroom connections and opens a stream
-//! through the overlay for each, toward the service's egress relay.
+//! A TCP service's ingress: accepts classroom connections and starts a
+//! session for each toward the service's egress relay (its first stream
+//! opened here; the session driver opens the next ones if its path breaks).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use daemon::OnFailure;
+use relay_core::session::{Attempt, CloseReason, End, Role, Session};
 use relay_core::wire::{Kind, INITIAL_TTL};
 use relay_core::{DropReason, Header};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::context::Context;
-use crate::datapath::socket::now_us;
 use crate::metrics::Metrics;
-use crate::tcp::splice::{reset_tcp, splice, End};
+use crate::tcp::session::{drive, header_for, open, Paths, SessionEnd};
+use crate::tcp::splice::reset_tcp;
 
 /// Stream flow ids, unique per ingress relay (apart from UDP flow ids).
 static NEXT_TCP_FLOW: AtomicU32 = AtomicU32::new(1);
@@ -95,16 +97,20 @@ async fn session(ctx: Arc<Context>, service: TcpIngress, stream: TcpStream, clie
         return reset_tcp(stream);
     }
     // Each session is a flow of its service: beyond the limit it is refused.
-    let open = service.open.fetch_add(1, Ordering::Relaxed);
+    let open_here = service.open.fetch_add(1, Ordering::Relaxed);
     let _here = OpenHere(service.open.clone());
-    if open >= ctx.admission.max_flows() {
+    if open_here >= ctx.admission.max_flows() {
         ctx.metrics.count_drop(DropReason::FlowLimit);
         return reset_tcp(stream);
     }
     let _ = stream.set_nodelay(true);
     Metrics::add(&ctx.metrics.tcp_sessions, 1);
-    let header = Header {
-        kind: Kind::StreamOpen,
+    let live = ctx.live();
+    // The session id, with this node's key, names the session fleet-wide; the
+    // random token keeps a restarted ingress that reuses an id from taking
+    // over a session the egress still holds.
+    let template = Header {
+        kind: Kind::SessionOpen,
         ttl: INITIAL_TTL,
         flags: 0,
         dst: service.dst,
@@ -112,31 +118,46 @@ async fn session(ctx: Arc<Context>, service: TcpIngress, stream: TcpStream, clie
         service: service.key,
         flow: NEXT_TCP_FLOW.fetch_add(1, Ordering::Relaxed),
         seq: 0,
-        timestamp_us: now_us(),
+        timestamp_us: 0,
     };
-    let (send, recv) = match super::open_next_hop(&ctx, header).await {
-        Ok(s) => s,
+    let mut core = Session::new(
+        Role::Ingress,
+        rand::random::<u64>(),
+        live.cfg.tuning.tcp_session.clone(),
+    );
+    let first = Attempt {
+        attempt: 1,
+        opens: true,
+    };
+    let path = match open(ctx.clone(), header_for(&template, first)).await {
+        Ok(path) => path,
         Err(reason) => {
             ctx.metrics.count_drop(reason);
             debug!(service = %service.name, %client, ?reason, "cannot open a path for tcp session");
             return reset_tcp(stream);
         }
     };
-    let live = ctx.live();
+    core.begin_attempt();
     let counters = live.services.get(service.key);
-    let idle = live.cfg.tuning.tcp_idle_timeout;
     let _open = counters.as_deref().map(|c| c.open_session());
-    tokio::select! {
-        _ = ctx.cancel.cancelled() => {}
-        r = splice(End::Tcp(stream), End::Quic(send, recv), idle) => {
-            debug!(service = %service.name, %client, "tcp session ended: {r:?}");
-            if r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
-                Metrics::add(&ctx.metrics.tcp_idle_closed, 1);
-            }
-            if let (Ok(carried), Some(c)) = (r, counters.as_deref()) {
-                c.received(0, carried.a_to_b);
-                c.delivered(0, carried.b_to_a);
-            }
-        }
+    let end = SessionEnd {
+        core,
+        tcp: stream,
+        paths: Paths::Open(template),
+        far: service.dst,
+        idle: live.cfg.tuning.tcp_idle_timeout,
+    };
+    let outcome = drive(ctx.clone(), end, Some(path)).await;
+    debug!(service = %service.name, %client, end = ?outcome.end, "tcp session ended");
+    if matches!(
+        outcome.end,
+        End::Closed(CloseReason::Idle) | End::PeerClosed(CloseReason::Idle)
+    ) {
+        Metrics::add(&ctx.metrics.tcp_idle_closed, 1);
+    }
+    if let Some(c) = counters.as_deref() {
+        let (from_client, to_client) = outcome.carried;
+        c.received(0, from_client);
+        c.delivered(0, to_client);
     }
 }

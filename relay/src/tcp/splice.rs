@@ -208,6 +208,18 @@ pub struct Carried {
 /// reset in either direction, or when no byte has moved either way for `idle`,
 /// both ends are aborted and the error returned (`TimedOut` for idleness).
 pub async fn splice(a: End, b: End, idle: Duration) -> io::Result<Carried> {
+    splice_until(a, b, idle, std::future::pending()).await
+}
+
+/// As [`splice`], and both ends are aborted when `stop` resolves
+/// (`ConnectionAborted`): a transit relay's link under one of the streams
+/// went down, or the relay is shutting down.
+pub async fn splice_until(
+    a: End,
+    b: End,
+    idle: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> io::Result<Carried> {
     let (mut ar, mut aw) = a.split();
     let (mut br, mut bw) = b.split();
     let activity = Activity::new();
@@ -222,6 +234,7 @@ pub async fn splice(a: End, b: End, idle: Duration) -> io::Result<Carried> {
             io::ErrorKind::TimedOut,
             format!("no byte either way for {idle:?}"),
         )),
+        _ = stop => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "stopped")),
     };
     match result {
         Ok((a_to_b, b_to_a)) => Ok(Carried { a_to_b, b_to_a }),

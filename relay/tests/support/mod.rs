@@ -5,6 +5,8 @@
 
 pub mod exposition;
 pub mod process;
+pub mod process_fleet;
+pub mod transfer;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
