@@ -19,9 +19,6 @@ use tokio::time::Instant;
 const EVERY: Duration = Duration::from_millis(5);
 const HITLESS_GAP_BOUND: Duration = Duration::from_millis(80);
 
-/// The gap is a timing: one fleet at a time on 2 cores.
-static ONE_FLEET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 async fn bounded<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), f)
         .await
@@ -53,12 +50,9 @@ async fn start() -> (overlay::fleet::Fleet, Stream) {
 /// A counter of `/metrics` for the service `media`.
 fn service_counter(fleet: &overlay::fleet::Fleet, node: &str, name: &str) -> u64 {
     let text = fleet.relay(node).metrics_text();
-    let prefix = format!("overlay_relay_{name}_total{{");
-    text.lines()
-        .find(|l| l.starts_with(&prefix) && l.contains("service=\"media\""))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{prefix} not in {node}'s metrics:\n{text}"))
+    let name = format!("overlay_relay_{name}_total");
+    support::sample(&text, &name, &[("service", "media")])
+        .unwrap_or_else(|| panic!("{name} not in {node}'s metrics:\n{text}")) as u64
 }
 
 /// Cuts `a`–`b` with the stream running and checks nothing was lost or
@@ -105,12 +99,12 @@ async fn cut_loses_nothing(a: &str, b: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutting_the_first_path_of_a_protected_stream_loses_nothing() {
-    let _one = ONE_FLEET.lock().await;
+    let _one = support::FLEET_TESTS.lock().await;
     bounded(90, cut_loses_nothing("bbb", "ddd")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutting_the_second_path_of_a_protected_stream_loses_nothing() {
-    let _one = ONE_FLEET.lock().await;
+    let _one = support::FLEET_TESTS.lock().await;
     bounded(90, cut_loses_nothing("aaa", "ccc")).await;
 }

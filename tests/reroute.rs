@@ -81,6 +81,13 @@ async fn a_blackholed_link_fails_over_in_under_a_second_and_returns_after_hold_d
         let (fleet, stream) = diamond::start().await;
         let link = fleet.link("aaa", "bbb").expect("link");
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let transitions = |to: &str| {
+            let text = fleet.relay("aaa").metrics_text();
+            let name = format!("overlay_relay_link_{to}_total");
+            support::sample(&text, &name, &[("peer", "bbb")]).expect("link transitions exported")
+        };
+        let (ups0, downs0) = (transitions("ups"), transitions("downs"));
+        assert!(ups0 >= 1.0, "the link came up once at least");
         let c0 = forwarded(&fleet, "ccc");
         let cut_at = Instant::now();
         link.cut();
@@ -95,6 +102,7 @@ async fn a_blackholed_link_fails_over_in_under_a_second_and_returns_after_hold_d
             "gap {gap:?}, bound {FAILOVER_GAP_BOUND:?}"
         );
         assert_eq!(ttl_drops(&fleet), 0, "no packet looped");
+        assert_eq!(transitions("downs"), downs0 + 1.0, "one transition down");
 
         // Restore: the link is usable again only after the hold-down (3 s here).
         let b0 = forwarded(&fleet, "bbb");
@@ -112,6 +120,7 @@ async fn a_blackholed_link_fails_over_in_under_a_second_and_returns_after_hold_d
             "reused before the hold-down: {back:?}"
         );
         assert!(restored_at.elapsed() < Duration::from_secs(15));
+        assert_eq!(transitions("ups"), ups0 + 1.0, "and one back up");
         assert_eq!(stream.duplicates(), 0);
         assert_eq!(ttl_drops(&fleet), 0);
         fleet.shutdown().await;

@@ -45,6 +45,22 @@ fn links(s: &mut Scrape, shared: &Context) {
             (id.clone(), if up { 1.0 } else { 0.0 })
         }),
     );
+    let transitions: Vec<(String, (u64, u64))> = neighbors
+        .iter()
+        .map(|(key, id)| (id.clone(), shared.metrics.link_transitions.of(*key)))
+        .collect();
+    s.counters(
+        "link_ups",
+        "Times the link to this neighbor came up (probes passing), so flaps shorter than a scrape show",
+        "peer",
+        transitions.iter().map(|(id, t)| (id.clone(), t.0)),
+    );
+    s.counters(
+        "link_downs",
+        "Times the link to this neighbor went down (probes lost, or its connection closed)",
+        "peer",
+        transitions.iter().map(|(id, t)| (id.clone(), t.1)),
+    );
     let measured: Vec<(String, Measured)> = neighbors
         .iter()
         .filter_map(|(key, id)| open(key).map(|l| (id.clone(), l.health.measured())))

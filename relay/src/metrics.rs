@@ -20,6 +20,8 @@ use relay_core::DropReason;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Per neighbour, how often its link went up and down.
+    pub link_transitions: LinkTransitions,
     /// Datagrams handed to a peer link (originated or transit).
     pub datagrams_sent: AtomicU64,
     /// Datagrams received from peer links.
@@ -311,6 +313,32 @@ impl ServiceMetrics {
 }
 
 // ---------------------------------------------------------------- links
+
+/// How often each link changed state, per neighbour key: (ups, downs). A
+/// flap shorter than a scrape still moves both.
+#[derive(Debug, Default)]
+pub struct LinkTransitions {
+    by_peer: Mutex<HashMap<u32, (u64, u64)>>,
+}
+
+impl LinkTransitions {
+    pub fn went(&self, peer: u32, up: bool) {
+        // A poisoned lock still holds consistent counts (one add per call).
+        let mut m = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        let e = m.entry(peer).or_default();
+        if up {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+
+    /// (ups, downs) of the link to `peer`.
+    pub fn of(&self, peer: u32) -> (u64, u64) {
+        let m = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&peer).copied().unwrap_or_default()
+    }
+}
 
 /// Traffic on one link: UDP datagrams and their bytes each way, as QUIC sent
 /// and received them (probes, acks and retransmissions included).

@@ -9,6 +9,20 @@ pub mod ha;
 /// machine: run them one at a time, so they do not starve each other's probes.
 pub static FLEET_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The value of the sample of `name` whose labels include every `labels`
+/// pair, in OpenMetrics text; `None` if there is none.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// The same, for tests that are not async (they run `overlay lab` processes).
 pub fn one_fleet_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     FLEET_TESTS.blocking_lock()

@@ -81,7 +81,7 @@ pub async fn run_link(
                             confirm_by = None;
                         } else if now >= deadline {
                             confirm_by = None;
-                            health.up.store(false, Ordering::Relaxed);
+                            set_up(&ctx, key, &health, false);
                             ctx.link_downs.went_down(key);
                             warn!("link down: probes never passed on the replacement connection");
                             log_failover(&ctx, key, false);
@@ -123,7 +123,7 @@ pub async fn run_link(
         if current {
             ctx.link_downs.went_down(key);
         }
-        if current && health.up.swap(false, Ordering::Relaxed) {
+        if current && set_up(&ctx, key, &health, false) {
             match &closed {
                 Some(error) => {
                     warn!("link down: connection closed: {error}");
@@ -246,7 +246,7 @@ fn after_probe(
                 // connection it replaced was up all along.
                 health.failed.store(false, Ordering::Relaxed);
                 health.ever_up.store(true, Ordering::Relaxed);
-                if !health.up.swap(true, Ordering::Relaxed) {
+                if set_up(ctx, peer, health, true) {
                     info!(rtt_ms = ?health.measured().rtt_ms, "link up: probes answered");
                     log_failover(ctx, peer, true);
                 }
@@ -254,7 +254,7 @@ fn after_probe(
             LinkEvent::Down {
                 reason: DownReason::ProbesLost { consecutive },
             } => {
-                health.up.store(false, Ordering::Relaxed);
+                set_up(ctx, peer, health, false);
                 health.failed.store(true, Ordering::Relaxed);
                 ctx.link_downs.went_down(peer);
                 warn!(
@@ -267,4 +267,14 @@ fn after_probe(
         }
         ctx.links_changed.notify_one();
     }
+}
+
+/// Marks the link to `peer` up or down; counts and returns whether that
+/// changed its state.
+fn set_up(ctx: &Context, peer: u32, health: &LinkHealth, up: bool) -> bool {
+    let changed = health.up.swap(up, Ordering::Relaxed) != up;
+    if changed {
+        ctx.metrics.link_transitions.went(peer, up);
+    }
+    changed
 }
