@@ -3,8 +3,11 @@
 //! 1,000 packet/s stream aaa → ddd; the active link aaa–bbb is cut 20 times
 //! (restored between cuts, and given time to be preferred again), first with the
 //! controller running, then with it stopped (relays fail over on their own),
-//! then once more with probes every 30 ms instead of 50 (`probe_interval_ms`).
-//! Target: gap p99 of 200 ms or less.
+//! then once more with probes every 30 ms instead of 50 (`probe_interval_ms`),
+//! and last with the service protected (`protect: true`: every datagram also
+//! on the disjoint path aaa–ccc–ddd, the egress keeping the first copy).
+//! Target: gap p99 of 200 ms or less; protected, the sender's interval plus
+//! the slow path's extra 30 ms.
 //!
 //! Run: `cargo bench --bench reroute` (a few minutes).
 
@@ -17,7 +20,7 @@ use overlay::fleet::{Fleet, FleetOptions};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-fn diamond(target: SocketAddr) -> topology::Topology {
+fn diamond(target: SocketAddr, protect: bool) -> topology::Topology {
     let node = |id: &str, lon: i32, port: u16| {
         format!("  - {{ id: {id}, city: {id}, country: US, region: bench, lat: 10.0, lon: {lon}.0, addr: \"127.0.0.1:{port}\" }}\n")
     };
@@ -27,7 +30,7 @@ fn diamond(target: SocketAddr) -> topology::Topology {
          \x20 - {{ between: [bbb, ddd], kind: terrestrial, delay_ms: 10 }}\n\
          \x20 - {{ between: [aaa, ccc], kind: terrestrial, delay_ms: 25 }}\n\
          \x20 - {{ between: [ccc, ddd], kind: terrestrial, delay_ms: 25 }}\n\
-         services:\n  - {{ name: media, protocol: udp, ingress: {{ node: aaa, listen: \"127.0.0.1:0\" }}, egress: {{ node: ddd, target: \"{target}\" }} }}\n",
+         services:\n  - {{ name: media, protocol: udp, ingress: {{ node: aaa, listen: \"127.0.0.1:0\" }}, egress: {{ node: ddd, target: \"{target}\" }}, protect: {protect} }}\n",
         node("aaa", 0, 1),
         node("bbb", 1, 2),
         node("ccc", 2, 3),
@@ -75,6 +78,7 @@ async fn measure(
     n: usize,
     tune_relay: fn(&mut relay::RelayConfig),
     also_without: bool,
+    protect: bool,
 ) -> (Histogram<u64>, Option<Histogram<u64>>) {
     let receiver = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let target = receiver.local_addr().expect("addr");
@@ -87,7 +91,9 @@ async fn measure(
         tune_relay,
         ..FleetOptions::default()
     };
-    let mut fleet = Fleet::start(diamond(target), options).await.expect("fleet");
+    let mut fleet = Fleet::start(diamond(target, protect), options)
+        .await
+        .expect("fleet");
     fleet
         .wait_ready(Duration::from_secs(30))
         .await
@@ -147,7 +153,7 @@ fn main() {
                 h.max()
             );
         };
-        let (with, without) = measure(n, |_| {}, true).await;
+        let (with, without) = measure(n, |_| {}, true, false).await;
         row("defaults: controller running", &with);
         if let Some(without) = without {
             row("defaults: controller stopped (local failover)", &without);
@@ -157,8 +163,11 @@ fn main() {
             n,
             |r| r.tuning.probe.interval = Duration::from_millis(30),
             false,
+            false,
         )
         .await;
         row("probe_interval_ms 30: controller running", &fast);
+        let (protected, _) = measure(n, |_| {}, false, true).await;
+        row("protect: true (defaults): controller running", &protected);
     });
 }
