@@ -41,6 +41,17 @@ async fn traffic_takes_the_lower_delay_path() {
         assert_eq!(route.path, ["aaa", "bbb", "ddd"]);
         assert_eq!(route.backup_next_hop.as_deref(), Some("ccc"));
         assert!(stream.received() > 150);
+        // The egress measures the service's one-way delay: the 20 ms of the
+        // fast path, plus at most 15 ms of relays and a loaded machine.
+        let text = fleet.relay("ddd").metrics_text();
+        let of = |part: &str| {
+            let name = format!("overlay_relay_service_one_way_delay_seconds_{part}");
+            support::sample(&text, &name, &[("service", "media")]).expect("delay histogram")
+        };
+        let (count, mean_ms) = (of("count"), of("sum") / of("count") * 1000.0);
+        println!("one-way delay at ddd: {count} datagrams, mean {mean_ms:.1} ms");
+        assert!(count >= 150.0, "measured every datagram: {count}");
+        assert!((20.0..35.0).contains(&mean_ms), "mean {mean_ms:.1} ms");
         fleet.shutdown().await;
     })
     .await;

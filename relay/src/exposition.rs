@@ -176,6 +176,14 @@ fn services(s: &mut Scrape, shared: &Context) {
         "service",
         each(|c| &c.delivered_packets),
     );
+    s.histograms(
+        "service_one_way_delay_seconds",
+        "One-way delay of the service's datagrams from the sender's relay to this end (first copies), by the sender's timestamp: needs synchronised clocks",
+        "service",
+        services
+            .iter()
+            .map(|(_, name, c)| (name.to_string(), c.one_way_delay.0.clone())),
+    );
     s.counters(
         "service_lost_packets",
         "UDP datagrams of the service that never reached this end through the overlay, from sequence numbers (a gap older than 1,024 numbers, or left when the flow ended)",

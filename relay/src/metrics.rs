@@ -14,9 +14,12 @@ use std::sync::Mutex;
 use serde::Serialize;
 use topology::{NodeIdx, Topology};
 
+use daemon::exposition::Histogram;
 use relay_core::routes::Refused;
 use relay_core::sequence::{Arrival, Verdict};
+use relay_core::wire::FLAG_SECOND_PATH;
 use relay_core::DropReason;
+use relay_core::Header;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -212,6 +215,11 @@ pub struct ServiceCounters {
     pub seq_reordered: AtomicU64,
     pub seq_duplicates: AtomicU64,
     pub seq_late: AtomicU64,
+    /// One-way delay of the first copies that reached this end, from the
+    /// sender's timestamp in the header: meaningful where the relays' clocks
+    /// are synchronised (NTP, PTP, one machine). A timestamp ahead of this
+    /// relay's clock is not measured.
+    pub one_way_delay: DelayHistogram,
     /// Protected datagrams whose first copy to arrive came by the second path.
     pub second_path_first: AtomicU64,
     /// Protected datagrams sent here on one path only: no second path, or
@@ -232,8 +240,15 @@ impl ServiceCounters {
         self.delivered_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// A datagram from the overlay, as its flow's sequence window judged it.
-    pub fn arrived(&self, second_path: bool, v: Verdict) {
+    /// A datagram from the overlay, as its flow's sequence window judged it,
+    /// at `now_us` (this relay's wall clock).
+    pub fn arrived(&self, header: &Header, v: Verdict, now_us: u64) {
+        let second_path = header.flags & FLAG_SECOND_PATH != 0;
+        if v.arrival.is_first() {
+            if let Some(delay) = now_us.checked_sub(header.timestamp_us) {
+                self.one_way_delay.0.observe(delay as f64 / 1e6);
+            }
+        }
         let add = |c: &AtomicU64| {
             c.fetch_add(1, Ordering::Relaxed);
         };
@@ -309,6 +324,22 @@ impl ServiceMetrics {
     /// (key, name, counters) of every service, by key.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &str, &ServiceCounters)> {
         self.by_key.iter().map(|(k, n, c)| (*k, n.as_str(), &**c))
+    }
+}
+
+/// The buckets of one-way delay, in seconds: fine below the 200 ms class
+/// budget, coarse above.
+pub const DELAY_BUCKETS: [f64; 16] = [
+    0.002, 0.005, 0.01, 0.02, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.5, 1.0, 2.0,
+];
+
+/// A service's one-way delay histogram (shared with the scrape).
+#[derive(Debug, Clone)]
+pub struct DelayHistogram(pub Histogram);
+
+impl Default for DelayHistogram {
+    fn default() -> Self {
+        DelayHistogram(Histogram::new(DELAY_BUCKETS))
     }
 }
 

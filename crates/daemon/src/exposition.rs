@@ -14,9 +14,12 @@ use std::fmt;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Metric, Registry};
 
 /// The content type of Prometheus' classic text exposition format.
@@ -86,6 +89,18 @@ impl Scrape {
         self.registry.register(name, help, family);
     }
 
+    /// Histograms kept between scrapes, one per value of one label.
+    pub fn histograms(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &'static str,
+        values: impl IntoIterator<Item = (String, Histogram)>,
+    ) {
+        let each = values.into_iter().map(|(v, h)| ([(label, v)], h)).collect();
+        self.registry.register(name, help, Histograms(each));
+    }
+
     /// Any other metric (e.g. a histogram kept between scrapes).
     pub fn metric(&mut self, name: &str, help: &str, metric: impl Metric) {
         self.registry.register(name, help, metric);
@@ -108,6 +123,24 @@ impl Scrape {
                 &format!("cannot encode metrics: {e}"),
             ),
         }
+    }
+}
+
+/// Existing histograms under one name, told apart by a label (a `Family`
+/// would create its own).
+#[derive(Debug)]
+struct Histograms(Vec<(Label, Histogram)>);
+
+impl EncodeMetric for Histograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        for (labels, h) in &self.0 {
+            h.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 

@@ -13,7 +13,7 @@ use daemon::throttle::Throttle;
 use daemon::{OwnedTask, Spawner};
 use relay_core::flows::{EgressFlows, EgressKey};
 use relay_core::sequence::{SeqWindow, Verdict};
-use relay_core::wire::{Kind, FLAG_PROTECTED, FLAG_REPLY, FLAG_SECOND_PATH, INITIAL_TTL};
+use relay_core::wire::{Kind, FLAG_PROTECTED, FLAG_REPLY, INITIAL_TTL};
 use relay_core::{DropReason, Header};
 use tokio_util::sync::CancellationToken;
 use topology::Protocol;
@@ -126,7 +126,7 @@ impl EgressTable {
             return;
         };
         if let Some(c) = &counters {
-            c.arrived(header.flags & FLAG_SECOND_PATH != 0, verdict);
+            c.arrived(header, verdict, now_us());
         }
         if header.flags & FLAG_PROTECTED != 0 && !verdict.arrival.is_first() {
             return;

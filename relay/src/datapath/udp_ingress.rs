@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use relay_core::flows::IngressFlows;
-use relay_core::wire::{Kind, FLAG_PROTECTED, FLAG_SECOND_PATH, INITIAL_TTL};
+use relay_core::wire::{Kind, FLAG_PROTECTED, INITIAL_TTL};
 use relay_core::{DropReason, Header};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -152,7 +152,7 @@ impl UdpIngress {
             return metrics.count_drop(DropReason::UnknownFlow);
         };
         if let Some(c) = &self.counters {
-            c.arrived(header.flags & FLAG_SECOND_PATH != 0, verdict);
+            c.arrived(header, verdict, now_us());
         }
         if header.flags & FLAG_PROTECTED != 0 && !verdict.arrival.is_first() {
             return;
