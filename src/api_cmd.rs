@@ -1,4 +1,4 @@
-//! `overlay status|links|routes`: the controller's admin API, as tables.
+//! `overlay status|links|routes|trace`: the controller's admin API, as tables.
 
 use std::net::SocketAddr;
 
@@ -188,6 +188,126 @@ pub fn routes(api: SocketAddr, from: &str, to: &str) -> Result<String, Failure> 
         r["backup_next_hop"]
             .as_str()
             .unwrap_or("none (no loop-free alternate)")
+    );
+    Ok(out)
+}
+
+/// One service: its path hop by hop with each link's RTT and state, the path
+/// around a failure, and what the relays measured of it each way.
+pub fn trace(api: SocketAddr, service: &str) -> Result<String, Failure> {
+    let services = get(api, "/api/v1/services")?;
+    let services = services.as_array().cloned().unwrap_or_default();
+    let Some(s) = services.iter().find(|s| s["name"] == service) else {
+        let names: Vec<&str> = services.iter().filter_map(|s| s["name"].as_str()).collect();
+        return Err(Failure::usage(format!(
+            "no service `{service}` in the topology; services: {}",
+            names.join(", ")
+        )));
+    };
+    let (ingress, egress) = (
+        s["ingress"].as_str().unwrap_or("?"),
+        s["egress"].as_str().unwrap_or("?"),
+    );
+    let links = get(api, "/api/v1/links")?;
+    let links = links.as_array().cloned().unwrap_or_default();
+    let route = get(api, &format!("/api/v1/routes?from={ingress}&to={egress}"))?;
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|p| {
+                p.iter()
+                    .filter_map(|n| n.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let path = names(&route["path"]);
+    let mut out = String::new();
+    outln!(
+        out,
+        "{service} ({}): {ingress} → {egress}",
+        s["protocol"].as_str().unwrap_or("?")
+    );
+    if route["cost_ms"].is_null() {
+        outln!(
+            out,
+            "  no route in force (table version {})",
+            route["version"]
+        );
+    } else {
+        outln!(
+            out,
+            "  path {}  (expected {} ms one way, table version {})",
+            path.join(" → "),
+            num(&route["expected_ms"], 1),
+            route["version"]
+        );
+    }
+    let mut hops = Table::new(&["hop", "line", "state", ">rtt ms", ">loss %", ">jitter ms"]);
+    for pair in path.windows(2) {
+        let link = links.iter().find(|l| {
+            (l["a"] == pair[0].as_str() && l["b"] == pair[1].as_str())
+                || (l["a"] == pair[1].as_str() && l["b"] == pair[0].as_str())
+        });
+        let field = |k: &str| link.map_or(Value::Null, |l| l[k].clone());
+        hops.row(vec![
+            format!("{} → {}", pair[0], pair[1]),
+            field("name").as_str().unwrap_or("-").to_string(),
+            field("state").as_str().unwrap_or("?").to_string(),
+            num(&field("rtt_ms"), 1),
+            field("loss")
+                .as_f64()
+                .map_or("-".into(), |x| format!("{:.2}", x * 100.0)),
+            num(&field("jitter_ms"), 2),
+        ]);
+    }
+    for line in hops.render().lines() {
+        outln!(out, "  {line}");
+    }
+    let around = names(&route["repair_path"]);
+    outln!(
+        out,
+        "  around a failure at {ingress}: {}",
+        if around.is_empty() {
+            "none".to_string()
+        } else {
+            around.join(" → ")
+        }
+    );
+    let mut q = Table::new(&[
+        "measured, last 10 s",
+        ">packets",
+        ">p50 ms",
+        ">p99 ms",
+        ">loss %",
+        ">reordered %",
+        ">duplicates",
+    ]);
+    for (what, v) in [
+        (format!("clients → target, at {egress}"), &s["forward"]),
+        (format!("replies → clients, at {ingress}"), &s["replies"]),
+    ] {
+        let pct = |k: &str| {
+            v[k].as_f64()
+                .map_or("-".into(), |x| format!("{:.2}", x * 100.0))
+        };
+        q.row(vec![
+            what,
+            v["packets"].as_u64().map_or("-".into(), |n| n.to_string()),
+            num(&v["one_way_ms_p50"], 1),
+            num(&v["one_way_ms_p99"], 1),
+            pct("loss"),
+            pct("reordered"),
+            v["duplicates"]
+                .as_u64()
+                .map_or("-".into(), |n| n.to_string()),
+        ]);
+    }
+    for line in q.render().lines() {
+        outln!(out, "  {line}");
+    }
+    outln!(
+        out,
+        "  (one-way delays are from the senders' clocks: relays need synchronised clocks)"
     );
     Ok(out)
 }

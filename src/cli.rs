@@ -42,6 +42,13 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9000")]
         api: std::net::SocketAddr,
     },
+    /// One service: its path with each hop's RTT, the path around a failure,
+    /// and the delay, loss and reordering its relays measured each way.
+    Trace {
+        service: String,
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        api: std::net::SocketAddr,
+    },
     /// Run the whole overlay on this machine: a relay per node, emulated links,
     /// synthetic classes, and a latency and loss report at the end.
     Lab {

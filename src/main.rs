@@ -83,6 +83,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
         Command::Status { api } => api_cmd::status(api),
         Command::Links { api } => api_cmd::links(api),
         Command::Routes { from, to, api } => api_cmd::routes(api, &from, &to),
+        Command::Trace { service, api } => api_cmd::trace(api, &service),
         Command::Lab {
             topology,
             duration,

@@ -1,4 +1,4 @@
-//! `overlay status|links|routes` against a live controller's API.
+//! `overlay status|links|routes|trace` against a live controller's API.
 
 mod support;
 
@@ -93,12 +93,60 @@ async fn status_links_and_routes_show_the_live_fleet() {
             "aaa".into(),
             "zzz".into(),
             "--api".into(),
-            api,
+            api.clone(),
         ])
         .await
         .expect("routes");
         assert_eq!(unknown.status.code(), Some(64), "{}", text(&unknown.stderr));
         assert!(text(&unknown.stderr).contains("no node `zzz`"));
+
+        // The stream into `media` has run for a few report intervals: the
+        // egress's measurements reached the controller.
+        let trace = run(vec![
+            "trace".into(),
+            "media".into(),
+            "--api".into(),
+            api.clone(),
+        ])
+        .await
+        .expect("trace");
+        let out = text(&trace.stdout);
+        assert_eq!(trace.status.code(), Some(0), "{}", text(&trace.stderr));
+        assert!(out.starts_with("media (udp): aaa → ddd"), "{out}");
+        assert!(out.contains("path aaa → bbb → ddd"), "{out}");
+        let hop = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("aaa → bbb"))
+            .expect("a row for the first hop");
+        assert!(hop.contains(" up "), "{hop}");
+        let forward = out
+            .lines()
+            .find(|l| l.contains("clients → target, at ddd"))
+            .expect("a row for the forward direction");
+        let cols: Vec<&str> = forward.split_whitespace().collect();
+        let (packets, p50): (u64, f64) = (
+            cols[5].parse().expect("packets"),
+            cols[6].parse().expect("p50"),
+        );
+        assert!(packets > 100, "the 200/s stream was measured: {forward}");
+        assert!(
+            (20.0..40.0).contains(&p50),
+            "the fast path is 20 ms one way: {forward}"
+        );
+        let no_such = run(vec![
+            "trace".into(),
+            "nope".into(),
+            "--api".into(),
+            api.clone(),
+        ])
+        .await
+        .expect("trace");
+        assert_eq!(no_such.status.code(), Some(64));
+        assert!(
+            text(&no_such.stderr).contains("no service `nope`"),
+            "{}",
+            text(&no_such.stderr)
+        );
         tasks.shutdown(Duration::from_secs(1)).await;
         fleet.shutdown().await;
     };

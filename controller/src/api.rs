@@ -16,6 +16,7 @@ use daemon::admin;
 use serde::Serialize;
 use topology::{LinkIdx, NodeIdx, Topology};
 
+use crate::quality::Quality;
 use crate::routing::WalkEnd;
 use crate::shared::Shared;
 use crate::view::{FleetView, LinkStatus};
@@ -93,12 +94,17 @@ pub struct ServiceInfo {
     pub egress: String,
     /// Hop by hop, ingress to egress; empty while no route reaches the egress.
     pub path: Vec<String>,
-    /// End-to-end figures measured at the egress over the last 10 s; None
-    /// until the egress relay measures them (it does not yet).
+    /// End-to-end figures of the clients' datagrams, measured at the egress
+    /// over the last 10 s (see [`crate::quality`]); None while it reported
+    /// none (no traffic, or a TCP service).
     pub one_way_ms_p50: Option<f64>,
     pub one_way_ms_p99: Option<f64>,
     pub loss: Option<f64>,
     pub reordered: Option<f64>,
+    /// Both directions in full: the clients' datagrams at the egress, the
+    /// target's replies at the ingress.
+    pub forward: Option<Quality>,
+    pub replies: Option<Quality>,
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -280,6 +286,7 @@ pub fn route_in(
 pub fn services(shared: &Shared) -> Vec<ServiceInfo> {
     let topo = shared.topology();
     let view = shared.view();
+    let now = std::time::Instant::now();
     topo.services
         .iter()
         .map(|s| {
@@ -287,16 +294,19 @@ pub fn services(shared: &Shared) -> Vec<ServiceInfo> {
                 Ok(r) if r.cost_ms.is_some() => r.path,
                 _ => Vec::new(),
             };
+            let forward = shared.quality.quality(s.egress_node, &s.name, now);
             ServiceInfo {
                 name: s.name.clone(),
                 protocol: s.protocol.to_string(),
                 ingress: topo.node(s.ingress_node).id.clone(),
                 egress: topo.node(s.egress_node).id.clone(),
                 path,
-                one_way_ms_p50: None,
-                one_way_ms_p99: None,
-                loss: None,
-                reordered: None,
+                one_way_ms_p50: forward.as_ref().and_then(|q| q.one_way_ms_p50),
+                one_way_ms_p99: forward.as_ref().and_then(|q| q.one_way_ms_p99),
+                loss: forward.as_ref().map(|q| q.loss),
+                reordered: forward.as_ref().map(|q| q.reordered),
+                forward,
+                replies: shared.quality.quality(s.ingress_node, &s.name, now),
             }
         })
         .collect()

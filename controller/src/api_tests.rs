@@ -54,6 +54,7 @@ pub(crate) fn shared_with(yaml: &str, limits: LiveLimits) -> Arc<Shared> {
         reports,
         sessions: Mutex::default(),
         reports_dropped: AtomicU64::new(0),
+        quality: Default::default(),
         handshakes: Arc::default(),
         cancel: CancellationToken::new(),
         started: tokio::time::Instant::now(),
@@ -272,10 +273,12 @@ async fn services_list_their_path_and_unmeasured_quality() {
         serde_json::json!([
             {"name": "media", "protocol": "udp", "ingress": "aaa", "egress": "ddd",
              "path": ["aaa", "bbb", "ddd"],
-             "one_way_ms_p50": null, "one_way_ms_p99": null, "loss": null, "reordered": null},
+             "one_way_ms_p50": null, "one_way_ms_p99": null, "loss": null, "reordered": null,
+             "forward": null, "replies": null},
             {"name": "back", "protocol": "tcp", "ingress": "ddd", "egress": "ccc",
              "path": ["ddd", "ccc"],
-             "one_way_ms_p50": null, "one_way_ms_p99": null, "loss": null, "reordered": null},
+             "one_way_ms_p50": null, "one_way_ms_p99": null, "loss": null, "reordered": null,
+             "forward": null, "replies": null},
         ])
     );
     publish(&s, |v| {

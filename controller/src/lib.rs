@@ -23,6 +23,7 @@ pub mod linkstate;
 pub mod live;
 pub mod map;
 pub mod metrics;
+pub mod quality;
 pub mod routing;
 pub mod runtime;
 pub mod session;

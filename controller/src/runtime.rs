@@ -93,6 +93,7 @@ pub async fn start(
         reports,
         sessions: Mutex::new(BTreeMap::new()),
         reports_dropped: AtomicU64::new(0),
+        quality: Default::default(),
         handshakes: Arc::default(),
         cancel: tasks.cancel_token().clone(),
         started: Instant::now(),

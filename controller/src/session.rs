@@ -123,7 +123,8 @@ async fn serve(
             biased;
             _ = shared.cancel.cancelled() => return Ok(()),
             m = reader.next() => match m {
-                Some(Ok(RelayMessage::Links { links, draining })) => {
+                Some(Ok(RelayMessage::Links { links, draining, services })) => {
+                    shared.quality.add(idx, services, std::time::Instant::now());
                     let first = !reported;
                     let (done, taken) = if first {
                         let (tx, rx) = oneshot::channel();

@@ -52,6 +52,8 @@ pub struct Shared {
     /// Whether this controller leads (pushes tables) and with which term.
     /// Writer: the election task (none without etcd: the sole leader).
     pub(crate) election: Arc<watch::Sender<ElectionView>>,
+    /// What relays measured of the services' datagrams, recently.
+    pub quality: crate::quality::QualityBook,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

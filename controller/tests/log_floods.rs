@@ -85,6 +85,7 @@ async fn a_report_full_of_bad_entries_gives_one_warning() {
             RelayMessage::Links {
                 links,
                 draining: false,
+                services: vec![],
             },
         ] {
             let bytes = control_protocol::framing::encode(&m).expect("encode");

@@ -96,6 +96,7 @@ async fn a_report_trickling_in_while_the_controller_works_is_read_whole() {
         let wire = control_protocol::framing::encode(&RelayMessage::Links {
             links,
             draining: false,
+            services: vec![],
         })
         .expect("encode");
         assert!(wire.len() > 100_000, "{} bytes", wire.len());

@@ -17,7 +17,7 @@ use crate::datapath::forwarder::Forwarder;
 use crate::datapath::link_registry::LinkRegistry;
 use crate::datapath::udp_egress::EgressTable;
 use crate::live::{Live, LiveConfig};
-use crate::metrics::{LinkTotals, Metrics};
+use crate::metrics::{LinkTotals, Metrics, QualityTotals};
 use crate::tcp::egress::EgressSessions;
 use crate::tcp::link_watch::LinkDowns;
 
@@ -100,6 +100,25 @@ impl Context {
                     jitter_ms: measured.jitter_ms,
                     loss: measured.loss,
                 }
+            })
+            .collect()
+    }
+
+    /// What the services' arrivals here measured since `last` (updated to
+    /// now), for the controller.
+    pub fn service_reports(
+        &self,
+        last: &mut HashMap<u32, QualityTotals>,
+    ) -> Vec<control_protocol::ServiceReport> {
+        let live = self.live.load();
+        live.services
+            .iter()
+            .filter_map(|(key, name, c)| {
+                let now = c.quality_totals();
+                let report =
+                    now.report_since(last.get(&key).unwrap_or(&QualityTotals::default()), name);
+                last.insert(key, now);
+                report
             })
             .collect()
     }

@@ -15,7 +15,7 @@
 //! session, so a table that arrives in pieces while reports go out is never
 //! cut: see `control_protocol::framing`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +38,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::context::Context;
+use crate::metrics::QualityTotals;
 
 /// How often a relay reports its links even when nothing changed.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -181,6 +182,9 @@ async fn run_session(
     writer.send(hello).await.map_err(|e| e.to_string())?;
     links_changed.mark_unchanged();
     let mut ticker = tokio::time::interval(REPORT_INTERVAL);
+    // Reports carry what arrived since the previous one, from now on.
+    let mut last = HashMap::new();
+    ctx.service_reports(&mut last);
     loop {
         tokio::select! {
             biased;
@@ -206,18 +210,27 @@ async fn run_session(
                 if changed.is_err() {
                     return Ok(());
                 }
-                send_report(ctx, &mut writer).await?;
+                send_report(ctx, &mut writer, &mut last).await?;
             }
-            _ = ticker.tick() => send_report(ctx, &mut writer).await?,
+            _ = ticker.tick() => send_report(ctx, &mut writer, &mut last).await?,
         }
     }
 }
 
-async fn send_report(ctx: &Context, writer: &mut Writer) -> Result<(), String> {
+async fn send_report(
+    ctx: &Context,
+    writer: &mut Writer,
+    last: &mut HashMap<u32, QualityTotals>,
+) -> Result<(), String> {
     let links = ctx.link_reports();
     let draining = ctx.admission.is_draining();
+    let services = ctx.service_reports(last);
     writer
-        .send(RelayMessage::Links { links, draining })
+        .send(RelayMessage::Links {
+            links,
+            draining,
+            services,
+        })
         .await
         .map_err(|e| e.to_string())
 }

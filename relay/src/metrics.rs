@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 use topology::{NodeIdx, Topology};
 
+use control_protocol::{ServiceReport, DELAY_BUCKETS_MS};
 use daemon::exposition::Histogram;
 use relay_core::routes::Refused;
 use relay_core::sequence::{Arrival, Verdict};
@@ -246,7 +247,7 @@ impl ServiceCounters {
         let second_path = header.flags & FLAG_SECOND_PATH != 0;
         if v.arrival.is_first() {
             if let Some(delay) = now_us.checked_sub(header.timestamp_us) {
-                self.one_way_delay.0.observe(delay as f64 / 1e6);
+                self.one_way_delay.observe(delay);
             }
         }
         let add = |c: &AtomicU64| {
@@ -263,6 +264,18 @@ impl ServiceCounters {
         }
         if second_path && v.arrival.is_first() {
             add(&self.second_path_first);
+        }
+    }
+
+    /// The arrival counters now, for the controller's report.
+    pub fn quality_totals(&self) -> QualityTotals {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        QualityTotals {
+            received: load(&self.delivered_packets),
+            lost: load(&self.seq_lost),
+            reordered: load(&self.seq_reordered),
+            duplicates: load(&self.seq_duplicates),
+            delays: self.one_way_delay.counts(),
         }
     }
 
@@ -327,19 +340,66 @@ impl ServiceMetrics {
     }
 }
 
-/// The buckets of one-way delay, in seconds: fine below the 200 ms class
-/// budget, coarse above.
-pub const DELAY_BUCKETS: [f64; 16] = [
-    0.002, 0.005, 0.01, 0.02, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.5, 1.0, 2.0,
-];
-
-/// A service's one-way delay histogram (shared with the scrape).
+/// A service's one-way delay histogram: Prometheus' (shared with the
+/// scrape, seconds) and the same buckets counted here for the controller's
+/// reports (`control_protocol::DELAY_BUCKETS_MS`).
 #[derive(Debug, Clone)]
-pub struct DelayHistogram(pub Histogram);
+pub struct DelayHistogram {
+    pub prometheus: Histogram,
+    counts: Arc<[AtomicU64; DELAY_BUCKETS_MS.len() + 1]>,
+}
 
 impl Default for DelayHistogram {
     fn default() -> Self {
-        DelayHistogram(Histogram::new(DELAY_BUCKETS))
+        DelayHistogram {
+            prometheus: Histogram::new(DELAY_BUCKETS_MS.map(|ms| ms / 1000.0)),
+            counts: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+}
+
+impl DelayHistogram {
+    pub fn observe(&self, delay_us: u64) {
+        let ms = delay_us as f64 / 1000.0;
+        self.prometheus.observe(ms / 1000.0);
+        let i = DELAY_BUCKETS_MS.partition_point(|&bound| bound < ms);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn counts(&self) -> [u64; DELAY_BUCKETS_MS.len() + 1] {
+        std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed))
+    }
+}
+
+/// A service's arrival counters at one moment, to report what changed since.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QualityTotals {
+    pub received: u64,
+    pub lost: u64,
+    pub reordered: u64,
+    pub duplicates: u64,
+    pub delays: [u64; DELAY_BUCKETS_MS.len() + 1],
+}
+
+impl QualityTotals {
+    /// What grew from `earlier` to `self`, as a report of `service`; `None`
+    /// when nothing arrived or was lost in between.
+    pub fn report_since(&self, earlier: &QualityTotals, service: &str) -> Option<ServiceReport> {
+        let d = |now: u64, then: u64| now.saturating_sub(then);
+        let report = ServiceReport {
+            service: service.to_string(),
+            received: d(self.received, earlier.received),
+            lost: d(self.lost, earlier.lost),
+            reordered: d(self.reordered, earlier.reordered),
+            duplicates: d(self.duplicates, earlier.duplicates),
+            delay_buckets: self
+                .delays
+                .iter()
+                .zip(&earlier.delays)
+                .map(|(n, t)| d(*n, *t))
+                .collect(),
+        };
+        (report.received + report.lost > 0).then_some(report)
     }
 }
 

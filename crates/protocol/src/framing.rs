@@ -167,6 +167,7 @@ mod tests {
                     loss: 0.0,
                 }],
                 draining: true,
+                services: vec![],
             },
             RelayMessage::Applied { version: 7 },
         ];
@@ -264,6 +265,7 @@ mod tests {
             RelayMessage::Links {
                 links,
                 draining: false,
+                services: vec![],
             },
             &mut out,
         );

@@ -41,6 +41,10 @@ pub enum RelayMessage {
         /// The relay is draining (stopping): route transit traffic around it.
         #[serde(default)]
         draining: bool,
+        /// What the services' datagrams arriving here measured since the last
+        /// report (only services with traffic in that interval).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        services: Vec<ServiceReport>,
     },
     Applied {
         version: u64,
@@ -62,6 +66,55 @@ pub struct LinkReport {
     pub min_rtt_ms: Option<f64>,
     pub jitter_ms: Option<f64>,
     pub loss: f64,
+}
+
+/// The upper bounds of the one-way delay buckets, ms, that
+/// [`ServiceReport::delay_buckets`] counts against (the last bucket, one more
+/// than these, is everything above).
+pub const DELAY_BUCKETS_MS: [f64; 16] = [
+    2.0, 5.0, 10.0, 20.0, 50.0, 75.0, 100.0, 125.0, 150.0, 175.0, 200.0, 250.0, 300.0, 500.0,
+    1000.0, 2000.0,
+];
+
+/// A service's datagrams that reached the reporting relay through the overlay
+/// in one report interval: at the service's egress, the clients' datagrams;
+/// at its ingress, the target's replies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceReport {
+    pub service: String,
+    /// First copies taken in.
+    pub received: u64,
+    /// Sequence numbers given up as lost, reordered arrivals, second copies.
+    pub lost: u64,
+    pub reordered: u64,
+    pub duplicates: u64,
+    /// One-way delays, counted per bucket of [`DELAY_BUCKETS_MS`] (one more
+    /// entry than it: above the last bound). Empty when nothing was timed.
+    #[serde(default)]
+    pub delay_buckets: Vec<u64>,
+}
+
+/// The `q` quantile (0 to 1) of delays counted in `buckets` (see
+/// [`DELAY_BUCKETS_MS`]), ms: linear within the bucket it falls in; the open
+/// last bucket answers its lower bound. `None` when nothing was counted.
+pub fn delay_quantile_ms(buckets: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (q.clamp(0.0, 1.0) * total as f64).max(1.0);
+    let mut below = 0u64;
+    for (i, &n) in buckets.iter().enumerate() {
+        if n > 0 && (below + n) as f64 >= rank {
+            let lo = if i == 0 { 0.0 } else { DELAY_BUCKETS_MS[i - 1] };
+            let Some(&hi) = DELAY_BUCKETS_MS.get(i) else {
+                return Some(lo);
+            };
+            return Some(lo + (hi - lo) * (rank - below as f64) / n as f64);
+        }
+        below += n;
+    }
+    DELAY_BUCKETS_MS.last().copied()
 }
 
 /// A route table for one relay, whole or as a change.
@@ -97,6 +150,34 @@ pub struct RouteEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delay_quantiles_interpolate_within_their_bucket() {
+        let mut b = vec![0u64; DELAY_BUCKETS_MS.len() + 1];
+        assert_eq!(delay_quantile_ms(&b, 0.5), None);
+        // 100 delays between 20 and 50 ms, 1 above 2 s.
+        b[4] = 100;
+        b[16] = 1;
+        let p50 = delay_quantile_ms(&b, 0.5).expect("counted");
+        assert!((p50 - 35.15).abs() < 0.1, "{p50}");
+        assert_eq!(delay_quantile_ms(&b, 1.0), Some(2000.0));
+        assert_eq!(delay_quantile_ms(&b, 0.0), Some(20.3));
+    }
+
+    #[test]
+    fn a_report_from_before_service_reports_reads() {
+        let old: RelayMessage =
+            serde_json::from_str(r#"{"type":"links","links":[],"draining":false}"#)
+                .expect("decodes");
+        assert_eq!(
+            old,
+            RelayMessage::Links {
+                links: vec![],
+                draining: false,
+                services: vec![]
+            }
+        );
+    }
 
     #[test]
     fn a_hello_without_a_protocol_is_version_1() {
