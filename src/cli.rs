@@ -49,6 +49,26 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9000")]
         api: std::net::SocketAddr,
     },
+    /// Place a demand with the controller's own placement, without sending a
+    /// packet, beside delay-only routing: line loads, class latency, and what
+    /// each undersea cut does.
+    Plan {
+        /// Topology file; the embedded 55-city world when left out.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Classes spread evenly over every (Asian, North American) city pair.
+        #[arg(long, default_value_t = topology::demand::DEFAULT_CLASSES)]
+        classes: u64,
+        /// A demand file (classes per city pair) instead of --classes.
+        #[arg(long)]
+        demand: Option<PathBuf>,
+        /// Show only this undersea line's cut (its name, e.g. `unity`).
+        #[arg(long)]
+        cut: Option<String>,
+        /// The same figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the whole overlay on this machine: a relay per node, emulated links,
     /// synthetic classes, and a latency and loss report at the end.
     Lab {

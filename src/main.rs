@@ -11,6 +11,7 @@ mod cli;
 mod failure;
 mod lab;
 mod pki_cmd;
+mod plan_cmd;
 mod table;
 mod topology_cmd;
 
@@ -84,6 +85,19 @@ fn run(cli: Cli) -> Result<String, Failure> {
         Command::Links { api } => api_cmd::links(api),
         Command::Routes { from, to, api } => api_cmd::routes(api, &from, &to),
         Command::Trace { service, api } => api_cmd::trace(api, &service),
+        Command::Plan {
+            topology,
+            classes,
+            demand,
+            cut,
+            json,
+        } => plan_cmd::run(&plan_cmd::PlanOptions {
+            topology: topology.as_deref(),
+            classes,
+            demand: demand.as_deref(),
+            cut: cut.as_deref(),
+            json,
+        }),
         Command::Lab {
             topology,
             duration,
