@@ -140,6 +140,9 @@ pub fn links(api: SocketAddr) -> Result<String, Failure> {
         ">jitter ms",
         ">cost ms",
         ">expected ms",
+        ">Mbit/s a→b",
+        ">Mbit/s b→a",
+        ">util %",
     ]);
     for l in links.as_array().cloned().unwrap_or_default() {
         t.row(vec![
@@ -156,6 +159,14 @@ pub fn links(api: SocketAddr) -> Result<String, Failure> {
             num(&l["jitter_ms"], 2),
             num(&l["cost_in_force_ms"], 1),
             num(&l["expected_ms"], 1),
+            num(&l["load_ab_mbps"], 1),
+            num(&l["load_ba_mbps"], 1),
+            // The busier direction: what a line's operator watches.
+            [&l["utilisation_ab"], &l["utilisation_ba"]]
+                .iter()
+                .filter_map(|u| u.as_f64())
+                .reduce(f64::max)
+                .map_or("-".into(), |u| format!("{:.1}", u * 100.0)),
         ]);
     }
     Ok(t.render())

@@ -71,6 +71,15 @@ async fn status_links_and_routes_show_the_live_fleet() {
             (18.0..40.0).contains(&rtt),
             "aaa–bbb is 10 ms each way: rtt {rtt}"
         );
+        // The stream (200 datagrams/s of 192 B plus QUIC's overhead, about
+        // 0.4 Mbit/s) goes aaa → bbb; back come acks and probe echoes.
+        let cols: Vec<&str> = ab.split_whitespace().collect();
+        let (ab_mbps, ba_mbps): (f64, f64) = (
+            cols[11].parse().expect("Mbit/s a→b"),
+            cols[12].parse().expect("Mbit/s b→a"),
+        );
+        assert!((0.2..2.0).contains(&ab_mbps), "{ab}");
+        assert!(ba_mbps < ab_mbps, "{ab}");
         assert!(
             out.lines()
                 .any(|l| l.starts_with("ccc  ddd") && l.contains("down")),

@@ -43,7 +43,13 @@ pub struct Reports {
 struct State {
     db: LinkStateDb,
     selector: RouteSelector,
+    /// Per link, [a → b, b → a]: the sending end's last reported rate, Mbit/s,
+    /// and when.
+    loads: Vec<[Option<(f64, std::time::Instant)>; 2]>,
 }
+
+/// A reported load older than this is not shown (the relay went away).
+const LOAD_FRESH: Duration = Duration::from_secs(5);
 
 /// What the compute task publishes.
 #[derive(Debug)]
@@ -61,7 +67,15 @@ impl Published {
         Published {
             tables: watch::channel(tables.clone()).0,
             view: ArcSwap::from_pointee(
-                view_of(topology, selector, db, tables).since(None, std::time::Instant::now()),
+                view_of(
+                    topology,
+                    selector,
+                    db,
+                    tables,
+                    &[],
+                    std::time::Instant::now(),
+                )
+                .since(None, std::time::Instant::now()),
             ),
             views: watch::channel(0).0,
         }
@@ -73,7 +87,13 @@ fn view_of(
     selector: &RouteSelector,
     db: &LinkStateDb,
     tables: Arc<RouteTables>,
+    loads: &[[Option<(f64, std::time::Instant)>; 2]],
+    now: std::time::Instant,
 ) -> FleetView {
+    let fresh = |l: Option<(f64, std::time::Instant)>| {
+        l.filter(|(_, at)| now.saturating_duration_since(*at) <= LOAD_FRESH)
+            .map(|(mbps, _)| mbps)
+    };
     let links = (0..topology.links.len() as u32)
         .map(LinkIdx)
         .map(|l| LinkStatus {
@@ -81,7 +101,9 @@ fn view_of(
             in_force: selector.in_force(l),
             cost: selector.metric().cost(l),
             state_since: None,
-            load_mbps: [None, None],
+            load_mbps: loads
+                .get(l.get())
+                .map_or([None, None], |[ab, ba]| [fresh(*ab), fresh(*ba)]),
         })
         .collect();
     let draining = (0..topology.nodes.len() as u32)
@@ -122,6 +144,10 @@ impl State {
                     .get_or_insert_with(|| format!("no link to `{}` in the topology", l.peer));
                 continue;
             };
+            if let Some(mbps) = l.tx_mbps.filter(|m| m.is_finite() && *m >= 0.0) {
+                let dir = usize::from(topo.link(link).a != r.from);
+                self.loads[link.get()][dir] = Some((mbps, now));
+            }
             let report = LinkReport {
                 from: r.from,
                 link,
@@ -171,7 +197,12 @@ pub async fn run(
     metrics: Arc<ControllerMetrics>,
     cancel: CancellationToken,
 ) {
-    let mut state = Some(Box::new(State { db, selector }));
+    let loads = vec![[None; 2]; topology.links.len()];
+    let mut state = Some(Box::new(State {
+        db,
+        selector,
+        loads,
+    }));
     loop {
         let Some(st) = state.as_ref() else { return };
         let next = st.selector.poll_timeout().map(Instant::from_std);
@@ -237,8 +268,9 @@ fn publish(topology: &Topology, st: &State, published: &Published, metrics: &Con
     });
     let tables = published.tables.borrow().clone();
     let prev = published.view.load();
-    let view = view_of(topology, &st.selector, &st.db, tables)
-        .since(Some(&prev), std::time::Instant::now());
+    let now = std::time::Instant::now();
+    let view =
+        view_of(topology, &st.selector, &st.db, tables, &st.loads, now).since(Some(&prev), now);
     published.view.store(Arc::new(view));
     published.views.send_modify(|n| *n += 1);
 }

@@ -82,6 +82,7 @@ impl Context {
 
     /// What this relay tells the controller about each of its links.
     pub fn link_reports(&self) -> Vec<control_protocol::LinkReport> {
+        let now = std::time::Instant::now();
         self.live
             .load()
             .neighbors
@@ -92,6 +93,9 @@ impl Context {
                     .health(*key)
                     .map(|h| h.measured())
                     .unwrap_or_default();
+                let conn = self.links.connected(*key);
+                let sent = self.link_totals.read(*key, conn.as_ref()).tx_bytes;
+                let tx_mbps = self.metrics.link_rates.update(*key, sent, now);
                 control_protocol::LinkReport {
                     peer: id.clone(),
                     up: self.links.is_up(*key),
@@ -99,6 +103,7 @@ impl Context {
                     min_rtt_ms: measured.min_rtt_ms,
                     jitter_ms: measured.jitter_ms,
                     loss: measured.loss,
+                    tx_mbps,
                 }
             })
             .collect()

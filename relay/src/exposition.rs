@@ -61,6 +61,18 @@ fn links(s: &mut Scrape, shared: &Context) {
         "peer",
         transitions.iter().map(|(id, t)| (id.clone(), t.1)),
     );
+    s.gauges(
+        "link_transmit_mbps",
+        "What this relay sends on the link, Mbit/s, smoothed over the reports to the controller (about 1 s); absent before two readings",
+        "peer",
+        neighbors.iter().filter_map(|(key, id)| {
+            shared
+                .metrics
+                .link_rates
+                .of(*key)
+                .map(|r| (id.clone(), r))
+        }),
+    );
     let measured: Vec<(String, Measured)> = neighbors
         .iter()
         .filter_map(|(key, id)| open(key).map(|l| (id.clone(), l.health.measured())))

@@ -26,6 +26,8 @@ use relay_core::Header;
 pub struct Metrics {
     /// Per neighbour, how often its link went up and down.
     pub link_transitions: LinkTransitions,
+    /// Per neighbour, what its link carries away from here.
+    pub link_rates: LinkRates,
     /// Datagrams handed to a peer link (originated or transit).
     pub datagrams_sent: AtomicU64,
     /// Datagrams received from peer links.
@@ -404,6 +406,47 @@ impl QualityTotals {
 }
 
 // ---------------------------------------------------------------- links
+
+/// What each link carries away from this relay, Mbit/s: an exponentially
+/// weighted mean of the send rate between successive readings (the reports
+/// to the controller, about every second), weight 0.5 on the newest.
+#[derive(Debug, Default)]
+pub struct LinkRates {
+    by_peer: Mutex<HashMap<u32, Rate>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    at: std::time::Instant,
+    bytes: u64,
+    mbps: Option<f64>,
+}
+
+impl LinkRates {
+    /// Takes in `tx_bytes` (the link's total sent so far) at `now`; returns the
+    /// smoothed rate, once two readings are at least 100 ms apart.
+    pub fn update(&self, peer: u32, tx_bytes: u64, now: std::time::Instant) -> Option<f64> {
+        let mut m = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        let r = m.entry(peer).or_insert(Rate {
+            at: now,
+            bytes: tx_bytes,
+            mbps: None,
+        });
+        let dt = now.saturating_duration_since(r.at).as_secs_f64();
+        if dt >= 0.1 {
+            let sample = tx_bytes.saturating_sub(r.bytes) as f64 * 8.0 / dt / 1e6;
+            r.mbps = Some(r.mbps.map_or(sample, |m| 0.5 * m + 0.5 * sample));
+            (r.at, r.bytes) = (now, tx_bytes);
+        }
+        r.mbps
+    }
+
+    /// The last smoothed rate toward `peer`.
+    pub fn of(&self, peer: u32) -> Option<f64> {
+        let m = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&peer).and_then(|r| r.mbps)
+    }
+}
 
 /// How often each link changed state, per neighbour key: (ups, downs). A
 /// flap shorter than a scrape still moves both.

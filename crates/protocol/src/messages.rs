@@ -66,6 +66,10 @@ pub struct LinkReport {
     pub min_rtt_ms: Option<f64>,
     pub jitter_ms: Option<f64>,
     pub loss: f64,
+    /// What this relay sends on the link, Mbit/s, smoothed: every UDP
+    /// datagram of the link's QUIC connection (media, streams, probes, acks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_mbps: Option<f64>,
 }
 
 /// The upper bounds of the one-way delay buckets, ms, that
