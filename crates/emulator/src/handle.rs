@@ -181,6 +181,7 @@ mod tests {
             jitter: 5 * ms,
             loss: 0.1,
             cut: true,
+            rate_kbps: None,
         };
         assert_eq!(h.params(), want);
         assert!(matches!(

@@ -25,7 +25,15 @@ pub struct LinkParams {
     pub loss: f64,
     /// Whether the link is cut: every packet vanishes, in flight ones included. Default: false.
     pub cut: bool,
+    /// The link's bandwidth, kbit/s: packets leave one after another at this
+    /// rate, wait their turn in a queue, and are dropped at its tail once the
+    /// wait would pass [`MAX_QUEUE_WAIT`]. `None`: unlimited. Default: `None`.
+    pub rate_kbps: Option<u64>,
 }
+
+/// The longest a packet waits for a rate-limited link (a router's buffer of
+/// 50 ms at the link's rate); later arrivals are dropped at the tail.
+pub const MAX_QUEUE_WAIT: Duration = Duration::from_millis(50);
 
 impl LinkParams {
     /// A clean, restored link: no delay, no jitter, no loss.
@@ -34,6 +42,7 @@ impl LinkParams {
         jitter: Duration::ZERO,
         loss: 0.0,
         cut: false,
+        rate_kbps: None,
     };
 
     /// Validated parameters of a link that is not cut.
@@ -43,6 +52,7 @@ impl LinkParams {
             jitter,
             loss,
             cut: false,
+            rate_kbps: None,
         };
         params.validate()?;
         Ok(params)
@@ -66,6 +76,9 @@ impl LinkParams {
                 max: MAX_JITTER,
             });
         }
+        if self.rate_kbps == Some(0) {
+            return Err(ParamsError::Rate);
+        }
         Ok(())
     }
 }
@@ -88,6 +101,9 @@ pub enum ParamsError {
     /// Jitter above [`MAX_JITTER`].
     #[error("link jitter {got:?} exceeds the emulator's maximum of {max:?}")]
     Jitter { got: Duration, max: Duration },
+    /// A rate of 0, which would carry nothing.
+    #[error("link rate must be at least 1 kbit/s (leave it out for unlimited)")]
+    Rate,
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::params::{LinkParams, MAX_DELAY, MAX_JITTER};
+use crate::params::{LinkParams, MAX_DELAY, MAX_JITTER, MAX_QUEUE_WAIT};
 
 /// Bounds of the in-flight queue of one direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub enum DropReason {
     Cut,
     /// The in-flight queue was full.
     QueueFull,
+    /// The link's rate queue was full (see `LinkParams::rate_kbps`).
+    Congestion,
 }
 
 /// What happens to a packet handed to [`Shaper::handle_packet`].
@@ -62,6 +64,8 @@ pub struct ShaperStats {
     pub dropped_cut: u64,
     /// Packets dropped because the in-flight queue was full.
     pub dropped_queue_full: u64,
+    /// Packets dropped at the tail of a rate-limited link's queue.
+    pub dropped_congestion: u64,
 }
 
 struct InFlight<P> {
@@ -79,6 +83,8 @@ pub struct Shaper<P> {
     queue: VecDeque<InFlight<P>>,
     queued_bytes: usize,
     last_deliver_at: Option<Instant>,
+    /// When a rate-limited link has finished sending what is queued.
+    busy_until: Option<Instant>,
     next_seq: u64,
     /// Packets with a lower sequence number were in flight when the link was cut.
     doomed_below: u64,
@@ -110,6 +116,7 @@ impl<P> Shaper<P> {
             queue: VecDeque::new(),
             queued_bytes: 0,
             last_deliver_at: None,
+            busy_until: None,
             next_seq: 0,
             doomed_below: 0,
             stats: ShaperStats::default(),
@@ -141,9 +148,23 @@ impl<P> Shaper<P> {
             self.stats.dropped_queue_full += 1;
             return Verdict::Drop(DropReason::QueueFull);
         }
+        // A rate-limited link sends one packet after another: this one leaves
+        // once the queue ahead of it has, unless that wait is past the buffer.
+        let mut leaves = now;
+        if let Some(kbps) = params.rate_kbps.filter(|&r| r > 0) {
+            let start = self.busy_until.map_or(now, |b| b.max(now));
+            if start.saturating_duration_since(now) > MAX_QUEUE_WAIT {
+                self.stats.dropped_congestion += 1;
+                return Verdict::Drop(DropReason::Congestion);
+            }
+            // size bytes at kbps kbit/s: size * 8 / kbps ms = size * 8,000 / kbps µs.
+            let sending = Duration::from_micros((size as u64).saturating_mul(8_000) / kbps);
+            leaves = start + sending;
+            self.busy_until = Some(leaves);
+        }
         let offset = self.sample_offset(params);
         // The offset is at most MAX_DELAY + MAX_JITTER, so this cannot overflow in practice.
-        let mut deliver_at = now.checked_add(offset).unwrap_or(now);
+        let mut deliver_at = leaves.checked_add(offset).unwrap_or(leaves);
         // Never overtake the packet before: one direction is a FIFO.
         if let Some(last) = self.last_deliver_at {
             deliver_at = deliver_at.max(last);

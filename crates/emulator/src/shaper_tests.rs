@@ -244,6 +244,7 @@ fn unchecked_bad_params_do_not_panic() {
         jitter: Duration::MAX,
         loss: 7.0,
         cut: false,
+        rate_kbps: None,
     };
     assert_eq!(
         s.handle_packet(t0, &huge, 1, 1),
@@ -254,4 +255,46 @@ fn unchecked_bad_params_do_not_panic() {
         panic!("dropped");
     };
     assert!(at <= t0 + MAX_DELAY + MAX_JITTER);
+}
+
+#[test]
+fn a_rate_limited_link_queues_then_drops_at_the_tail() {
+    let t0 = Instant::now();
+    // 8 Mbit/s: a 1,000-byte packet takes 1 ms to send.
+    let p = LinkParams {
+        rate_kbps: Some(8_000),
+        ..params(10, 0, 0.0)
+    };
+    let mut s = Shaper::new(1);
+    // A burst of 60 at once: the k-th leaves after k ms, then 10 ms of delay;
+    // once the queue ahead is past 50 ms, the rest are dropped.
+    let verdicts: Vec<Verdict> = (0..60u32)
+        .map(|i| s.handle_packet(t0, &p, 1_000, i))
+        .collect();
+    for (k, v) in verdicts.iter().enumerate().take(51) {
+        assert_eq!(
+            *v,
+            Verdict::DeliverAt(t0 + (k as u32 + 1) * MS + 10 * MS),
+            "packet {k}"
+        );
+    }
+    assert!(verdicts[51..]
+        .iter()
+        .all(|v| *v == Verdict::Drop(DropReason::Congestion)));
+    assert_eq!(s.stats().dropped_congestion, 9);
+    // Within the rate nothing waits: one packet per 2 ms on a 1 ms/packet link.
+    let mut s = Shaper::new(1);
+    for i in 0..100u32 {
+        let now = t0 + i * 2 * MS;
+        assert_eq!(
+            s.handle_packet(now, &p, 1_000, i),
+            Verdict::DeliverAt(now + MS + 10 * MS)
+        );
+    }
+    assert!(LinkParams {
+        rate_kbps: Some(0),
+        ..LinkParams::CLEAN
+    }
+    .validate()
+    .is_err());
 }
