@@ -198,7 +198,7 @@ fn services(s: &mut Scrape, shared: &Context) {
     );
     s.counters(
         "service_lost_packets",
-        "UDP datagrams of the service that never reached this end through the overlay, from sequence numbers (a gap older than 1,024 numbers, or left when the flow ended)",
+        "UDP datagrams of the service that did not reach this end through the overlay, from sequence numbers: still missing once 64 higher numbers arrived, or when the flow ended (a protected service: both copies)",
         "service",
         each(|c| &c.seq_lost),
     );
@@ -216,7 +216,7 @@ fn services(s: &mut Scrape, shared: &Context) {
     );
     s.counters(
         "service_late_packets",
-        "UDP datagrams of the service more than 1,024 sequence numbers late (already counted lost)",
+        "UDP datagrams of the service that came after they were counted lost (64 or more numbers late), delivered all the same",
         "service",
         each(|c| &c.seq_late),
     );

@@ -212,8 +212,9 @@ pub struct ServiceCounters {
     pub tcp_open: AtomicU64,
     /// Of the UDP datagrams that came through the overlay to this end (the
     /// egress, or replies at the ingress), by their sequence numbers: lost
-    /// (never came within the window), reordered, duplicates (for a
-    /// protected service, the other copy: dropped), late (too old to tell).
+    /// (not come once 64 higher numbers had), reordered, duplicates (for a
+    /// protected service, the other copy: dropped), late (came after being
+    /// counted lost).
     pub seq_lost: AtomicU64,
     pub seq_reordered: AtomicU64,
     pub seq_duplicates: AtomicU64,
@@ -263,6 +264,8 @@ impl ServiceCounters {
             Arrival::Reordered => add(&self.seq_reordered),
             Arrival::Duplicate => add(&self.seq_duplicates),
             Arrival::Late => add(&self.seq_late),
+            // The sender started over: nothing was lost or late.
+            Arrival::Restart => {}
         }
         if second_path && v.arrival.is_first() {
             add(&self.second_path_first);

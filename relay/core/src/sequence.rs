@@ -4,18 +4,25 @@
 //! numbers were lost or arrived out of order.
 //!
 //! The window remembers the last [`WINDOW`] numbers up to the highest seen,
-//! as a bitmap. A number that slides out of the window unseen is lost.
-//! Sequence numbers wrap: "ahead" means less than 2³¹ ahead, as in TCP. A
-//! number further behind than the window is [`Arrival::Late`]: taken as the
-//! sender starting over (a relay that restarted numbers its flows from 0), so
-//! the window starts again there and the datagram is kept; a real straggler
-//! that old is rare enough to cost only a miscount.
+//! as a bitmap. A number still unseen once [`LOSS_HORIZON`] higher ones have
+//! arrived is lost; if it comes after all it is [`Arrival::Late`] (kept, and
+//! counted apart: a loss counter never goes back). Sequence numbers wrap:
+//! "ahead" means less than 2³¹ ahead, as in TCP. A number further behind than
+//! the window is [`Arrival::Restart`]: taken as the sender starting over (a
+//! relay that restarted numbers its flows from 0), so the window starts again
+//! there and the datagram is kept; a real straggler that old is rare enough to
+//! cost only a miscount.
 
 /// How many sequence numbers behind the highest the window remembers. At
 /// 50 datagrams/s (audio) that is 20 s; at 1,000/s (HD video) 1 s: far more
 /// than the delay difference between two paths.
 pub const WINDOW: u32 = 1024;
 const WORDS: usize = WINDOW as usize / 64;
+/// How far behind the highest an unseen number may be before it counts as
+/// lost: more reordering than two paths of a protected service produce (at
+/// 1,000 datagrams/s, 64 ms of delay difference), and soon enough that a
+/// 50/s audio stream's loss shows within 1.3 s.
+pub const LOSS_HORIZON: u32 = 64;
 
 /// What one arrival is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,10 +31,13 @@ pub enum Arrival {
     InOrder,
     /// Below the highest, not seen before: reordered, still a first copy.
     Reordered,
+    /// Not seen before but already counted lost (past [`LOSS_HORIZON`]):
+    /// kept, and counted as late.
+    Late,
     /// Seen before: the other copy, or a network duplicate.
     Duplicate,
     /// Older than the window: the sender started over (see the module).
-    Late,
+    Restart,
 }
 
 impl Arrival {
@@ -79,7 +89,7 @@ impl SeqWindow {
             let newly_lost = self.unseen();
             self.start(seq);
             return Verdict {
-                arrival: Arrival::Late,
+                arrival: Arrival::Restart,
                 newly_lost,
             };
         }
@@ -87,7 +97,11 @@ impl SeqWindow {
             Arrival::Duplicate
         } else {
             self.set(behind);
-            Arrival::Reordered
+            if behind >= LOSS_HORIZON {
+                Arrival::Late
+            } else {
+                Arrival::Reordered
+            }
         };
         Verdict {
             arrival,
@@ -95,12 +109,13 @@ impl SeqWindow {
         }
     }
 
-    /// Numbers below the highest, in the window, not seen: lost if the flow
-    /// ends now (counted when a flow is forgotten).
+    /// Numbers below the highest not seen and not yet counted lost (within
+    /// [`LOSS_HORIZON`]): lost if the flow ends now (counted when a flow is
+    /// forgotten).
     pub fn unseen(&self) -> u64 {
         match self.highest {
             None => 0,
-            Some(_) => self.seen.iter().map(|w| u64::from(w.count_zeros())).sum(),
+            Some(_) => (1..LOSS_HORIZON).filter(|&i| !self.get(i)).count() as u64,
         }
     }
 
@@ -117,15 +132,19 @@ impl SeqWindow {
         }
     }
 
-    /// Moves the window `by` numbers up; returns how many unseen numbers fell out.
+    /// Moves the window `by` numbers up; returns how many unseen numbers
+    /// crossed [`LOSS_HORIZON`] (now lost).
     fn slide(&mut self, by: u32) -> u64 {
+        // Unseen numbers within the horizon that move past it, and numbers
+        // skipped that land past it at once.
+        let crossing = (LOSS_HORIZON.saturating_sub(by)..LOSS_HORIZON)
+            .filter(|&i| !self.get(i))
+            .count() as u64;
+        let lost = crossing + u64::from(by.saturating_sub(LOSS_HORIZON));
         if by >= WINDOW {
-            // Everything falls out, and so do the numbers skipped beyond the window.
-            let lost = self.unseen() + u64::from(by - WINDOW);
             self.seen = [0; WORDS];
             return lost;
         }
-        let lost = (WINDOW - by..WINDOW).filter(|&i| !self.get(i)).count() as u64;
         let (words, bits) = ((by / 64) as usize, by % 64);
         for w in (0..WORDS).rev() {
             let from = w.checked_sub(words);
