@@ -12,23 +12,14 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use topology::demand::Demand;
-use topology::paths::Metric;
-use topology::placement::{place, plan, Capacities, Inputs, Options};
+use topology::placement::{place, plan, Options, Problem};
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let runs = if full { 30 } else { 3 };
     let t = topology::world().expect("the shipped world is valid");
-    let demand = Demand::default_peak(&t);
-    let metric = Metric::expected_delay(&t);
-    let capacity = Capacities::from_topology(&t);
-    let inputs = Inputs {
-        topology: &t,
-        metric: &metric,
-        capacity: &capacity,
-        background: None,
-        demand: &demand,
-    };
+    let problem = Problem::new(t.clone(), Demand::default_peak(&t));
+    let (inputs, demand) = (problem.inputs(), &problem.demand);
     let options = Options::default();
     let timed = |what: &str, run: &dyn Fn()| {
         let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");

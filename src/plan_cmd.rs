@@ -6,8 +6,7 @@ use std::path::Path as FsPath;
 
 use serde::Serialize;
 use topology::demand::{Demand, ServiceSpec};
-use topology::paths::Metric;
-use topology::placement::{plan, Capacities, CutResult, Inputs, LinkLoad, Options, Summary};
+use topology::placement::{plan, CutResult, LinkLoad, Options, Problem, Summary};
 use topology::{LinkIdx, LinkKind, Topology};
 
 use crate::failure::Failure;
@@ -44,18 +43,11 @@ pub fn run(o: &PlanOptions<'_>) -> Result<String, Failure> {
         None => Demand::generate(&t, o.classes, ServiceSpec::default()),
     };
     let cut = o.cut.map(|name| find_line(&t, name)).transpose()?;
-    let metric = Metric::expected_delay(&t);
-    let capacity = Capacities::from_topology(&t);
-    let inputs = Inputs {
-        topology: &t,
-        metric: &metric,
-        capacity: &capacity,
-        background: None,
-        demand: &demand,
-    };
+    let problem = Problem::new(t, demand);
     let options = Options::default();
-    let p = plan(&inputs, &options).map_err(Failure::usage)?;
-    let shown = |s: &Summary| View::of(&t, s, cut);
+    let p = plan(&problem.inputs(), &options).map_err(Failure::usage)?;
+    let (t, demand) = (&problem.topology, &problem.demand);
+    let shown = |s: &Summary| View::of(t, s, cut);
     let view = Report {
         classes: demand.total_classes(),
         ceiling: options.ceiling,

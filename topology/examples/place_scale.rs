@@ -9,9 +9,8 @@
 use std::time::Instant;
 
 use topology::demand::Demand;
-use topology::paths::Metric;
 use topology::placement::{
-    cut, delay_only, place, place_incremental, Capacities, Inputs, LatencyStats, Options, Report,
+    cut, delay_only, place, place_incremental, LatencyStats, Options, Problem, Report,
 };
 use topology::{LinkIdx, LinkKind};
 
@@ -39,15 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = topology::parse("generated", &yaml)?;
     let t_parse = start.elapsed();
     let demand = Demand::generate(&t, classes, Default::default());
-    let metric = Metric::expected_delay(&t);
-    let capacity = Capacities::from_topology(&t);
-    let inputs = Inputs {
-        topology: &t,
-        metric: &metric,
-        capacity: &capacity,
-        background: None,
-        demand: &demand,
-    };
+    let problem = Problem::new(t.clone(), demand);
+    let (inputs, demand) = (problem.inputs(), &problem.demand);
     println!(
         "{} nodes, {} links ({lines} undersea at {} Gbit/s), {} classes over {} pairs (parse {:.0} ms)",
         t.nodes.len(),

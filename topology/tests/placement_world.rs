@@ -4,23 +4,13 @@
 //! survives the loss of any one undersea line with no link past 100 %.
 
 use topology::demand::Demand;
-use topology::paths::Metric;
-use topology::placement::{plan, Capacities, Inputs, Options, Plan};
+use topology::placement::{plan, Options, Plan, Problem};
 use topology::LinkKind;
 
 fn world_plan() -> (topology::Topology, Plan) {
     let t = topology::world().expect("the shipped world is valid");
-    let demand = Demand::default_peak(&t);
-    let metric = Metric::expected_delay(&t);
-    let capacity = Capacities::from_topology(&t);
-    let inputs = Inputs {
-        topology: &t,
-        metric: &metric,
-        capacity: &capacity,
-        background: None,
-        demand: &demand,
-    };
-    let plan = plan(&inputs, &Options::default()).expect("valid inputs");
+    let problem = Problem::new(t.clone(), Demand::default_peak(&t));
+    let plan = plan(&problem.inputs(), &Options::default()).expect("valid inputs");
     (t, plan)
 }
 

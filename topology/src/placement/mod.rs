@@ -152,6 +152,38 @@ pub struct Inputs<'a> {
     pub demand: &'a Demand,
 }
 
+/// What a placement is computed from, owned, with the topology's own view of
+/// the links: expected delays and leased capacities, no background load (what
+/// `overlay plan`, the benchmarks and the tests start from).
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub topology: Topology,
+    pub metric: Metric,
+    pub capacity: Capacities,
+    pub demand: Demand,
+}
+
+impl Problem {
+    pub fn new(topology: Topology, demand: Demand) -> Problem {
+        Problem {
+            metric: Metric::expected_delay(&topology),
+            capacity: Capacities::from_topology(&topology),
+            topology,
+            demand,
+        }
+    }
+
+    pub fn inputs(&self) -> Inputs<'_> {
+        Inputs {
+            topology: &self.topology,
+            metric: &self.metric,
+            capacity: &self.capacity,
+            background: None,
+            demand: &self.demand,
+        }
+    }
+}
+
 /// Knobs, with the defaults `Options::default()` gives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
