@@ -9,7 +9,6 @@ mod support;
 use std::time::Duration;
 
 use support::diamond::{self, Stream};
-use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 /// The sender's interval.
@@ -29,23 +28,14 @@ async fn bounded<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
 
 /// The diamond with its media service protected.
 async fn start() -> (overlay::fleet::Fleet, Stream) {
-    let receiver = UdpSocket::bind("127.0.0.1:0").await.expect("bind receiver");
-    let target = receiver.local_addr().expect("addr");
-    let yaml = diamond::yaml(target);
-    let (head, services) = yaml.split_once("services:\n").expect("services");
-    let services = services.replacen(" }\n", ", protect: true }\n", 1);
-    let text = format!("{head}services:\n{services}");
-    let t = topology::parse("diamond.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let protect = |yaml: String| {
+        let (head, services) = yaml.split_once("services:\n").expect("services");
+        let services = services.replacen(" }\n", ", protect: true }\n", 1);
+        format!("{head}services:\n{services}")
+    };
+    let (fleet, stream) = diamond::start_with(protect, EVERY).await;
+    let t = fleet.relay("aaa").config().topology.clone();
     assert!(t.services.iter().any(|s| s.name == "media" && s.protect));
-    let fleet = overlay::fleet::Fleet::start(t, diamond::options())
-        .await
-        .expect("fleet starts");
-    fleet
-        .wait_ready(Duration::from_secs(20))
-        .await
-        .expect("fleet ready");
-    let ingress = fleet.relay("aaa").ingress_addrs["media"];
-    let stream = Stream::start(receiver, ingress, EVERY).await;
     (fleet, stream)
 }
 

@@ -193,16 +193,21 @@ pub async fn wait_forwarding(
 }
 
 pub async fn start() -> (Fleet, Stream) {
+    start_with(|yaml| yaml, Duration::from_millis(5)).await
+}
+
+/// The diamond with its topology file changed by `edit`, and a stream into
+/// `media` of one packet every `every`.
+pub async fn start_with(edit: impl FnOnce(String) -> String, every: Duration) -> (Fleet, Stream) {
     let receiver = UdpSocket::bind("127.0.0.1:0").await.expect("bind receiver");
     let target = receiver.local_addr().expect("addr");
-    let fleet = Fleet::start(topology(target), options())
-        .await
-        .expect("fleet starts");
+    let t = topology::parse("diamond.yaml", &edit(yaml(target))).unwrap_or_else(|e| panic!("{e}"));
+    let fleet = Fleet::start(t, options()).await.expect("fleet starts");
     fleet
         .wait_ready(Duration::from_secs(20))
         .await
         .expect("fleet ready");
     let ingress = fleet.relay("aaa").ingress_addrs["media"];
-    let stream = Stream::start(receiver, ingress, Duration::from_millis(5)).await;
+    let stream = Stream::start(receiver, ingress, every).await;
     (fleet, stream)
 }
