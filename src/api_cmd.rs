@@ -1,28 +1,38 @@
 //! `overlay status|links|routes`: the controller's admin API, as tables.
 
-use std::net::SocketAddr;
-
 use serde_json::Value;
 
+use crate::cli::Api;
 use crate::failure::Failure;
 use crate::outln;
 use crate::table::Table;
 
 /// GETs `path` from the API at `api` and parses the JSON (bounded in time).
-fn get(api: SocketAddr, path: &str) -> Result<Value, Failure> {
-    let (status, body) = match daemon::admin::client::get_blocking(api, path) {
-        Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            return Err(Failure::runtime(format!(
-                "the controller API at {api} did not answer within {} s",
-                daemon::admin::client::TIMEOUT.as_secs()
-            )))
+/// Each address `api` resolves to is tried in turn until one takes the
+/// connection (`localhost` may be `::1` and `127.0.0.1`, the API on one only).
+fn get(api: &Api, path: &str) -> Result<Value, Failure> {
+    let mut refused = None;
+    let mut answer = None;
+    for &addr in &api.addrs {
+        match daemon::admin::client::get_blocking(addr, path) {
+            Ok(r) => {
+                answer = Some(r);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(Failure::runtime(format!(
+                    "the controller API at {api} did not answer within {} s",
+                    daemon::admin::client::TIMEOUT.as_secs()
+                )))
+            }
+            Err(e) => refused = Some(e),
         }
-        Err(e) => {
-            return Err(Failure::runtime(format!(
-                "cannot reach the controller API at {api}: {e}; is the controller (or `overlay lab`) running? Point elsewhere with --api ADDR"
-            )))
-        }
+    }
+    let Some((status, body)) = answer else {
+        let e = refused.map_or_else(|| "no address".to_string(), |e| e.to_string());
+        return Err(Failure::runtime(format!(
+            "cannot reach the controller API at {api}: {e}; is the controller (or `overlay lab`) running? Point elsewhere with --api HOST:PORT"
+        )));
     };
     let value: Value = serde_json::from_str(&body).map_err(|e| {
         Failure::runtime(format!(
@@ -45,7 +55,27 @@ fn num(v: &Value, digits: usize) -> String {
         .map_or_else(|| "-".to_string(), |x| format!("{x:.digits$}"))
 }
 
-pub fn status(api: SocketAddr) -> Result<String, Failure> {
+/// `overlay status`'s summary, and whether the fleet is degraded.
+#[derive(Debug)]
+pub struct Status {
+    pub text: String,
+    /// A relay of the topology is away, or a link is not up (down, held down,
+    /// or unknown). A link of poor quality (`degraded`) is up: not counted.
+    pub degraded: bool,
+}
+
+impl Status {
+    /// 0, or [`Failure::DEGRADED`] for a degraded fleet.
+    pub fn exit_code(&self) -> u8 {
+        if self.degraded {
+            Failure::DEGRADED
+        } else {
+            0
+        }
+    }
+}
+
+pub fn status(api: &Api) -> Result<Status, Failure> {
     let nodes = get(api, "/api/v1/nodes")?;
     let links = get(api, "/api/v1/links")?;
     let nodes = nodes.as_array().cloned().unwrap_or_default();
@@ -63,7 +93,7 @@ pub fn status(api: SocketAddr) -> Result<String, Failure> {
     let degraded = count("degraded");
     outln!(
         out,
-        "  links    {} up{}, {} held down, {} down (of {})",
+        "  links    {} up{}, {} held down, {} down{} (of {})",
         count("up") + degraded,
         if degraded > 0 {
             format!(" ({degraded} degraded)")
@@ -72,6 +102,11 @@ pub fn status(api: SocketAddr) -> Result<String, Failure> {
         },
         count("held-down"),
         count("down"),
+        // No fresh report from either end (their relays are away): not up.
+        match count("unknown") {
+            0 => String::new(),
+            n => format!(", {n} unknown"),
+        },
         links.len()
     );
     if let (Some(lo), Some(hi)) = (versions.iter().min(), versions.iter().max()) {
@@ -94,7 +129,7 @@ pub fn status(api: SocketAddr) -> Result<String, Failure> {
     };
     let down: Vec<String> = links
         .iter()
-        .filter(|l| l["state"] != "up" && l["state"] != "degraded")
+        .filter(|l| !matches!(l["state"].as_str(), Some("up" | "degraded" | "unknown")))
         .map(|l| format!("{} ({})", ends(l), l["state"].as_str().unwrap_or("?")))
         .collect();
     if !down.is_empty() {
@@ -123,10 +158,17 @@ pub fn status(api: SocketAddr) -> Result<String, Failure> {
     if !missing.is_empty() {
         outln!(out, "  away     {}", missing.join(", "));
     }
-    Ok(out)
+    let not_up = links
+        .iter()
+        .filter(|l| !matches!(l["state"].as_str(), Some("up" | "degraded")))
+        .count();
+    Ok(Status {
+        text: out,
+        degraded: !missing.is_empty() || not_up > 0,
+    })
 }
 
-pub fn links(api: SocketAddr) -> Result<String, Failure> {
+pub fn links(api: &Api) -> Result<String, Failure> {
     let links = get(api, "/api/v1/links")?;
     let mut t = Table::new(&[
         "a",
@@ -161,7 +203,7 @@ pub fn links(api: SocketAddr) -> Result<String, Failure> {
     Ok(t.render())
 }
 
-pub fn routes(api: SocketAddr, from: &str, to: &str) -> Result<String, Failure> {
+pub fn routes(api: &Api, from: &str, to: &str) -> Result<String, Failure> {
     let r = get(api, &format!("/api/v1/routes?from={from}&to={to}"))?;
     let path: Vec<&str> = r["path"]
         .as_array()

@@ -78,6 +78,7 @@ async fn a_report_full_of_bad_entries_gives_one_warning() {
                 min_rtt_ms: Some(1.0),
                 jitter_ms: None,
                 loss: 5.0,
+                up_for_s: None,
             })
             .collect();
         for m in [

@@ -84,6 +84,7 @@ async fn a_report_trickling_in_while_the_controller_works_is_read_whole() {
             min_rtt_ms: Some(120.0),
             jitter_ms: Some(0.5),
             loss: 0.0,
+            up_for_s: None,
         }];
         links.extend((0..1_500).map(|i| LinkReport {
             peer: format!("elsewhere-{i:05}"),
@@ -92,6 +93,7 @@ async fn a_report_trickling_in_while_the_controller_works_is_read_whole() {
             min_rtt_ms: Some(1.0),
             jitter_ms: Some(0.1),
             loss: 0.0,
+            up_for_s: None,
         }));
         let wire = control_protocol::framing::encode(&RelayMessage::Links {
             links,

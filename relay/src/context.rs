@@ -87,18 +87,20 @@ impl Context {
             .neighbors
             .iter()
             .map(|(key, id)| {
-                let measured = self
-                    .links
-                    .health(*key)
-                    .map(|h| h.measured())
-                    .unwrap_or_default();
+                let health = self.links.health(*key);
+                let measured = health.as_ref().map(|h| h.measured()).unwrap_or_default();
+                let up = self.links.is_up(*key);
                 control_protocol::LinkReport {
                     peer: id.clone(),
-                    up: self.links.is_up(*key),
+                    up,
                     rtt_ms: measured.rtt_ms,
                     min_rtt_ms: measured.min_rtt_ms,
                     jitter_ms: measured.jitter_ms,
                     loss: measured.loss,
+                    up_for_s: health
+                        .and_then(|h| h.up_for())
+                        .filter(|_| up)
+                        .map(|d| d.as_secs_f64()),
                 }
             })
             .collect()

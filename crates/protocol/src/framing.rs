@@ -165,6 +165,7 @@ mod tests {
                     min_rtt_ms: Some(120.0),
                     jitter_ms: Some(0.4),
                     loss: 0.0,
+                    up_for_s: None,
                 }],
                 draining: true,
             },
@@ -256,6 +257,7 @@ mod tests {
                 min_rtt_ms: Some(1.0),
                 jitter_ms: Some(0.1),
                 loss: 0.0,
+                up_for_s: None,
             })
             .collect();
         let mut codec = relay_codec();

@@ -62,6 +62,11 @@ pub struct LinkReport {
     pub min_rtt_ms: Option<f64>,
     pub jitter_ms: Option<f64>,
     pub loss: f64,
+    /// While `up`: seconds since this relay's end of the link came up, so a
+    /// controller that starts later knows how long the link has been up.
+    /// Absent while down, and from relays before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_for_s: Option<f64>,
 }
 
 /// A route table for one relay, whole or as a change.
