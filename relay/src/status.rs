@@ -53,6 +53,29 @@ pub struct RouteStatus {
     pub backup: Option<String>,
 }
 
+/// Whether the relay is ready to carry traffic (`GET /healthz`): it is not
+/// draining, and at least one of its links is up (probes pass), so what
+/// arrives at its ingresses can leave. A relay with no neighbours in the
+/// topology is ready once it runs. Not ready says why, e.g. `0 of 3 links up`.
+/// The controller is not required: without it the relay routes on the
+/// topology's own tables.
+pub fn readiness(ctx: &Context) -> Result<(), String> {
+    if ctx.admission.is_draining() {
+        return Err("draining".into());
+    }
+    let live = ctx.live();
+    let total = live.neighbors.len();
+    let up = live
+        .neighbors
+        .iter()
+        .filter(|(key, _)| ctx.links.is_up(*key))
+        .count();
+    if total > 0 && up == 0 {
+        return Err(format!("0 of {total} links up"));
+    }
+    Ok(())
+}
+
 /// The relay's status now; `quic_addr` is where its endpoint listens.
 pub fn status(ctx: &Context, quic_addr: SocketAddr) -> Status {
     let live = ctx.live();

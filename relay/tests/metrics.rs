@@ -20,6 +20,17 @@ const PAYLOAD: usize = 200;
 /// Two relays `aaa`–`bbb`, each with an admin API, and a UDP service `media`
 /// from `aaa` to `target`.
 async fn start_pair(target: SocketAddr) -> Vec<RelayHandle> {
+    start_one_then_other(target, |_| async {}).await
+}
+
+/// As [`start_pair`], calling `between` with `aaa` after it starts and before
+/// `bbb` does.
+async fn start_one_then_other<F, Fut>(target: SocketAddr, between: F) -> Vec<RelayHandle>
+where
+    F: FnOnce(&RelayHandle) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut between = Some(between);
     let sockets: Vec<UdpSocket> = (0..2)
         .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind relay socket"))
         .collect();
@@ -48,6 +59,9 @@ async fn start_pair(target: SocketAddr) -> Vec<RelayHandle> {
         let relay = relay::start(cfg, socket, Some(admin))
             .await
             .expect("relay starts");
+        if let Some(between) = between.take() {
+            between(&relay).await;
+        }
         relays.push(relay);
     }
     let up = async {
@@ -226,6 +240,35 @@ async fn metrics_count_link_and_service_traffic_and_pass_promtool() {
         promtool_check("relay bbb", &b_text);
         for r in relays {
             r.shutdown().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_503_until_a_link_is_up_then_200() {
+    bounded(60, async {
+        let echo = UdpEcho::start().await;
+        let relays = start_one_then_other(echo.addr, |aaa| {
+            let admin = aaa.admin_addr.expect("admin");
+            async move {
+                let (status, body) = daemon::admin::client::get(admin, "/healthz")
+                    .await
+                    .expect("healthz answers");
+                assert_eq!(
+                    (status, body.as_str()),
+                    (503, "not ready: 0 of 1 links up\n"),
+                    "aaa alone: nothing it takes in can leave"
+                );
+            }
+        })
+        .await;
+        for r in &relays {
+            let admin = r.admin_addr.expect("admin");
+            let got = daemon::admin::client::get(admin, "/healthz")
+                .await
+                .expect("healthz answers");
+            assert_eq!(got, (200, "ok\n".to_string()), "link up: ready");
         }
     })
     .await;

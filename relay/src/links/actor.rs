@@ -264,7 +264,7 @@ fn after_probe(
                 ctx.link_downs.went_down(peer);
                 warn!(
                     consecutive,
-                    loss = stats.loss,
+                    loss = daemon::logging::rounded(stats.loss, 4),
                     "link down: {consecutive} probes in a row lost"
                 );
                 log_failover(ctx, peer, false);
