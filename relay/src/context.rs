@@ -58,6 +58,10 @@ pub struct Context {
     pub tasks: Spawner,
     pub cancel: CancellationToken,
     pub started: Instant,
+    /// The QUIC socket's inode, for the kernel's drops on it.
+    pub quic_inode: Option<u64>,
+    /// Closed egress flow sockets' kernel drops (written at each scrape).
+    pub egress_drops: Mutex<crate::socket_drops::EgressDrops>,
 }
 
 /// Stop tokens of the tasks a reload can end one by one.

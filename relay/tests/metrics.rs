@@ -192,6 +192,42 @@ async fn metrics_count_link_and_service_traffic_and_pass_promtool() {
                 "{series} moved by {got}, expected at least {at_least}"
             );
         }
+        // The kernel's drops on each socket are exported (issue 14.9): none
+        // here, one datagram at a time.
+        let drops = |node: &str, socket: &str| {
+            format!("overlay_relay_socket_drops_total{{node=\"{node}\",socket=\"{socket}\"}}")
+        };
+        assert_eq!(value(&a1, &drops("aaa", "quic")), 0.0);
+        assert_eq!(value(&a1, &drops("aaa", "ingress/media")), 0.0);
+        assert_eq!(value(&b1, &drops("bbb", "quic")), 0.0);
+        assert_eq!(value(&b1, &drops("bbb", "egress/media")), 0.0);
+        // What every daemon says about itself.
+        assert_eq!(
+            value(
+                &a1,
+                &format!(
+                    "overlay_relay_build_info{{node=\"aaa\",version=\"{}\"}}",
+                    env!("CARGO_PKG_VERSION")
+                )
+            ),
+            1.0
+        );
+        let expiry = value(
+            &a1,
+            "overlay_relay_certificate_expiry_timestamp_seconds{node=\"aaa\"}",
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64();
+        assert!(
+            expiry > now && expiry < now + 20.0 * 366.0 * 86_400.0,
+            "the test CA's certificate expires in the future: {expiry} vs now {now}"
+        );
+        assert!(value(&a1, "process_cpu_seconds_total{node=\"aaa\"}") > 0.0);
+        assert!(value(&a1, "process_resident_memory_bytes{node=\"aaa\"}") > 1e6);
+        let fds = value(&a1, "process_open_fds{node=\"aaa\"}");
+        assert!(fds >= 3.0 && fds <= value(&a1, "process_max_fds{node=\"aaa\"}"));
         assert_eq!(value(&a1, &link("aaa", "bbb", "up")), 1.0);
         let rtt = value(&a1, &link("aaa", "bbb", "rtt_seconds"));
         assert!(rtt > 0.0 && rtt < 0.5, "loopback rtt {rtt}");
