@@ -78,6 +78,11 @@ impl Status {
 pub fn status(api: &Api) -> Result<Status, Failure> {
     let nodes = get(api, "/api/v1/nodes")?;
     let links = get(api, "/api/v1/links")?;
+    Ok(summary(api, &nodes, &links))
+}
+
+/// The summary of the controller's `/api/v1/nodes` and `/api/v1/links`.
+fn summary(api: &dyn std::fmt::Display, nodes: &Value, links: &Value) -> Status {
     let nodes = nodes.as_array().cloned().unwrap_or_default();
     let links = links.as_array().cloned().unwrap_or_default();
     let connected = nodes.iter().filter(|n| n["connected"] == true).count();
@@ -162,10 +167,10 @@ pub fn status(api: &Api) -> Result<Status, Failure> {
         .iter()
         .filter(|l| !matches!(l["state"].as_str(), Some("up" | "degraded")))
         .count();
-    Ok(Status {
+    Status {
         text: out,
         degraded: !missing.is_empty() || not_up > 0,
-    })
+    }
 }
 
 pub fn links(api: &Api) -> Result<String, Failure> {
@@ -232,4 +237,47 @@ pub fn routes(api: &Api, from: &str, to: &str) -> Result<String, Failure> {
             .unwrap_or("none (no loop-free alternate)")
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_nobody_reported_are_counted_unknown_and_the_fleet_degraded() {
+        // One relay of three connected after a controller restart: its link
+        // is up, the two links between the relays away are unknown.
+        let nodes = serde_json::json!([
+            {"id": "aaa", "connected": true, "table_version_applied": 3},
+            {"id": "bbb", "connected": false},
+            {"id": "ccc", "connected": false},
+        ]);
+        let links = serde_json::json!([
+            {"a": "aaa", "b": "bbb", "state": "up"},
+            {"a": "bbb", "b": "ccc", "state": "unknown"},
+            {"a": "aaa", "b": "ccc", "state": "unknown"},
+        ]);
+        let s = summary(&"127.0.0.1:9000", &nodes, &links);
+        assert!(s.text.contains("relays   1 of 3 connected"), "{}", s.text);
+        assert!(
+            s.text
+                .contains("links    1 up, 0 held down, 0 down, 2 unknown (of 3)"),
+            "{}",
+            s.text
+        );
+        assert!(
+            !s.text.contains("not up"),
+            "unknown links are not listed as down: {}",
+            s.text
+        );
+        assert!(s.text.contains("away     bbb, ccc"), "{}", s.text);
+        assert_eq!(s.exit_code(), Failure::DEGRADED);
+        // The whole fleet up, one link of poor quality: not degraded.
+        let nodes =
+            serde_json::json!([{"id": "aaa", "connected": true}, {"id": "bbb", "connected": true}]);
+        let links =
+            serde_json::json!([{"a": "aaa", "b": "bbb", "state": "degraded", "loss": 0.02}]);
+        let s = summary(&"x", &nodes, &links);
+        assert_eq!(s.exit_code(), 0, "{}", s.text);
+    }
 }
