@@ -1,28 +1,38 @@
 //! `overlay status|links|routes|trace`: the controller's admin API, as tables.
 
-use std::net::SocketAddr;
-
 use serde_json::Value;
 
+use crate::cli::Api;
 use crate::failure::Failure;
 use crate::outln;
 use crate::table::Table;
 
 /// GETs `path` from the API at `api` and parses the JSON (bounded in time).
-fn get(api: SocketAddr, path: &str) -> Result<Value, Failure> {
-    let (status, body) = match daemon::admin::client::get_blocking(api, path) {
-        Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            return Err(Failure::runtime(format!(
-                "the controller API at {api} did not answer within {} s",
-                daemon::admin::client::TIMEOUT.as_secs()
-            )))
+/// Each address `api` resolves to is tried in turn until one takes the
+/// connection (`localhost` may be `::1` and `127.0.0.1`, the API on one only).
+fn get(api: &Api, path: &str) -> Result<Value, Failure> {
+    let mut refused = None;
+    let mut answer = None;
+    for &addr in &api.addrs {
+        match daemon::admin::client::get_blocking(addr, path) {
+            Ok(r) => {
+                answer = Some(r);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(Failure::runtime(format!(
+                    "the controller API at {api} did not answer within {} s",
+                    daemon::admin::client::TIMEOUT.as_secs()
+                )))
+            }
+            Err(e) => refused = Some(e),
         }
-        Err(e) => {
-            return Err(Failure::runtime(format!(
-                "cannot reach the controller API at {api}: {e}; is the controller (or `overlay lab`) running? Point elsewhere with --api ADDR"
-            )))
-        }
+    }
+    let Some((status, body)) = answer else {
+        let e = refused.map_or_else(|| "no address".to_string(), |e| e.to_string());
+        return Err(Failure::runtime(format!(
+            "cannot reach the controller API at {api}: {e}; is the controller (or `overlay lab`) running? Point elsewhere with --api HOST:PORT"
+        )));
     };
     let value: Value = serde_json::from_str(&body).map_err(|e| {
         Failure::runtime(format!(
@@ -45,9 +55,34 @@ fn num(v: &Value, digits: usize) -> String {
         .map_or_else(|| "-".to_string(), |x| format!("{x:.digits$}"))
 }
 
-pub fn status(api: SocketAddr) -> Result<String, Failure> {
+/// `overlay status`'s summary, and whether the fleet is degraded.
+#[derive(Debug)]
+pub struct Status {
+    pub text: String,
+    /// A relay of the topology is away, or a link is not up (down, held down,
+    /// or unknown). A link of poor quality (`degraded`) is up: not counted.
+    pub degraded: bool,
+}
+
+impl Status {
+    /// 0, or [`Failure::DEGRADED`] for a degraded fleet.
+    pub fn exit_code(&self) -> u8 {
+        if self.degraded {
+            Failure::DEGRADED
+        } else {
+            0
+        }
+    }
+}
+
+pub fn status(api: &Api) -> Result<Status, Failure> {
     let nodes = get(api, "/api/v1/nodes")?;
     let links = get(api, "/api/v1/links")?;
+    Ok(summary(api, &nodes, &links))
+}
+
+/// The summary of the controller's `/api/v1/nodes` and `/api/v1/links`.
+fn summary(api: &dyn std::fmt::Display, nodes: &Value, links: &Value) -> Status {
     let nodes = nodes.as_array().cloned().unwrap_or_default();
     let links = links.as_array().cloned().unwrap_or_default();
     let connected = nodes.iter().filter(|n| n["connected"] == true).count();
@@ -63,7 +98,7 @@ pub fn status(api: SocketAddr) -> Result<String, Failure> {
     let degraded = count("degraded");
     outln!(
         out,
-        "  links    {} up{}, {} held down, {} down (of {})",
+        "  links    {} up{}, {} held down, {} down{} (of {})",
         count("up") + degraded,
         if degraded > 0 {
             format!(" ({degraded} degraded)")
@@ -72,6 +107,11 @@ pub fn status(api: SocketAddr) -> Result<String, Failure> {
         },
         count("held-down"),
         count("down"),
+        // No fresh report from either end (their relays are away): not up.
+        match count("unknown") {
+            0 => String::new(),
+            n => format!(", {n} unknown"),
+        },
         links.len()
     );
     if let (Some(lo), Some(hi)) = (versions.iter().min(), versions.iter().max()) {
@@ -94,7 +134,7 @@ pub fn status(api: SocketAddr) -> Result<String, Failure> {
     };
     let down: Vec<String> = links
         .iter()
-        .filter(|l| l["state"] != "up" && l["state"] != "degraded")
+        .filter(|l| !matches!(l["state"].as_str(), Some("up" | "degraded" | "unknown")))
         .map(|l| format!("{} ({})", ends(l), l["state"].as_str().unwrap_or("?")))
         .collect();
     if !down.is_empty() {
@@ -123,10 +163,17 @@ pub fn status(api: SocketAddr) -> Result<String, Failure> {
     if !missing.is_empty() {
         outln!(out, "  away     {}", missing.join(", "));
     }
-    Ok(out)
+    let not_up = links
+        .iter()
+        .filter(|l| !matches!(l["state"].as_str(), Some("up" | "degraded")))
+        .count();
+    Status {
+        text: out,
+        degraded: !missing.is_empty() || not_up > 0,
+    }
 }
 
-pub fn links(api: SocketAddr) -> Result<String, Failure> {
+pub fn links(api: &Api) -> Result<String, Failure> {
     let links = get(api, "/api/v1/links")?;
     let mut t = Table::new(&[
         "a",
@@ -172,7 +219,7 @@ pub fn links(api: SocketAddr) -> Result<String, Failure> {
     Ok(t.render())
 }
 
-pub fn routes(api: SocketAddr, from: &str, to: &str) -> Result<String, Failure> {
+pub fn routes(api: &Api, from: &str, to: &str) -> Result<String, Failure> {
     let r = get(api, &format!("/api/v1/routes?from={from}&to={to}"))?;
     let path: Vec<&str> = r["path"]
         .as_array()
@@ -205,7 +252,7 @@ pub fn routes(api: SocketAddr, from: &str, to: &str) -> Result<String, Failure> 
 
 /// One service: its path hop by hop with each link's RTT and state, the path
 /// around a failure, and what the relays measured of it each way.
-pub fn trace(api: SocketAddr, service: &str) -> Result<String, Failure> {
+pub fn trace(api: &Api, service: &str) -> Result<String, Failure> {
     let services = get(api, "/api/v1/services")?;
     let services = services.as_array().cloned().unwrap_or_default();
     let Some(s) = services.iter().find(|s| s["name"] == service) else {
@@ -321,4 +368,47 @@ pub fn trace(api: SocketAddr, service: &str) -> Result<String, Failure> {
         "  (one-way delays are from the senders' clocks: relays need synchronised clocks)"
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_nobody_reported_are_counted_unknown_and_the_fleet_degraded() {
+        // One relay of three connected after a controller restart: its link
+        // is up, the two links between the relays away are unknown.
+        let nodes = serde_json::json!([
+            {"id": "aaa", "connected": true, "table_version_applied": 3},
+            {"id": "bbb", "connected": false},
+            {"id": "ccc", "connected": false},
+        ]);
+        let links = serde_json::json!([
+            {"a": "aaa", "b": "bbb", "state": "up"},
+            {"a": "bbb", "b": "ccc", "state": "unknown"},
+            {"a": "aaa", "b": "ccc", "state": "unknown"},
+        ]);
+        let s = summary(&"127.0.0.1:9000", &nodes, &links);
+        assert!(s.text.contains("relays   1 of 3 connected"), "{}", s.text);
+        assert!(
+            s.text
+                .contains("links    1 up, 0 held down, 0 down, 2 unknown (of 3)"),
+            "{}",
+            s.text
+        );
+        assert!(
+            !s.text.contains("not up"),
+            "unknown links are not listed as down: {}",
+            s.text
+        );
+        assert!(s.text.contains("away     bbb, ccc"), "{}", s.text);
+        assert_eq!(s.exit_code(), Failure::DEGRADED);
+        // The whole fleet up, one link of poor quality: not degraded.
+        let nodes =
+            serde_json::json!([{"id": "aaa", "connected": true}, {"id": "bbb", "connected": true}]);
+        let links =
+            serde_json::json!([{"a": "aaa", "b": "bbb", "state": "degraded", "loss": 0.02}]);
+        let s = summary(&"x", &nodes, &links);
+        assert_eq!(s.exit_code(), 0, "{}", s.text);
+    }
 }

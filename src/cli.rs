@@ -26,28 +26,29 @@ pub enum Command {
     },
     /// Summary of a running controller: relays connected, links up, tables.
     Status {
-        /// The controller's admin API (or the lab's).
-        #[arg(long, default_value = "127.0.0.1:9000")]
-        api: std::net::SocketAddr,
+        /// The controller's admin API (or the lab's): HOST:PORT, HOST a name
+        /// (e.g. `localhost`) or an address; HOST alone means port 9000.
+        #[arg(long, default_value = "127.0.0.1:9000", value_parser = parse_api)]
+        api: Api,
     },
     /// Every link with its live RTT, loss, jitter, state and cost in force.
     Links {
-        #[arg(long, default_value = "127.0.0.1:9000")]
-        api: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9000", value_parser = parse_api)]
+        api: Api,
     },
     /// The route in force from one node to another, hop by hop, and its backup.
     Routes {
         from: String,
         to: String,
-        #[arg(long, default_value = "127.0.0.1:9000")]
-        api: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9000", value_parser = parse_api)]
+        api: Api,
     },
     /// One service: its path with each hop's RTT, the path around a failure,
     /// and the delay, loss and reordering its relays measured each way.
     Trace {
         service: String,
-        #[arg(long, default_value = "127.0.0.1:9000")]
-        api: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9000", value_parser = parse_api)]
+        api: Api,
     },
     /// Place a demand with the controller's own placement, without sending a
     /// packet, beside delay-only routing: line loads, class latency, and what
@@ -94,8 +95,8 @@ pub enum Command {
         #[arg(long)]
         scenario: Option<String>,
         /// Where the lab serves the controller's API and its own link controls.
-        #[arg(long, default_value = "127.0.0.1:9000")]
-        api: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9000", value_parser = parse_api)]
+        api: Api,
     },
 }
 
@@ -155,4 +156,83 @@ pub enum PkiCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// The port of `--api` when only a host is given (the controller's default).
+pub const DEFAULT_API_PORT: u16 = 9000;
+
+/// An `--api` address as given, and what it resolves to (tried in order).
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub given: String,
+    pub addrs: Vec<std::net::SocketAddr>,
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.given)
+    }
+}
+
+/// `--api HOST:PORT` or `--api HOST`: an IP address, `[v6]:port`, or a name
+/// the resolver knows (`localhost`, a controller's host name).
+pub fn parse_api(text: &str) -> Result<Api, String> {
+    use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Api {
+            given: text.into(),
+            addrs: vec![addr],
+        });
+    }
+    if let Ok(ip) = text.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(Api {
+            given: text.into(),
+            addrs: vec![SocketAddr::new(ip, DEFAULT_API_PORT)],
+        });
+    }
+    let with_port = if text.contains(':') {
+        text.to_string()
+    } else {
+        format!("{text}:{DEFAULT_API_PORT}")
+    };
+    let addrs: Vec<SocketAddr> = with_port
+        .to_socket_addrs()
+        .map_err(|e| {
+            format!("`{text}`: give HOST:PORT (e.g. localhost:9000 or 127.0.0.1:9000): {e}")
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("`{text}` resolves to no address"));
+    }
+    Ok(Api {
+        given: with_port,
+        addrs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_takes_names_addresses_and_bare_hosts() {
+        let local = parse_api("localhost:9100").expect("localhost resolves");
+        assert!(!local.addrs.is_empty());
+        assert!(local
+            .addrs
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 9100));
+        let bare = parse_api("localhost").expect("a bare host");
+        assert!(bare.addrs.iter().all(|a| a.port() == DEFAULT_API_PORT));
+        assert_eq!(bare.to_string(), "localhost:9000");
+        let ip = parse_api("127.0.0.1:9000").expect("an address");
+        assert_eq!(ip.addrs, ["127.0.0.1:9000".parse().expect("addr")]);
+        let v6 = parse_api("[::1]:9001").expect("v6");
+        assert_eq!(v6.addrs, ["[::1]:9001".parse().expect("addr")]);
+        let v6_bare = parse_api("::1").expect("bare v6");
+        assert_eq!(v6_bare.addrs, ["[::1]:9000".parse().expect("addr")]);
+        assert!(parse_api("localhost:notaport").is_err());
+        assert!(parse_api("").is_err());
+    }
 }

@@ -13,6 +13,9 @@ impl Failure {
     pub const USAGE: u8 = 64;
     /// A runtime failure.
     pub const RUNTIME: u8 = 1;
+    /// `overlay status`: the controller answered, and the fleet is degraded
+    /// (a relay away or a link not up); the summary is printed as usual.
+    pub const DEGRADED: u8 = 2;
 
     pub fn usage(message: impl Display) -> Self {
         Failure {

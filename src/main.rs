@@ -1,5 +1,6 @@
 //! `overlay`: the operator's command line. Parses arguments and maps outcomes to
-//! exit codes: 0 ok, 64 bad usage or bad configuration, 1 runtime failure.
+//! exit codes: 0 ok, 64 bad usage or bad configuration, 1 runtime failure, 2
+//! (`overlay status` only) the fleet is degraded: a relay away or a link not up.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -36,7 +37,10 @@ fn main() -> ExitCode {
             .try_init();
     }
     match run(cli) {
-        Ok(output) => write_stdout(&output),
+        Ok((output, code)) => match write_stdout(&output) {
+            Ok(()) => ExitCode::from(code),
+            Err(failed) => failed,
+        },
         Err(f) => {
             eprintln!("{}", f.message.trim_end());
             ExitCode::from(f.code)
@@ -45,23 +49,24 @@ fn main() -> ExitCode {
 }
 
 /// Prints a command's output; a reader that went away (`| head`) is not an error.
-fn write_stdout(output: &str) -> ExitCode {
+fn write_stdout(output: &str) -> Result<(), ExitCode> {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(output.as_bytes())
         .and_then(|()| stdout.flush())
     {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => {
             eprintln!("cannot write to stdout: {e}");
-            ExitCode::from(Failure::RUNTIME)
+            Err(ExitCode::from(Failure::RUNTIME))
         }
     }
 }
 
-fn run(cli: Cli) -> Result<String, Failure> {
-    match cli.command {
+/// Runs a command: what it prints and its exit code (0 unless it says otherwise).
+fn run(cli: Cli) -> Result<(String, u8), Failure> {
+    let output = match cli.command {
         Command::Topology { command } => match command {
             TopologyCommand::Check { file } => topology_cmd::check(file.as_deref()),
             TopologyCommand::Show { file } => topology_cmd::show(file.as_deref()),
@@ -81,10 +86,15 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 force,
             } => pki_cmd::issue(&ca, &node, &out, force),
         },
-        Command::Status { api } => api_cmd::status(api),
-        Command::Links { api } => api_cmd::links(api),
-        Command::Routes { from, to, api } => api_cmd::routes(api, &from, &to),
-        Command::Trace { service, api } => api_cmd::trace(api, &service),
+        Command::Status { api } => {
+            return api_cmd::status(&api).map(|s| {
+                let code = s.exit_code();
+                (s.text, code)
+            })
+        }
+        Command::Links { api } => api_cmd::links(&api),
+        Command::Routes { from, to, api } => api_cmd::routes(&api, &from, &to),
+        Command::Trace { service, api } => api_cmd::trace(&api, &service),
         Command::Plan {
             topology,
             classes,
@@ -124,8 +134,10 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 loss,
                 seed,
                 scenario,
-                api,
+                // Bound as the resolver orders it; `status --api` tries each.
+                api: api.addrs[0],
             })
         }
-    }
+    }?;
+    Ok((output, 0))
 }

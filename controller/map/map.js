@@ -9,7 +9,7 @@
   const { decodeTopo, projection, landPath, linkGeom, underseaBows, placeLabels, r1 } = window.OverlayMapGeo;
 
   // One table of colours, for the lines and for the legend.
-  const STATE_COLOUR = { degraded: '#c77dff', 'held-down': '#8c96a8', down: '#ff3b30' };
+  const STATE_COLOUR = { degraded: '#c77dff', 'held-down': '#8c96a8', down: '#ff3b30', unknown: '#5c6470' };
   const UNKNOWN_LOAD = '#5aa9e6';
   const LOAD_RAMP = [[0, '#1fb5a8'], [0.4, '#7ac74f'], [0.7, '#e8d33f'], [0.9, '#f59a23'], [1, '#ff7a1a']];
   const KIND_WIDTH = { undersea: 3.4, terrestrial: 1.9, internet: 1.3 };
@@ -443,7 +443,7 @@
 
   // ---- summary and timeline ----
   function renderSummary() {
-    const count = { up: 0, degraded: 0, down: 0, 'held-down': 0 };
+    const count = { up: 0, degraded: 0, down: 0, 'held-down': 0, unknown: 0 };
     for (const l of S.links.values()) count[l.state] = (count[l.state] || 0) + 1;
     const box = $('[data-summary]');
     box.setAttribute('data-nodes', S.nodes.size);
@@ -455,6 +455,7 @@
     if (count.down) parts.push(' · ', h('b', { class: 'bad' }, `${count.down} down`));
     if (count['held-down']) parts.push(' · ', h('b', null, `${count['held-down']} held down`));
     if (count.degraded) parts.push(' · ', h('b', { class: 'warn' }, `${count.degraded} degraded`));
+    if (count.unknown) parts.push(' · ', h('b', null, `${count.unknown} not reported`));
     box.replaceChildren(...parts);
   }
   const KIND_COLOUR = { 'link-down': '#ff6b61', cut: '#ff6b61', 'link-up': '#5fe08a', restore: '#5fe08a', reroute: '#5aa9e6', drain: '#ffcf5c' };
@@ -579,10 +580,11 @@
       h('div', { class: 'ticks' }, h('span', null, '0 %'), h('span', null, '50 %'), h('span', null, '100 %')),
       grid(row(swatch(UNKNOWN_LOAD), 'load not measured'), row(swatch(STATE_COLOUR.degraded), 'degraded'),
         row(swatch(STATE_COLOUR['held-down'], '1 4'), 'held down'), row(swatch(STATE_COLOUR.down, '5 4'), 'down'),
+        row(swatch(STATE_COLOUR.unknown, '2 3'), 'unknown'), h('div'),
         row(swatch('#c9d5e1', null, KIND_WIDTH.undersea), 'undersea'), row(swatch('#c9d5e1', null, KIND_WIDTH.terrestrial), 'terrestrial'),
         row(swatch('#c9d5e1', null, KIND_WIDTH.internet), 'internet'), h('div'),
         row(haloSw, 'path in force'), row(swatch('#f4f7fa', '8 6'), 'repair path')),
-      h('p', { class: 'note' }, 'degraded: up, but loss > 1 % or jitter > 10 ms; held down: back up, not yet used by routes'),
+      h('p', { class: 'note' }, 'degraded: up, but loss > 1 % or jitter > 10 ms; held down: back up, not yet used by routes; unknown: no fresh report from either end'),
     ));
   }
 

@@ -312,6 +312,18 @@ pub fn services(shared: &Shared) -> Vec<ServiceInfo> {
         .collect()
 }
 
+/// Whether the controller is ready (`GET /healthz`): at least one relay of
+/// the topology has a session with it, so it hears the fleet (and, leading,
+/// reaches it with tables). Not ready says why. How much of the fleet is
+/// connected is `overlay status`'s business, not readiness.
+pub fn readiness(shared: &Shared) -> Result<(), String> {
+    let nodes = shared.topology().nodes.len();
+    if nodes > 0 && shared.sessions().is_empty() {
+        return Err(format!("no relay connected (0 of {nodes})"));
+    }
+    Ok(())
+}
+
 /// The router of the controller's admin API.
 pub fn router(shared: Arc<Shared>) -> Router {
     routes()
@@ -323,7 +335,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// The API's routes, for a server that adds its own (the lab).
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/healthz", get(|| async { admin::ok_text() }))
+        .route(
+            "/healthz",
+            get(|State(s): State<Arc<Shared>>| async move { admin::readiness(readiness(&s)) }),
+        )
         .route("/metrics", get(metrics))
         .route(
             "/api/v1/nodes",

@@ -201,7 +201,9 @@ async fn links_carry_capacity_unknown_load_and_the_degraded_state() {
     }
     // The states changed just now; since_s says so.
     assert!(links[0]["since_s"].as_f64().is_some_and(|s| s < 5.0));
-    assert_eq!(links[3]["since_s"], Value::Null, "still up since the start");
+    // Link 3 was unknown (nobody had reported) and is first heard of up now:
+    // its relays did not say since when, so from now (not null: issue 14.6).
+    assert!(links[3]["since_s"].as_f64().is_some_and(|s| s < 5.0));
 }
 
 #[test]
@@ -292,4 +294,96 @@ async fn services_list_their_path_and_unmeasured_quality() {
         serde_json::json!([]),
         "not placed while no route reaches"
     );
+}
+
+#[tokio::test]
+async fn links_nobody_reported_are_unknown_not_up_in_the_api_and_the_metrics() {
+    // A controller that just started (or lost every relay): 4 links, no report.
+    let s = shared();
+    let (_, links) = get(&s, "/api/v1/links").await;
+    let states: Vec<&str> = links
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|l| l["state"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(states, ["unknown"; 4]);
+    let text = crate::exposition::scrape(&s).encode().expect("encodes");
+    let count = |state: &str| {
+        let key =
+            format!("overlay_controller_links{{controller=\"controller\",state=\"{state}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+            .parse::<f64>()
+            .expect("a number")
+    };
+    assert_eq!(count("up"), 0.0);
+    assert_eq!(count("unknown"), 4.0);
+    for series in [
+        "overlay_controller_build_info{controller=\"controller\",version=\"",
+        "overlay_controller_certificate_expiry_timestamp_seconds{controller=\"controller\"} ",
+        "process_cpu_seconds_total{controller=\"controller\"} ",
+        "process_resident_memory_bytes{controller=\"controller\"} ",
+        "process_open_fds{controller=\"controller\"} ",
+        "process_max_fds{controller=\"controller\"} ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(series)),
+            "no {series} in\n{text}"
+        );
+    }
+    // One end of aaa–bbb reports it up: that link (only) is up.
+    publish(&s, |v| {
+        v.links[0].view.stale = false;
+    });
+    let (_, links) = get(&s, "/api/v1/links").await;
+    assert_eq!(links[0]["state"], "up");
+    assert_eq!(links[1]["state"], "unknown");
+    let text = crate::exposition::scrape(&s).encode().expect("encodes");
+    let up = text
+        .lines()
+        .find(|l| l.contains("overlay_controller_links{") && l.contains("state=\"up\""))
+        .expect("an up series");
+    assert!(up.ends_with(" 1") || up.ends_with(" 1.0"), "{up}");
+}
+
+#[tokio::test]
+async fn healthz_is_503_until_a_relay_is_connected() {
+    let s = shared();
+    let text = |s: &Arc<Shared>| {
+        let s = s.clone();
+        async move {
+            let r = router(s)
+                .oneshot(
+                    Request::get("/healthz")
+                        .body(Body::empty())
+                        .expect("request"),
+                )
+                .await
+                .expect("answer");
+            let status = r.status();
+            let body = axum::body::to_bytes(r.into_body(), 1 << 10)
+                .await
+                .expect("body");
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    assert_eq!(
+        text(&s).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no relay connected (0 of 4)\n".to_string()
+        )
+    );
+    s.add_session(
+        "bbb",
+        crate::shared::Session {
+            remote: "127.0.0.1:1".parse().expect("addr"),
+            since: tokio::time::Instant::now(),
+            applied: 0,
+            conn_id: 1,
+        },
+    );
+    assert_eq!(text(&s).await, (StatusCode::OK, "ok\n".to_string()));
 }

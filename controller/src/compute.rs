@@ -156,6 +156,10 @@ impl State {
                 min_rtt: ms_to_duration(l.min_rtt_ms),
                 jitter: ms_to_duration(l.jitter_ms),
                 loss: l.loss,
+                up_for: l
+                    .up_for_s
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .map(Duration::from_secs_f64),
             };
             if let Err(e) = self.db.handle_report(report, now) {
                 ignored += 1;

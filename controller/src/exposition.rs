@@ -41,9 +41,15 @@ pub fn scrape(shared: &Shared) -> Scrape {
     let view = shared.view();
     s.gauges(
         "links",
-        "Links by state as the controller sees them: up, down, or held_down (up again but not yet trusted)",
+        "Links by state as the controller sees them: up, down, held_down (up again but not yet trusted), or unknown (no fresh report from either end)",
         "state",
-        [("up", "up"), ("down", "down"), ("held-down", "held_down")].map(|(state, label)| {
+        [
+            ("up", "up"),
+            ("down", "down"),
+            ("held-down", "held_down"),
+            ("unknown", "unknown"),
+        ]
+        .map(|(state, label)| {
             let n = view.links.iter().filter(|l| l.state() == state).count();
             (label.to_string(), n as f64)
         }),
@@ -100,5 +106,6 @@ pub fn scrape(shared: &Shared) -> Scrape {
         "Times this controller stopped leading: another leads, or etcd did not confirm its lease in time",
         election.lost,
     );
+    s.daemon(env!("CARGO_PKG_VERSION"), &shared.cfg.identity);
     s
 }

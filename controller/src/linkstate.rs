@@ -34,6 +34,9 @@ pub struct LinkReport {
     pub jitter: Option<Duration>,
     /// Fraction of probes lost, in `0.0..=1.0`.
     pub loss: f64,
+    /// While up: how long the reporting relay has had the link up, as of the
+    /// report (`None` from relays that do not say).
+    pub up_for: Option<Duration>,
 }
 
 /// Why a report was refused. Nothing in the database changes when one is.
@@ -86,6 +89,12 @@ pub struct LinkView {
     pub stale: bool,
     /// When `up` last changed; `None` if it has not since the database started.
     pub since: Option<Instant>,
+    /// When the link came up by the relays' own account: the later of the
+    /// fresh up reports' `up_for` (the link is up from when both ends had it
+    /// up). `None` while down or when no fresh report says. For people (how
+    /// long a link has been up, across a controller restart); routing keeps
+    /// to `since`, which only this database's own observations move.
+    pub up_since_reported: Option<Instant>,
 }
 
 impl LinkView {
@@ -97,6 +106,7 @@ impl LinkView {
         jitter: None,
         stale: true,
         since: None,
+        up_since_reported: None,
     };
 }
 
@@ -241,13 +251,12 @@ impl LinkStateDb {
         self.now = Some(self.now.map_or(now, |t| t.max(now)));
         for entry in &mut self.links {
             let old = entry.view;
-            let fresh: Vec<(&LinkReport, bool)> = entry
+            let fresh: Vec<(&EndReport, bool)> = entry
                 .ends
                 .iter()
                 .zip(entry.ever_up)
                 .filter_map(|(r, ever_up)| r.as_ref().map(|r| (r, ever_up)))
                 .filter(|(r, _)| now.saturating_duration_since(r.at) < self.stale_after)
-                .map(|(r, ever_up)| (&r.report, ever_up))
                 .collect();
             let mut view = if fresh.is_empty() {
                 LinkView { stale: true, ..old }
@@ -267,8 +276,17 @@ impl LinkStateDb {
 /// worst loss and jitter, best minimum RTT. (An end still bringing the link up
 /// says down until its probes pass; taking that for a failure would hold the
 /// link down for the whole hold-down when a fleet starts.)
-fn merge(fresh: &[(&LinkReport, bool)], since: Option<Instant>) -> LinkView {
+fn merge(ends: &[(&EndReport, bool)], since: Option<Instant>) -> LinkView {
+    let fresh: Vec<(&LinkReport, bool)> = ends.iter().map(|(e, up)| (&e.report, *up)).collect();
     let up = !fresh.iter().any(|(r, ever_up)| !r.up && *ever_up) && fresh.iter().any(|(r, _)| r.up);
+    let up_since_reported = if up {
+        ends.iter()
+            .filter(|(e, _)| e.report.up)
+            .filter_map(|(e, _)| e.at.checked_sub(e.report.up_for?))
+            .max()
+    } else {
+        None
+    };
     let fresh: Vec<&LinkReport> = fresh.iter().map(|(r, _)| *r).collect();
     let rtts: Vec<Duration> = fresh.iter().filter_map(|r| r.rtt).collect();
     let rtt = (!rtts.is_empty()).then(|| rtts.iter().sum::<Duration>() / rtts.len() as u32);
@@ -280,6 +298,7 @@ fn merge(fresh: &[(&LinkReport, bool)], since: Option<Instant>) -> LinkView {
         jitter: fresh.iter().filter_map(|r| r.jitter).max(),
         stale: false,
         since,
+        up_since_reported,
     }
 }
 

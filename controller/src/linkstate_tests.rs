@@ -40,6 +40,7 @@ pub(crate) fn up(from: NodeIdx, link: LinkIdx, rtt: Duration) -> LinkReport {
         min_rtt: Some(rtt),
         jitter: None,
         loss: 0.0,
+        up_for: None,
     }
 }
 
@@ -52,6 +53,7 @@ pub(crate) fn down(from: NodeIdx, link: LinkIdx) -> LinkReport {
         min_rtt: None,
         jitter: None,
         loss: 1.0,
+        up_for: None,
     }
 }
 
@@ -73,6 +75,32 @@ fn unreported_links_are_up_stale_and_cost_their_expected_delay() {
     assert_eq!(measured_cost(&v, 20_000), Some(20_000));
     assert_eq!(db.links().count(), 2);
     assert_eq!(db.poll_timeout(), None);
+}
+
+#[test]
+fn the_relays_say_since_when_a_link_is_up_the_later_end_counts() {
+    let (mut db, a, b, _) = chain();
+    let t0 = Instant::now() + Duration::from_secs(100);
+    let l = LinkIdx(0);
+    let mut ra = up(a, l, ms(20));
+    ra.up_for = Some(Duration::from_secs(60));
+    db.handle_report(ra, t0).unwrap();
+    assert_eq!(
+        db.view(l).up_since_reported,
+        Some(t0 - Duration::from_secs(60))
+    );
+    let mut rb = up(b, l, ms(20));
+    rb.up_for = Some(Duration::from_secs(10));
+    db.handle_report(rb, t0 + ms(500)).unwrap();
+    let v = db.view(l);
+    assert_eq!(
+        v.up_since_reported,
+        Some(t0 + ms(500) - Duration::from_secs(10)),
+        "up from when both ends had it up"
+    );
+    assert_eq!(v.since, None, "routing's own clock is not moved");
+    db.handle_report(down(a, l), t0 + ms(600)).unwrap();
+    assert_eq!(db.view(l).up_since_reported, None, "down: not up since");
 }
 
 #[test]
@@ -251,6 +279,7 @@ fn cost_is_half_rtt_plus_twice_jitter_plus_loss_penalty() {
         jitter: Some(ms(3)),
         stale: false,
         since: None,
+        up_since_reported: None,
     };
     // 20 ms + 2 × 3 ms + 0.02 × 500 ms = 36 ms.
     assert_eq!(measured_cost(&v, 99_000), Some(36_000));

@@ -191,6 +191,7 @@ proptest! {
                 min_rtt: Some(delay.mul_f64(2.0)),
                 jitter: Some(delay.mul_f64(0.05)),
                 loss: ev.loss,
+                up_for: None,
             };
             db.handle_report(report, now).unwrap();
             let changed = sel.update(&db, now);

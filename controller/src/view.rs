@@ -48,12 +48,18 @@ impl LinkStatus {
         load_mbps: [None, None],
     };
 
-    /// The routing state (what the metrics count): `up`, `down`, or
-    /// `held-down` (up again, not yet trusted).
+    /// The routing state (what the metrics count): `up`, `down`,
+    /// `held-down` (up again, not yet trusted), or `unknown`: no fresh report
+    /// from either end (never reported since the controller started, or both
+    /// ends out of touch). Routes still use an unknown link on the topology's
+    /// (or the last report's) word, so that a controller that just started does
+    /// not blackhole the fleet; but nobody has seen it up, so it is not counted
+    /// as up.
     pub fn state(&self) -> &'static str {
         match (self.view.up, self.in_force) {
             (false, _) => "down",
             (true, None) => "held-down",
+            (true, Some(_)) if self.view.stale => "unknown",
             (true, Some(_)) => "up",
         }
     }
@@ -101,12 +107,20 @@ impl FleetView {
     /// Carries each link's `state_since` over from `prev` (the view this one
     /// replaces), or sets it to `now` where the shown state changed. Without
     /// a previous view, a link's state is as old as its last up/down change.
+    /// A link first heard of (from `unknown`, as after a controller restart)
+    /// that is up has been up since its relays say it came up: the
+    /// controller was not there to see it, they were.
     pub fn since(mut self, prev: Option<&FleetView>, now: Instant) -> FleetView {
         for (i, l) in self.links.iter_mut().enumerate() {
+            let reported = l
+                .view
+                .up_since_reported
+                .filter(|_| matches!(l.shown_state(), "up" | "degraded"));
             l.state_since = match prev.and_then(|p| p.links.get(i)) {
                 Some(p) if p.shown_state() == l.shown_state() => p.state_since,
+                Some(p) if p.shown_state() == "unknown" => reported.or(Some(now)),
                 Some(_) => Some(now),
-                None => l.view.since,
+                None => l.view.since.or(reported),
             };
         }
         self
@@ -158,6 +172,23 @@ mod tests {
     }
 
     #[test]
+    fn a_link_without_a_fresh_report_is_unknown_not_up() {
+        let mut never = up(0.0, None);
+        never.view = LinkView::UNKNOWN;
+        assert_eq!(never.state(), "unknown", "never reported");
+        assert_eq!(never.shown_state(), "unknown");
+        let mut silent = up(0.5, Some(50.0));
+        silent.view.stale = true;
+        assert_eq!(silent.shown_state(), "unknown", "both ends out of touch");
+        assert!(!silent.is_degraded(), "old figures say nothing now");
+        silent.view.up = false;
+        assert_eq!(silent.state(), "down", "routes avoid it: so do people");
+        let mut held = never;
+        held.in_force = None;
+        assert_eq!(held.state(), "held-down");
+    }
+
+    #[test]
     fn state_since_moves_only_when_the_shown_state_changes() {
         let t0 = Instant::now();
         let view = |links| FleetView {
@@ -178,5 +209,38 @@ mod tests {
         let t2 = t1 + Duration::from_secs(1);
         let third = view(vec![up(0.0, None), up(0.06, None)]).since(Some(&second), t2);
         assert_eq!(third.links[1].state_since, Some(t1), "still degraded");
+    }
+
+    #[test]
+    fn after_a_restart_a_link_is_up_since_its_relays_say() {
+        let t0 = Instant::now();
+        let view = |links| FleetView {
+            links,
+            draining: Vec::new(),
+            tables: Arc::new(RouteTables {
+                version: 1,
+                tables: Vec::new(),
+            }),
+        };
+        // Just started: nobody has reported.
+        let mut never = up(0.0, None);
+        never.view = LinkView::UNKNOWN;
+        let first = view(vec![never, never]).since(None, t0);
+        assert_eq!(first.links[0].state_since, None);
+        // The first reports: link 0's relays have had it up for an hour; link
+        // 1's relays do not say (older relays).
+        let t1 = t0 + Duration::from_secs(1);
+        let hour_ago = t1.checked_sub(Duration::from_secs(3600));
+        let mut told = up(0.0, None);
+        told.view.up_since_reported = hour_ago;
+        let second = view(vec![told, up(0.0, None)]).since(Some(&first), t1);
+        assert_eq!(second.links[0].state_since, hour_ago, "as the relays say");
+        assert_eq!(second.links[1].state_since, Some(t1), "first heard of now");
+        // Later reports move the relays' figure a little: the state stays as old.
+        let t2 = t1 + Duration::from_secs(1);
+        let mut again = told;
+        again.view.up_since_reported = t2.checked_sub(Duration::from_secs(3599));
+        let third = view(vec![again, up(0.0, None)]).since(Some(&second), t2);
+        assert_eq!(third.links[0].state_since, hour_ago);
     }
 }

@@ -79,6 +79,7 @@ async fn a_report_full_of_bad_entries_gives_one_warning() {
                 jitter_ms: None,
                 loss: 5.0,
                 tx_mbps: None,
+                up_for_s: None,
             })
             .collect();
         for m in [

@@ -85,6 +85,7 @@ async fn a_report_trickling_in_while_the_controller_works_is_read_whole() {
             jitter_ms: Some(0.5),
             loss: 0.0,
             tx_mbps: None,
+            up_for_s: None,
         }];
         links.extend((0..1_500).map(|i| LinkReport {
             peer: format!("elsewhere-{i:05}"),
@@ -94,6 +95,7 @@ async fn a_report_trickling_in_while_the_controller_works_is_read_whole() {
             jitter_ms: Some(0.1),
             loss: 0.0,
             tx_mbps: None,
+            up_for_s: None,
         }));
         let wire = control_protocol::framing::encode(&RelayMessage::Links {
             links,

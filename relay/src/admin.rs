@@ -1,5 +1,6 @@
-//! The relay's admin API: `/healthz`, `/api/v1/status` and `/metrics`, GET
-//! only, as an axum router (tests call it without a socket).
+//! The relay's admin API: `/healthz` (readiness, see
+//! [`crate::status::readiness`]), `/api/v1/status` and `/metrics`, GET only,
+//! as an axum router (tests call it without a socket).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,12 +22,16 @@ struct Admin {
 /// The router of a relay's admin API.
 pub fn router(ctx: Arc<Context>, quic_addr: SocketAddr) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { admin::ok_text() }))
+        .route("/healthz", get(healthz))
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics))
         .method_not_allowed_fallback(admin::get_only)
         .fallback(admin::not_found)
         .with_state(Admin { ctx, quic_addr })
+}
+
+async fn healthz(State(a): State<Admin>) -> Response {
+    admin::readiness(crate::status::readiness(&a.ctx))
 }
 
 async fn status(State(a): State<Admin>) -> Response {

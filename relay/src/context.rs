@@ -58,6 +58,10 @@ pub struct Context {
     pub tasks: Spawner,
     pub cancel: CancellationToken,
     pub started: Instant,
+    /// The QUIC socket's inode, for the kernel's drops on it.
+    pub quic_inode: Option<u64>,
+    /// Closed egress flow sockets' kernel drops (written at each scrape).
+    pub egress_drops: Mutex<crate::socket_drops::EgressDrops>,
 }
 
 /// Stop tokens of the tasks a reload can end one by one.
@@ -88,22 +92,24 @@ impl Context {
             .neighbors
             .iter()
             .map(|(key, id)| {
-                let measured = self
-                    .links
-                    .health(*key)
-                    .map(|h| h.measured())
-                    .unwrap_or_default();
+                let health = self.links.health(*key);
+                let measured = health.as_ref().map(|h| h.measured()).unwrap_or_default();
+                let up = self.links.is_up(*key);
                 let conn = self.links.connected(*key);
                 let sent = self.link_totals.read(*key, conn.as_ref()).tx_bytes;
                 let tx_mbps = self.metrics.link_rates.update(*key, sent, now);
                 control_protocol::LinkReport {
                     peer: id.clone(),
-                    up: self.links.is_up(*key),
+                    up,
                     rtt_ms: measured.rtt_ms,
                     min_rtt_ms: measured.min_rtt_ms,
                     jitter_ms: measured.jitter_ms,
                     loss: measured.loss,
                     tx_mbps,
+                    up_for_s: health
+                        .and_then(|h| h.up_for())
+                        .filter(|_| up)
+                        .map(|d| d.as_secs_f64()),
                 }
             })
             .collect()

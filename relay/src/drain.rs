@@ -37,7 +37,7 @@ impl RelayHandle {
         let started = Instant::now();
         if shared.admission.start_draining() {
             info!(
-                grace_s = grace.as_secs_f64(),
+                grace_s = daemon::logging::log_secs(grace),
                 "draining: routes move off this relay, no new flows"
             );
             // The controller hears now, not at the next periodic report.
@@ -90,7 +90,7 @@ impl RelayHandle {
                 - sent_at_start,
         };
         info!(
-            took_s = report.took.as_secs_f64(),
+            took_s = daemon::logging::log_secs(report.took),
             quiet = report.quiet,
             sent = report.sent_while_draining,
             "drained"

@@ -24,6 +24,8 @@ pub fn scrape(shared: &Context) -> Scrape {
     services(&mut s, shared);
     forwarding(&mut s, shared);
     handshakes(&mut s, &shared.handshakes);
+    socket_drops(&mut s, shared);
+    s.daemon(env!("CARGO_PKG_VERSION"), &shared.live().cfg.identity);
     s
 }
 
@@ -251,6 +253,45 @@ pub fn handshakes(s: &mut Scrape, c: &daemon::quic::HandshakeCounters) {
     );
 }
 
+/// The kernel's drops on the relay's UDP sockets (see [`crate::socket_drops`]):
+/// `quic` (every peer link), `ingress/<service>`, `egress/<service>` (the
+/// flows' sockets, replies from targets). Left out where `/proc` cannot say.
+fn socket_drops(s: &mut Scrape, shared: &Context) {
+    let Some(drops) = daemon::sock_drops::read_udp_drops() else {
+        return;
+    };
+    let of = |inode: Option<u64>| inode.and_then(|i| drops.get(&i)).copied().unwrap_or(0);
+    let live = shared.live();
+    let mut series = vec![("quic".to_string(), of(shared.quic_inode))];
+    for (key, name, _) in live.services.iter() {
+        if let Some(ingress) = live.udp_ingress.get(&key) {
+            series.push((format!("ingress/{name}"), of(ingress.socket_inode())));
+        }
+    }
+    let open: Vec<(u32, u64, u64)> = shared
+        .egress
+        .socket_inodes()
+        .into_iter()
+        .map(|(service, inode)| (service, inode, of(Some(inode))))
+        .collect();
+    let totals = shared
+        .egress_drops
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .update(&open);
+    for (key, name, _) in live.services.iter() {
+        if let Some(n) = totals.get(&key) {
+            series.push((format!("egress/{name}"), *n));
+        }
+    }
+    s.counters(
+        "socket_drops",
+        "Datagrams the kernel dropped on this relay's UDP sockets before the relay read them (receive buffer full: raise socket_buffer_bytes and net.core.rmem_max), by socket: quic (every peer link), ingress/<service>, egress/<service> (its flows' sockets)",
+        "socket",
+        series,
+    );
+}
+
 fn forwarding(s: &mut Scrape, shared: &Context) {
     let c = shared.metrics.snapshot();
     s.counters(
@@ -327,8 +368,13 @@ fn forwarding(s: &mut Scrape, shared: &Context) {
     );
     s.counter(
         "peers_refused",
-        "Peer connections refused (bad certificate, not a neighbor, handshake failure)",
+        "Peer connections refused: a certificate this relay refused or that refused this relay's, a fleet node that is not a neighbor, a protocol error",
         c.peers_refused,
+    );
+    s.counter(
+        "peer_handshakes_abandoned",
+        "Incoming peer handshakes that ended without a refusal: the peer closed the connection (the duplicate-dial race when both ends dial at once, e.g. at a restart; a shutdown), reset it, or the handshake timed out",
+        c.peer_handshakes_abandoned,
     );
     s.counter(
         "reroutes",

@@ -27,14 +27,17 @@ pub fn check_flow_capacity(cfg: &crate::config::RelayConfig) {
         .max_flows_per_service
         .saturating_mul(egress_services)
         .min(SIZED_FOR_FLOWS);
-    if let Some(ports) = ephemeral_ports() {
-        if ports < wanted {
-            warn!(
-                ports,
-                flows_allowed = wanted,
-                "the ephemeral port range caps this relay at {ports} UDP egress flows; widen it: sysctl -w net.ipv4.ip_local_port_range=\"1024 65535\""
-            );
-        }
+    match port_range_verdict(ephemeral_ports(), wanted) {
+        PortRange::Enough => {}
+        PortRange::Caps(ports) => warn!(
+            ports,
+            flows_allowed = wanted,
+            "the ephemeral port range caps this relay at {ports} UDP egress flows; widen it: sysctl -w net.ipv4.ip_local_port_range=\"1024 65535\""
+        ),
+        PortRange::Unknown => warn!(
+            flows_allowed = wanted,
+            "cannot read net.ipv4.ip_local_port_range (/proc/sys is hidden, e.g. by ProcSubset=pid in the shipped units): the ephemeral port range was not checked; make sure it spans at least {wanted} ports (docs/deploy.md section 8)"
+        ),
     }
     if let Some(files) = open_files_limit() {
         if files < wanted as u64 {
@@ -47,7 +50,26 @@ pub fn check_flow_capacity(cfg: &crate::config::RelayConfig) {
     }
 }
 
-/// How many ports `net.ipv4.ip_local_port_range` spans.
+/// What the ephemeral port range means for the flows wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortRange {
+    Enough,
+    /// It spans only this many ports.
+    Caps(usize),
+    /// It could not be read: say so rather than stay silent.
+    Unknown,
+}
+
+fn port_range_verdict(ports: Option<usize>, wanted: usize) -> PortRange {
+    match ports {
+        None => PortRange::Unknown,
+        Some(p) if p < wanted => PortRange::Caps(p),
+        Some(_) => PortRange::Enough,
+    }
+}
+
+/// How many ports `net.ipv4.ip_local_port_range` spans (`None` if it cannot
+/// be read: under the shipped units `ProcSubset=pid` hides `/proc/sys`).
 fn ephemeral_ports() -> Option<usize> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     parse_port_range(&text)
@@ -66,12 +88,7 @@ fn open_files_limit() -> Option<u64> {
 }
 
 fn parse_open_files(text: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    daemon::process_stats::max_open_files(text)
 }
 
 #[cfg(test)]
@@ -90,5 +107,15 @@ mod limit_tests {
             parse_open_files("Max open files   unlimited unlimited files"),
             None
         );
+    }
+
+    #[test]
+    fn a_port_range_that_cannot_be_read_is_said_not_checked() {
+        assert_eq!(port_range_verdict(None, 35_000), PortRange::Unknown);
+        assert_eq!(
+            port_range_verdict(Some(28_232), 35_000),
+            PortRange::Caps(28_232)
+        );
+        assert_eq!(port_range_verdict(Some(64_512), 35_000), PortRange::Enough);
     }
 }

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod reload;
 pub mod run;
 pub mod runtime;
+pub mod socket_drops;
 pub mod status;
 pub mod tcp;
 

@@ -53,6 +53,10 @@ pub struct Metrics {
     pub tcp_retransmitted_bytes: AtomicU64,
     /// Peer connections refused (bad certificate, not a neighbor, handshake failure).
     pub peers_refused: AtomicU64,
+    /// Incoming peer handshakes that ended without a refusal: the peer closed
+    /// the connection (the duplicate-dial race, a shutdown), reset it, or the
+    /// handshake timed out.
+    pub peer_handshakes_abandoned: AtomicU64,
     /// Destinations whose primary next hop a newly installed table changed.
     pub reroutes: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
@@ -77,6 +81,7 @@ pub struct Counters {
     pub tcp_resume_failures: BTreeMap<&'static str, u64>,
     pub tcp_retransmitted_bytes: u64,
     pub peers_refused: u64,
+    pub peer_handshakes_abandoned: u64,
     pub reroutes: u64,
     pub drops: BTreeMap<&'static str, u64>,
     /// Controller tables refused by fencing, by reason: `stale_term` (an old
@@ -148,6 +153,7 @@ impl Metrics {
                 .collect(),
             tcp_retransmitted_bytes: get(&self.tcp_retransmitted_bytes),
             peers_refused: get(&self.peers_refused),
+            peer_handshakes_abandoned: get(&self.peer_handshakes_abandoned),
             reroutes: get(&self.reroutes),
             drops: DropReason::ALL
                 .iter()

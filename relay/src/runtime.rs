@@ -226,6 +226,7 @@ pub async fn start(
 
     let policy = PeerPolicy::new(neighbors.iter().map(|(_, id)| id.clone())).admitting(ADMITS);
     let (server, client) = tls_configs(&cfg, &policy)?;
+    let quic_inode = daemon::sock_drops::socket_inode(&socket);
     let (endpoint, quic_addr) =
         daemon::quic::quic_endpoint(socket, server, cfg.tuning.socket_buffer)?;
 
@@ -281,6 +282,8 @@ pub async fn start(
         tasks: tasks.spawner(),
         cancel,
         started: Instant::now(),
+        quic_inode,
+        egress_drops: Mutex::default(),
     });
 
     tasks.spawn(

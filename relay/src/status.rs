@@ -24,6 +24,12 @@ pub struct Status {
     pub uptime_s: f64,
     pub quic_addr: SocketAddr,
     pub peers: Vec<PeerStatus>,
+    /// The largest UDP payload a service datagram may carry from here now:
+    /// the least over the links up of what a QUIC datagram holds less the
+    /// overlay header (about 1,380 bytes with the default 1400-byte initial
+    /// MTU; path MTU discovery may raise it). A larger datagram is dropped at
+    /// its ingress and counted as `too_big`. `None` while no link is up.
+    pub max_udp_payload_bytes: Option<usize>,
     pub flows: FlowStatus,
     pub routes: Vec<RouteStatus>,
     pub counters: Counters,
@@ -38,6 +44,15 @@ pub struct PeerStatus {
     pub measured: Option<Measured>,
     pub connected_for_s: Option<f64>,
     pub dialed_by: Option<String>,
+    /// The largest service payload this link carries now (see
+    /// [`Status::max_udp_payload_bytes`]); `None` when not connected.
+    pub max_udp_payload_bytes: Option<usize>,
+}
+
+/// What a QUIC datagram of `max_datagram` bytes leaves for a service's
+/// payload: the overlay header comes out of it.
+pub fn udp_payload_room(max_datagram: usize) -> usize {
+    max_datagram.saturating_sub(relay_core::wire::HEADER_LEN)
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -51,6 +66,29 @@ pub struct RouteStatus {
     pub to: String,
     pub next_hop: String,
     pub backup: Option<String>,
+}
+
+/// Whether the relay is ready to carry traffic (`GET /healthz`): it is not
+/// draining, and at least one of its links is up (probes pass), so what
+/// arrives at its ingresses can leave. A relay with no neighbours in the
+/// topology is ready once it runs. Not ready says why, e.g. `0 of 3 links up`.
+/// The controller is not required: without it the relay routes on the
+/// topology's own tables.
+pub fn readiness(ctx: &Context) -> Result<(), String> {
+    if ctx.admission.is_draining() {
+        return Err("draining".into());
+    }
+    let live = ctx.live();
+    let total = live.neighbors.len();
+    let up = live
+        .neighbors
+        .iter()
+        .filter(|(key, _)| ctx.links.is_up(*key))
+        .count();
+    if total > 0 && up == 0 {
+        return Err(format!("0 of {total} links up"));
+    }
+    Ok(())
 }
 
 /// The relay's status now; `quic_addr` is where its endpoint listens.
@@ -78,6 +116,7 @@ pub fn status(ctx: &Context, quic_addr: SocketAddr) -> Status {
                     } else {
                         id.clone()
                     }),
+                    max_udp_payload_bytes: l.conn.max_datagram_size().map(udp_payload_room),
                 },
                 None => PeerStatus {
                     id: id.clone(),
@@ -85,6 +124,7 @@ pub fn status(ctx: &Context, quic_addr: SocketAddr) -> Status {
                     measured: None,
                     connected_for_s: None,
                     dialed_by: None,
+                    max_udp_payload_bytes: None,
                 },
             },
         )
@@ -108,6 +148,11 @@ pub fn status(ctx: &Context, quic_addr: SocketAddr) -> Status {
         draining: ctx.admission.is_draining(),
         uptime_s: ctx.started.elapsed().as_secs_f64(),
         quic_addr,
+        max_udp_payload_bytes: peers
+            .iter()
+            .filter(|p| p.state == "up")
+            .filter_map(|p| p.max_udp_payload_bytes)
+            .min(),
         peers,
         flows: FlowStatus {
             udp_ingress: live.udp_ingress.values().map(|i| i.flow_count()).sum(),

@@ -163,3 +163,48 @@ fn the_example_config_documents_keys_the_relay_accepts_at_their_defaults() {
     let (code, stderr) = check(&path);
     assert_eq!(code, Some(0), "{config}\n{stderr}");
 }
+
+/// `relay.example.yaml` and the deployment guide's relay config (section 5)
+/// name the same files, and the example's `dial:` line is the form the guide
+/// documents and the relay takes.
+#[test]
+fn the_example_config_agrees_with_the_deployment_guide() {
+    let example = include_str!("../relay.example.yaml");
+    let guide = include_str!("../../docs/deploy.md");
+    let start = guide
+        .find("`/etc/overlay/relay.yaml`")
+        .expect("the guide's relay config");
+    let block = &guide[start..];
+    let block = &block[block.find("```yaml").expect("a yaml block") + 7..];
+    let block = &block[..block.find("```").expect("its end")];
+    let value = |text: &str, key: &str| -> Option<String> {
+        text.lines().find_map(|l| {
+            let rest = l.strip_prefix(&format!("{key}:"))?;
+            Some(rest.split('#').next()?.trim().to_string())
+        })
+    };
+    for key in ["node", "topology", "cert", "key", "ca"] {
+        let (e, g) = (value(example, key), value(block, key));
+        assert!(e.is_some(), "{key} in the example");
+        assert_eq!(e, g, "{key}: example vs docs/deploy.md section 5");
+    }
+    // The dial line: the guide's form, and a key the relay takes.
+    let dial = example
+        .lines()
+        .find_map(|l| l.strip_prefix("# dial: "))
+        .expect("a dial example");
+    let dial = dial.split("  #").next().expect("value").trim();
+    assert!(
+        guide.contains(&format!("`{dial}`")),
+        "the guide documents `{dial}`"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_fleet(dir.path());
+    let mut config = std::fs::read_to_string(dir.path().join("aaa.yaml")).expect("read");
+    let peer = dial.replace("lax", "bbb");
+    config += &format!("dial: {peer}\n");
+    let path = dir.path().join("dial.yaml");
+    std::fs::write(&path, &config).expect("write");
+    let (code, stderr) = check(&path);
+    assert_eq!(code, Some(0), "{config}\n{stderr}");
+}

@@ -116,6 +116,9 @@ fn link_state_changes_and_failover_are_logged_in_the_peer_span() {
     assert_eq!(up["span"]["name"], "peer", "{up}");
     assert_eq!(up["span"]["peer"], "bbb", "{up}");
     assert!(up["span"]["remote"].is_string(), "{up}");
+    // Numbers are numbers (not `"Some(0.351201)"`), rounded to the µs.
+    let rtt = up["fields"]["rtt_ms"].as_f64().expect("rtt_ms a number");
+    assert_eq!(rtt, (rtt * 1000.0).round() / 1000.0, "{up}");
     // bbb is aaa's only route, so the link coming up is a reroute from nowhere.
     let reroute = json(&a.line(Duration::from_secs(5), |l| l.contains("reroute")));
     assert_eq!(reroute["fields"]["cause"], "local failover", "{reroute}");
@@ -129,6 +132,7 @@ fn link_state_changes_and_failover_are_logged_in_the_peer_span() {
     assert_eq!(down["level"], "WARN", "{down}");
     assert_eq!(down["span"]["peer"], "bbb", "{down}");
     assert_eq!(down["fields"]["consecutive"], 3, "{down}");
+    assert!(down["fields"]["loss"].is_number(), "{down}");
     let reroute = json(&a.line(Duration::from_secs(5), |l| l.contains("reroute")));
     assert_eq!(reroute["fields"]["cause"], "local failover", "{reroute}");
     assert_eq!(reroute["fields"]["moved"], 1, "{reroute}");

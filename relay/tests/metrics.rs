@@ -20,6 +20,17 @@ const PAYLOAD: usize = 200;
 /// Two relays `aaa`–`bbb`, each with an admin API, and a UDP service `media`
 /// from `aaa` to `target`.
 async fn start_pair(target: SocketAddr) -> Vec<RelayHandle> {
+    start_one_then_other(target, |_| async {}).await
+}
+
+/// As [`start_pair`], calling `between` with `aaa` after it starts and before
+/// `bbb` does.
+async fn start_one_then_other<F, Fut>(target: SocketAddr, between: F) -> Vec<RelayHandle>
+where
+    F: FnOnce(&RelayHandle) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut between = Some(between);
     let sockets: Vec<UdpSocket> = (0..2)
         .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind relay socket"))
         .collect();
@@ -48,6 +59,9 @@ async fn start_pair(target: SocketAddr) -> Vec<RelayHandle> {
         let relay = relay::start(cfg, socket, Some(admin))
             .await
             .expect("relay starts");
+        if let Some(between) = between.take() {
+            between(&relay).await;
+        }
         relays.push(relay);
     }
     let up = async {
@@ -178,6 +192,42 @@ async fn metrics_count_link_and_service_traffic_and_pass_promtool() {
                 "{series} moved by {got}, expected at least {at_least}"
             );
         }
+        // The kernel's drops on each socket are exported (issue 14.9): none
+        // here, one datagram at a time.
+        let drops = |node: &str, socket: &str| {
+            format!("overlay_relay_socket_drops_total{{node=\"{node}\",socket=\"{socket}\"}}")
+        };
+        assert_eq!(value(&a1, &drops("aaa", "quic")), 0.0);
+        assert_eq!(value(&a1, &drops("aaa", "ingress/media")), 0.0);
+        assert_eq!(value(&b1, &drops("bbb", "quic")), 0.0);
+        assert_eq!(value(&b1, &drops("bbb", "egress/media")), 0.0);
+        // What every daemon says about itself.
+        assert_eq!(
+            value(
+                &a1,
+                &format!(
+                    "overlay_relay_build_info{{node=\"aaa\",version=\"{}\"}}",
+                    env!("CARGO_PKG_VERSION")
+                )
+            ),
+            1.0
+        );
+        let expiry = value(
+            &a1,
+            "overlay_relay_certificate_expiry_timestamp_seconds{node=\"aaa\"}",
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64();
+        assert!(
+            expiry > now && expiry < now + 20.0 * 366.0 * 86_400.0,
+            "the test CA's certificate expires in the future: {expiry} vs now {now}"
+        );
+        assert!(value(&a1, "process_cpu_seconds_total{node=\"aaa\"}") > 0.0);
+        assert!(value(&a1, "process_resident_memory_bytes{node=\"aaa\"}") > 1e6);
+        let fds = value(&a1, "process_open_fds{node=\"aaa\"}");
+        assert!(fds >= 3.0 && fds <= value(&a1, "process_max_fds{node=\"aaa\"}"));
         assert_eq!(value(&a1, &link("aaa", "bbb", "up")), 1.0);
         let rtt = value(&a1, &link("aaa", "bbb", "rtt_seconds"));
         assert!(rtt > 0.0 && rtt < 0.5, "loopback rtt {rtt}");
@@ -226,6 +276,35 @@ async fn metrics_count_link_and_service_traffic_and_pass_promtool() {
         promtool_check("relay bbb", &b_text);
         for r in relays {
             r.shutdown().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_503_until_a_link_is_up_then_200() {
+    bounded(60, async {
+        let echo = UdpEcho::start().await;
+        let relays = start_one_then_other(echo.addr, |aaa| {
+            let admin = aaa.admin_addr.expect("admin");
+            async move {
+                let (status, body) = daemon::admin::client::get(admin, "/healthz")
+                    .await
+                    .expect("healthz answers");
+                assert_eq!(
+                    (status, body.as_str()),
+                    (503, "not ready: 0 of 1 links up\n"),
+                    "aaa alone: nothing it takes in can leave"
+                );
+            }
+        })
+        .await;
+        for r in &relays {
+            let admin = r.admin_addr.expect("admin");
+            let got = daemon::admin::client::get(admin, "/healthz")
+                .await
+                .expect("healthz answers");
+            assert_eq!(got, (200, "ok\n".to_string()), "link up: ready");
         }
     })
     .await;

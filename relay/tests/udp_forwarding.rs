@@ -266,3 +266,77 @@ async fn a_datagram_larger_than_the_path_carries_is_dropped_and_counted() {
     })
     .await;
 }
+
+/// `/api/v1/status` says the largest payload a service carries, and that is
+/// the boundary: a datagram of exactly that size goes through, one byte more
+/// is dropped at the ingress as `too_big` (issue 14.2). Path MTU discovery
+/// may raise the figure while the test runs, so each send reads it afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_says_the_largest_payload_carried_and_it_is_the_boundary() {
+    bounded(60, async {
+        let target = UdpSocket::bind("127.0.0.1:0").await.expect("bind target");
+        let fleet = Fleet::start(FleetSpec {
+            nodes: &["aaa", "bbb"],
+            links: &[("aaa", "bbb")],
+            services: service("media", "aaa", "bbb", target.local_addr().expect("addr")),
+            ..Default::default()
+        })
+        .await;
+        let max = || {
+            fleet
+                .relay("aaa")
+                .status()
+                .max_udp_payload_bytes
+                .expect("a link up, so a limit")
+        };
+        let first = max();
+        println!("max_udp_payload_bytes {first}");
+        assert!(
+            (1_300..=1_500).contains(&first),
+            "about 1,380 bytes with the default initial MTU: {first}"
+        );
+        let too_big = || {
+            fleet
+                .relay("aaa")
+                .status()
+                .counters
+                .drop_count(relay_core::DropReason::TooBig)
+        };
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let ingress = fleet.ingress("aaa", "media");
+        let mut buf = vec![0u8; 65_535];
+        let limit = max();
+        client
+            .send_to(&vec![1u8; limit], ingress)
+            .await
+            .expect("send");
+        let n = tokio::time::timeout(Duration::from_secs(2), target.recv(&mut buf))
+            .await
+            .expect("the datagram at the limit arrives")
+            .expect("recv");
+        assert_eq!(n, limit);
+        assert_eq!(too_big(), 0);
+        let mut counted = false;
+        for _ in 0..3 {
+            let over = max() + 1;
+            client
+                .send_to(&vec![1u8; over], ingress)
+                .await
+                .expect("send");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if too_big() == 1 {
+                counted = true;
+                break;
+            }
+            // The limit grew between the look and the send: it arrived.
+            let got = tokio::time::timeout(Duration::from_secs(1), target.recv(&mut buf)).await;
+            assert!(
+                got.is_ok(),
+                "{over} bytes neither counted too big nor delivered"
+            );
+        }
+        assert!(counted, "one byte over the limit is dropped and counted");
+        fleet.shutdown().await;
+    })
+    .await;
+}

@@ -88,7 +88,13 @@ pub enum RawLinkKind {
 pub struct RawService {
     /// Unique name, e.g. `class-media`. Required.
     pub name: String,
-    /// `udp` or `tcp`. Required.
+    /// `udp` or `tcp`. Required. A `udp` service carries datagrams of up to
+    /// about 1,380 bytes of payload (the relays' QUIC datagram room at the
+    /// default 1400-byte initial MTU, less the 32-byte overlay header; path
+    /// MTU discovery may raise it, a protected service's second copy has a
+    /// little less). A larger datagram is not fragmented: the ingress relay
+    /// drops it and counts it as `too_big`. The figure in force is
+    /// `max_udp_payload_bytes` in the relay's `/api/v1/status`.
     pub protocol: RawProtocol,
     /// Where classroom servers send traffic. Required.
     pub ingress: RawIngress,

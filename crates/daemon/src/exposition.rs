@@ -32,17 +32,83 @@ type Label = [(&'static str, String); 1];
 #[derive(Debug)]
 pub struct Scrape {
     registry: Registry,
+    /// The `process_*` series: named as every client library names them (no
+    /// prefix), with the same labels.
+    process: Registry,
 }
 
 impl Scrape {
     /// Metric names start with `prefix` (e.g. `overlay_relay`); every series
     /// carries the `labels` (e.g. the node's id).
     pub fn new(prefix: &str, labels: &[(&'static str, &str)]) -> Scrape {
-        let labels = labels
+        let labels: Vec<(Cow<'static, str>, Cow<'static, str>)> = labels
             .iter()
-            .map(|(k, v)| (Cow::Borrowed(*k), Cow::Owned(v.to_string())));
+            .map(|(k, v)| (Cow::Borrowed(*k), Cow::Owned(v.to_string())))
+            .collect();
         Scrape {
-            registry: Registry::with_prefix_and_labels(prefix, labels),
+            registry: Registry::with_prefix_and_labels(prefix, labels.clone().into_iter()),
+            process: Registry::with_labels(labels.into_iter()),
+        }
+    }
+
+    /// What every daemon exports about itself: `<prefix>_build_info{version}`
+    /// (always 1), `<prefix>_certificate_expiry_timestamp_seconds` (when the
+    /// node certificate in force stops being valid, Unix time; left out if
+    /// it cannot be read), and the process's `process_cpu_seconds_total`,
+    /// `process_resident_memory_bytes`, `process_open_fds` and
+    /// `process_max_fds` (each left out where `/proc` does not say).
+    pub fn daemon(&mut self, version: &str, identity: &crate::tls::Identity) {
+        let info: Family<Label, Gauge<f64, AtomicU64>> = Family::default();
+        info.get_or_create(&[("version", version.to_string())])
+            .set(1.0);
+        self.registry.register(
+            "build_info",
+            "The build: its version in the label, the value always 1",
+            info,
+        );
+        let expiry = identity
+            .cert_chain
+            .first()
+            .and_then(|c| crate::cert_expiry::not_after(c));
+        if let Some(t) = expiry {
+            let unix = t
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs() as f64);
+            self.gauge(
+                "certificate_expiry_timestamp_seconds",
+                "When the node certificate in force stops being valid (its notAfter), Unix time: alert on it minus time() (reloading a renewed certificate moves it)",
+                unix,
+            );
+        }
+        let p = crate::process_stats::ProcessStats::read();
+        if let Some(cpu) = p.cpu_seconds {
+            let c: Counter<f64, AtomicU64> = Counter::default();
+            c.inc_by(cpu);
+            self.process.register(
+                "process_cpu_seconds",
+                "User and system CPU time spent, seconds",
+                c,
+            );
+        }
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size, bytes",
+                p.resident_bytes,
+            ),
+            ("process_open_fds", "Open file descriptors", p.open_fds),
+            (
+                "process_max_fds",
+                "Most file descriptors the process may open (soft limit)",
+                p.max_fds,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(v) = value {
+                let g: Gauge<f64, AtomicU64> = Gauge::default();
+                g.set(v as f64);
+                self.process.register(name, help, g);
+            }
         }
     }
 
@@ -110,6 +176,8 @@ impl Scrape {
     pub fn encode(&self) -> Result<String, fmt::Error> {
         let mut open = String::new();
         encode(&mut open, &self.registry)?;
+        // Each encoding ends in `# EOF`, which the classic form drops.
+        encode(&mut open, &self.process)?;
         Ok(to_classic(&open))
     }
 

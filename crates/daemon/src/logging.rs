@@ -75,10 +75,53 @@ fn stderr_is_journal() -> bool {
     expected.to_str() == Some(format!("{}:{}", meta.dev(), meta.ino()).as_str())
 }
 
+/// A duration as a log field: milliseconds to the microsecond, a number
+/// (`rtt_ms=0.351`, not `0.35120100000000004` nor `Some(0.351201)`). For an
+/// optional one, `rtt.map(log_ms)`: tracing records `None` as no field.
+pub fn log_ms(d: std::time::Duration) -> f64 {
+    rounded(d.as_secs_f64() * 1000.0, 3)
+}
+
+/// A duration as a log field: seconds to the millisecond (`took_s=1.022`).
+pub fn log_secs(d: std::time::Duration) -> f64 {
+    rounded(d.as_secs_f64(), 3)
+}
+
+/// `x` to `digits` decimals, for log fields that are measurements (a ratio,
+/// milliseconds held as a float); prints as the shortest decimal that reads
+/// back, so `0.046` rather than `0.046000000000000006`.
+pub fn rounded(x: f64, digits: i32) -> f64 {
+    if !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(digits);
+    let r = (x * scale).round() / scale;
+    // Past ~15 significant digits scaling loses more than it rounds.
+    if r.is_finite() {
+        r
+    } else {
+        x
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::ffi::OsStr;
+    use std::time::Duration;
+
+    #[test]
+    fn measurements_in_logs_print_as_short_numbers() {
+        assert_eq!(
+            log_secs(Duration::from_secs_f64(1.0217972849999999)).to_string(),
+            "1.022"
+        );
+        assert_eq!(log_ms(Duration::from_nanos(351_201)).to_string(), "0.351");
+        assert_eq!(log_ms(Duration::from_micros(253_870)).to_string(), "253.87");
+        assert_eq!(rounded(0.046000000000000006, 4).to_string(), "0.046");
+        assert!(rounded(f64::NAN, 3).is_nan());
+        assert_eq!(log_secs(Duration::ZERO).to_string(), "0");
+    }
 
     #[test]
     fn log_format_comes_from_the_environment_variable_when_set() {

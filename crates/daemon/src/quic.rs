@@ -95,6 +95,42 @@ pub type Handshake = Result<quinn::Connection, HandshakeFailed>;
 pub struct HandshakeFailed {
     pub remote: SocketAddr,
     pub reason: String,
+    /// What QUIC said; `None` when our own handshake timeout ran out.
+    pub error: Option<quinn::ConnectionError>,
+}
+
+impl HandshakeFailed {
+    /// Whether the handshake was refused (see [`is_refusal`]) rather than
+    /// abandoned (the peer closed it, went away, or it timed out).
+    pub fn is_refusal(&self) -> bool {
+        self.error.as_ref().is_some_and(is_refusal)
+    }
+}
+
+/// Whether a connection that failed in its handshake was refused: this end
+/// refused the peer (its certificate, a protocol violation: a transport error
+/// of our own), or the peer refused us (it closed with a transport error, e.g.
+/// a TLS alert about our certificate). Not a refusal: the peer's application
+/// closing it (the duplicate-dial race, where each end closes the connection
+/// the rule does not keep, or the peer shutting down), a reset or a timeout
+/// (the peer restarting, a lossy path), or our own close.
+pub fn is_refusal(error: &quinn::ConnectionError) -> bool {
+    use quinn::ConnectionError as E;
+    match error {
+        E::TransportError(_) => true,
+        // An application's close during the handshake travels as a transport
+        // close with APPLICATION_ERROR (RFC 9000 §10.2.3): the race again.
+        E::ConnectionClosed(close) => {
+            use quinn::TransportErrorCode as C;
+            close.error_code != C::NO_ERROR && close.error_code != C::APPLICATION_ERROR
+        }
+        E::ApplicationClosed(_)
+        | E::Reset
+        | E::TimedOut
+        | E::LocallyClosed
+        | E::VersionMismatch
+        | E::CidsExhausted => false,
+    }
 }
 
 static DROP_WARNING: Throttle = Throttle::new(Duration::from_secs(10));
@@ -182,10 +218,12 @@ pub async fn accept_each<F>(
                 Ok(Err(e)) => Err(HandshakeFailed {
                     remote,
                     reason: e.to_string(),
+                    error: Some(e),
                 }),
                 Err(_) => Err(HandshakeFailed {
                     remote,
                     reason: "handshake timed out".to_string(),
+                    error: None,
                 }),
             };
             lock(&gate).finished();
@@ -238,4 +276,51 @@ pub async fn stop(
         took_ms = started.elapsed().as_millis() as u64,
         "tasks and endpoint stopped"
     );
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+    use quinn::{ApplicationClose, ConnectionClose, ConnectionError, TransportErrorCode, VarInt};
+
+    #[test]
+    fn refusals_are_certificates_and_protocol_errors_not_races_or_restarts() {
+        let app = |code: u32| {
+            ConnectionError::ApplicationClosed(ApplicationClose {
+                error_code: VarInt::from_u32(code),
+                reason: bytes::Bytes::from_static(b"duplicate connection"),
+            })
+        };
+        let closed = |code: TransportErrorCode| {
+            ConnectionError::ConnectionClosed(ConnectionClose {
+                error_code: code,
+                frame_type: None,
+                reason: bytes::Bytes::new(),
+            })
+        };
+        // A TLS alert from the peer (bad certificate, 42): it refused us.
+        assert!(is_refusal(&closed(TransportErrorCode::crypto(42))));
+        assert!(is_refusal(&closed(TransportErrorCode::PROTOCOL_VIOLATION)));
+        assert!(!is_refusal(&closed(TransportErrorCode::NO_ERROR)));
+        assert!(
+            !is_refusal(&closed(TransportErrorCode::APPLICATION_ERROR)),
+            "an application close sent during the handshake (the duplicate rule)"
+        );
+        // The duplicate-dial race and a peer shutting down close at the application level.
+        assert!(!is_refusal(&app(1)), "duplicate");
+        assert!(!is_refusal(&app(0)), "shutdown");
+        for benign in [
+            ConnectionError::TimedOut,
+            ConnectionError::Reset,
+            ConnectionError::LocallyClosed,
+        ] {
+            assert!(!is_refusal(&benign), "{benign}");
+        }
+        let ours = HandshakeFailed {
+            remote: "127.0.0.1:1".parse().expect("addr"),
+            reason: "handshake timed out".into(),
+            error: None,
+        };
+        assert!(!ours.is_refusal(), "our own timeout");
+    }
 }

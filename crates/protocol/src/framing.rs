@@ -166,6 +166,7 @@ mod tests {
                     jitter_ms: Some(0.4),
                     loss: 0.0,
                     tx_mbps: None,
+                    up_for_s: None,
                 }],
                 draining: true,
                 services: vec![],
@@ -259,6 +260,7 @@ mod tests {
                 jitter_ms: Some(0.1),
                 loss: 0.0,
                 tx_mbps: None,
+                up_for_s: None,
             })
             .collect();
         let mut codec = relay_codec();

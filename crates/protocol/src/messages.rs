@@ -70,6 +70,11 @@ pub struct LinkReport {
     /// datagram of the link's QUIC connection (media, streams, probes, acks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx_mbps: Option<f64>,
+    /// While `up`: seconds since this relay's end of the link came up, so a
+    /// controller that starts later knows how long the link has been up.
+    /// Absent while down, and from relays before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_for_s: Option<f64>,
 }
 
 /// The upper bounds of the one-way delay buckets, ms, that

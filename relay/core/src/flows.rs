@@ -152,6 +152,11 @@ impl<V> EgressFlows<V> {
         self.flows.is_empty()
     }
 
+    /// Every flow's key and value, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = (&EgressKey, &V)> {
+        self.flows.iter().map(|(k, f)| (k, &f.value))
+    }
+
     /// Flows of one service.
     pub fn count_of(&self, service: u32) -> usize {
         self.per_service.get(&service).copied().unwrap_or(0)

@@ -38,6 +38,9 @@ pub struct LinkHealth {
     /// Probes have passed on this link at least once.
     pub ever_up: AtomicBool,
     pub measured: Mutex<Measured>,
+    /// When `up` last went from false to true (a replacement connection
+    /// inherits it with the rest of the record): how long the link has been up.
+    pub up_since: Mutex<Option<std::time::Instant>>,
 }
 
 /// The latest probe figures of a link.
@@ -52,6 +55,15 @@ pub struct Measured {
 impl LinkHealth {
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// How long the link has been up, while it is.
+    pub fn up_for(&self) -> Option<Duration> {
+        if !self.is_up() {
+            return None;
+        }
+        let since = *self.up_since.lock().unwrap_or_else(|p| p.into_inner());
+        since.map(|t| t.elapsed())
     }
 
     pub fn measured(&self) -> Measured {

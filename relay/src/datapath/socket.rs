@@ -14,14 +14,23 @@ use tokio::net::UdpSocket;
 #[derive(Debug)]
 pub struct SplitSocket {
     pub recv: UdpSocket,
+    /// The socket's inode, to find the kernel's drops on it
+    /// ([`daemon::sock_drops`]); `None` where `/proc` does not say.
+    inode: Option<u64>,
 }
 
 impl SplitSocket {
     pub fn new(socket: std::net::UdpSocket) -> std::io::Result<Self> {
         socket.set_nonblocking(true)?;
+        let inode = daemon::sock_drops::socket_inode(&socket);
         Ok(SplitSocket {
             recv: UdpSocket::from_std(socket)?,
+            inode,
         })
+    }
+
+    pub fn inode(&self) -> Option<u64> {
+        self.inode
     }
 
     /// Sends now, or fails with WouldBlock if the send buffer is full.

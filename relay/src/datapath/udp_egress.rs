@@ -75,6 +75,14 @@ impl EgressTable {
         lock(&self.flows).len()
     }
 
+    /// The socket inode of each flow, with its service's wire key.
+    pub fn socket_inodes(&self) -> Vec<(u32, u64)> {
+        lock(&self.flows)
+            .iter()
+            .filter_map(|(&(_, service, _), f)| Some((service, f.socket.inode()?)))
+            .collect()
+    }
+
     /// Flows of one service (by wire key) whose egress is this node.
     pub fn flow_count_of(&self, service: u32) -> usize {
         lock(&self.flows).count_of(service)

@@ -63,6 +63,11 @@ impl UdpIngress {
         lock(&self.flows).len()
     }
 
+    /// The ingress socket's inode ([`daemon::sock_drops`]).
+    pub fn socket_inode(&self) -> Option<u64> {
+        self.socket.inode()
+    }
+
     pub fn service_key(&self) -> u32 {
         self.key
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use daemon::handshake_gate::GateLimits;
 use daemon::quic::{AcceptOptions, Pending};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::context::Context;
 use crate::datapath::link_registry::CLOSE_NOT_A_PEER;
@@ -37,6 +37,15 @@ static REFUSAL_WARNING: daemon::throttle::Throttle =
 async fn accept_one(ctx: Arc<Context>, pending: Pending) {
     let conn = match pending.wait().await {
         Ok(conn) => conn,
+        // A routine restart makes both ends dial at once, and each closes the
+        // connection the duplicate rule does not keep, sometimes before its
+        // handshake ends here: that is no refusal (nor is a peer that went
+        // away mid-handshake). Counted apart, so an alert on refusals holds.
+        Err(failed) if !failed.is_refusal() => {
+            Metrics::add(&ctx.metrics.peer_handshakes_abandoned, 1);
+            debug!(remote = %failed.remote, "peer handshake abandoned: {}", failed.reason);
+            return;
+        }
         Err(failed) => {
             Metrics::add(&ctx.metrics.peers_refused, 1);
             if let Some(held) = REFUSAL_WARNING.allow() {

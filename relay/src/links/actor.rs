@@ -247,7 +247,12 @@ fn after_probe(
                 health.failed.store(false, Ordering::Relaxed);
                 health.ever_up.store(true, Ordering::Relaxed);
                 if set_up(ctx, peer, health, true) {
-                    info!(rtt_ms = ?health.measured().rtt_ms, "link up: probes answered");
+                    *health.up_since.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(std::time::Instant::now());
+                    info!(
+                        rtt_ms = stats.srtt.map(daemon::logging::log_ms),
+                        "link up: probes answered"
+                    );
                     log_failover(ctx, peer, true);
                 }
             }
@@ -259,7 +264,7 @@ fn after_probe(
                 ctx.link_downs.went_down(peer);
                 warn!(
                     consecutive,
-                    loss = stats.loss,
+                    loss = daemon::logging::rounded(stats.loss, 4),
                     "link down: {consecutive} probes in a row lost"
                 );
                 log_failover(ctx, peer, false);

@@ -261,7 +261,7 @@ pub(crate) async fn drive(
                 debug!(
                     ?role,
                     attempt = core.attempt(),
-                    stall_ms = stall.as_secs_f64() * 1000.0,
+                    stall_ms = daemon::logging::log_ms(stall),
                     "tcp session resumed"
                 );
             }

@@ -282,6 +282,23 @@ pub async fn get_only() -> Response {
     error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here")
 }
 
+/// `GET /healthz` as a readiness check: `200 ok` when ready, else `503` with
+/// the reason on one line (`not ready: ...`), plain text either way.
+pub fn readiness(ready: Result<(), String>) -> Response {
+    match ready {
+        Ok(()) => ok_text(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            format!("not ready: {}\n", why.trim_end()),
+        )
+            .into_response(),
+    }
+}
+
 /// `GET /healthz`'s plain `ok`.
 pub fn ok_text() -> Response {
     (
