@@ -152,9 +152,14 @@ async fn run_async(
     // The lab carries its own services, three per class, ingress at the
     // student's city, egress at the teacher's, target the teacher's server:
     // audio over UDP (protected: two disjoint paths), video over UDP, and
-    // signalling over TCP. The topology's own services are kept alongside.
+    // signalling over TCP. The services of a topology given with `--topology`
+    // are kept alongside (not the embedded world's samples: they listen on
+    // fixed ports that other runs may hold).
     let mut topology = base.clone();
     let mut teachers = Vec::new();
+    if opts.topology.is_none() {
+        topology.services.clear();
+    }
     let own_services = topology.services.len();
     for (i, (s, d)) in pairs.iter().enumerate() {
         let (socket, addr) = classes::teacher().await?;
