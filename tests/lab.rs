@@ -62,11 +62,13 @@ fn lab_on_a_small_fleet_measures_the_latency_its_links_imply() {
         "127.0.0.1:0",
     ]);
     let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{stdout}",
-        text(&out.stderr)
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{stdout}");
+    // Not a terminal: each progress report is a line of its own.
+    assert!(!stderr.contains('\r'), "{stderr}");
+    assert!(
+        stderr.lines().filter(|l| l.starts_with('[')).count() >= 2,
+        "{stderr}"
     );
     let rows = class_rows(&stdout);
     assert_eq!(rows.len(), 4, "{stdout}");

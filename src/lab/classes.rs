@@ -361,3 +361,45 @@ async fn signal_session(ingress: SocketAddr, stats: Arc<Mutex<ClassStats>>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_counts_only_packets_older_than_the_newest_arrival() {
+        let t0 = std::time::Instant::now();
+        let mut audio = StreamStats {
+            sent: 10,
+            ..StreamStats::default()
+        };
+        // 0..=5 sent and 3 lost among them; 6..=9 are still in flight.
+        for seq in [0, 2, 5] {
+            audio.arrived(t0, seq);
+        }
+        assert_eq!(audio.settled(1), (3, 6));
+        // Video uses every other sequence number: 0, 2, 4, 6 sent before 6 arrived.
+        let mut video = StreamStats::default();
+        for seq in [0, 6] {
+            video.arrived(t0, seq);
+        }
+        assert_eq!(video.settled(2), (2, 4));
+        assert_eq!(StreamStats::default().settled(1), (0, 0));
+    }
+
+    #[test]
+    fn a_gap_is_found_near_when_it_ended() {
+        let t0 = std::time::Instant::now();
+        let mut s = StreamStats::default();
+        s.arrived(t0, 0);
+        s.arrived(t0 + Duration::from_millis(20), 1);
+        s.arrived(t0 + Duration::from_millis(320), 2);
+        assert_eq!(s.gaps.len(), 1, "only the long silence is noted");
+        let window = Duration::from_millis(500);
+        assert_eq!(
+            s.gap_near(t0 + Duration::from_millis(400), window),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(s.gap_near(t0 + Duration::from_secs(5), window), None);
+    }
+}
