@@ -20,6 +20,9 @@ use crate::table::{ms, Table};
 use classes::Class;
 use overlay::fleet::{Fleet, FleetOptions};
 
+/// A class's one-way latency budget at p99, µs (a service's default budget).
+const BUDGET_US: u64 = topology::DEFAULT_BUDGET_US;
+
 /// How a lab run is set up.
 #[derive(Debug, Clone)]
 pub struct LabOptions {
@@ -487,6 +490,8 @@ fn floor_report(
     ]);
     let mut late: Vec<(String, u64)> = Vec::new();
     let mut above: Vec<i64> = Vec::new();
+    // Classes over budget at p99, and how many of them only by the machine.
+    let mut over = (0usize, 0usize);
     for f in floors {
         let st = f.stats.lock().unwrap_or_else(|p| p.into_inner());
         let (p50, p99) = (
@@ -502,6 +507,22 @@ fn floor_report(
         let mut all = classes::latency_histogram();
         for c in &on {
             let _ = all.add(&c.stats.lock().unwrap_or_else(|p| p.into_inner()).one_way_us);
+        }
+        // Over budget, but within it once the machine's own lateness (the
+        // floor's p99 above the links' delay) is taken off: not the overlay's doing.
+        for c in &on {
+            let p = c
+                .stats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .one_way_us
+                .value_at_quantile(0.99);
+            if p > BUDGET_US {
+                over.0 += 1;
+                if p.saturating_sub(p99.saturating_sub(f.delay_us)) <= BUDGET_US {
+                    over.1 += 1;
+                }
+            }
         }
         let class_p50 = all.value_at_quantile(0.5);
         let cost = class_p50 as i64 - p50 as i64;
@@ -545,6 +566,13 @@ fn floor_report(
             late.len(),
             floors.len(),
             floor::KEEP_UP_P99.as_millis()
+        ));
+        out.push_str(&format!(
+            "classes over the {} ms budget at p99: {}, of which {} only by the machine's lateness \
+             (within budget once the floor's p99 above the links' delay is taken off)\n",
+            BUDGET_US / 1000,
+            over.0,
+            over.1
         ));
     } else {
         out.push_str(&format!(
@@ -832,7 +860,7 @@ fn render_report(base: &Topology, t: &Topology, classes: &[Class], run: &RunReco
         let _ = all.add(&st.one_way_us);
         sent += st.sent;
         received += st.received.min(st.sent);
-        if st.received > 0 && st.one_way_us.value_at_quantile(0.99) <= 200_000 {
+        if st.received > 0 && st.one_way_us.value_at_quantile(0.99) <= BUDGET_US {
             within += 1;
         }
         table.row(vec![
