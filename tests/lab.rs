@@ -379,3 +379,32 @@ fn services_given_with_the_topology_are_carried_alongside_the_classes() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_not_ready_says_which_links_and_tables_are_missing() {
+    let _one_at_a_time = support::FLEET_TESTS.lock().await;
+    let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let target = receiver.local_addr().expect("addr");
+    let fleet = overlay::fleet::Fleet::start(
+        support::diamond::topology(target),
+        overlay::fleet::FleetOptions::default(),
+    )
+    .await
+    .expect("fleet starts");
+    // One link never comes up.
+    fleet.link("bbb", "ddd").expect("emulated").cut();
+    let err = fleet
+        .wait_ready(std::time::Duration::from_secs(3))
+        .await
+        .expect_err("not ready with a link cut");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("3 of 4 links up"), "{msg}");
+    assert!(msg.contains("not up: bbb–ddd"), "{msg}");
+    assert!(
+        msg.contains("the controller does not have every link in force"),
+        "{msg}"
+    );
+    fleet.shutdown().await;
+}
