@@ -269,13 +269,15 @@ fn the_default_cut_loses_no_protected_audio_breaks_no_signalling_and_downs_no_ot
     for line in rows {
         let (audio_lost, audio_gap, _video_lost, broken) = stream_cols(line);
         // Audio goes on two disjoint paths: the cut of one loses nothing, and
-        // its longest gap stays near the 20 ms packet interval.
+        // its longest gap stays well under what detecting the cut takes (about
+        // 200 ms: the video's gap). Not the 20 ms packet interval: on a busy
+        // 2-core machine scheduling alone stalls a stream ~100 ms now and then.
         assert_eq!(
             audio_lost, 0,
             "protected audio lost packets: {line}\n{stdout}"
         );
         assert!(
-            audio_gap < 100,
+            audio_gap < 150,
             "audio gap {audio_gap} ms: {line}\n{stdout}"
         );
         // The class's TCP session resumes over the new path.
