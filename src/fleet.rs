@@ -268,15 +268,63 @@ impl Fleet {
                 return Ok(());
             }
             if started.elapsed() > limit {
-                anyhow::bail!(
-                    "not ready within {limit:?}: {} of {} links up, controller tables {}",
-                    self.links_up(),
-                    self.topology.links.len(),
-                    if tables_ok { "in force" } else { "missing" }
-                );
+                anyhow::bail!("not ready within {limit:?}: {}", self.not_ready());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// What keeps the fleet from being ready, by name: the links not up (and
+    /// which end does not see them), and, with a controller, whether it has
+    /// every link in force and which relays lack its current tables.
+    pub fn not_ready(&self) -> String {
+        let t = &self.topology;
+        let down: Vec<String> = t
+            .links
+            .iter()
+            .filter_map(|l| {
+                let (a, b) = (&t.node(l.a).id, &t.node(l.b).id);
+                let (ab, ba) = (self.relays[a].peer_up(b), self.relays[b].peer_up(a));
+                match (ab, ba) {
+                    (true, true) => None,
+                    (false, false) => Some(format!("{a}–{b}")),
+                    (false, true) => Some(format!("{a}–{b} (down at {a})")),
+                    (true, false) => Some(format!("{a}–{b} (down at {b})")),
+                }
+            })
+            .collect();
+        let mut out = format!(
+            "{} of {} links up",
+            t.links.len() - down.len(),
+            t.links.len()
+        );
+        if !down.is_empty() {
+            out.push_str(&format!(" (not up: {})", list(&down)));
+        }
+        if let Some(c) = &self.controller {
+            let view = c.shared.view();
+            let version = view.tables.version;
+            if !view.all_links_in_force() {
+                out.push_str("; the controller does not have every link in force yet");
+            }
+            let behind: Vec<String> = self
+                .relays
+                .iter()
+                .filter(|(_, r)| r.status().table_version != version)
+                .map(|(id, _)| id.clone())
+                .collect();
+            if behind.is_empty() {
+                out.push_str(&format!("; every relay has tables version {version}"));
+            } else {
+                out.push_str(&format!(
+                    "; {} of {} relays lack the controller's tables version {version}: {}",
+                    behind.len(),
+                    self.relays.len(),
+                    list(&behind)
+                ));
+            }
+        }
+        out
     }
 
     /// Stops every relay and the controller at once.
@@ -287,5 +335,19 @@ impl Fleet {
             stopping.spawn(r.shutdown());
         }
         while stopping.join_next().await.is_some() {}
+    }
+}
+
+/// Up to 10 names, then how many more.
+fn list(names: &[String]) -> String {
+    let shown = names
+        .iter()
+        .take(10)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    match names.len() {
+        n if n > 10 => format!("{shown} and {} more", n - 10),
+        _ => shown,
     }
 }

@@ -395,18 +395,20 @@ fn step(
         let was_held = ctl.held.take().is_some();
         return ctl.in_force.take().is_some() || was_held;
     };
-    // First sight of it up after being reported down before it ever came up
-    // (relays starting): use it at once. Otherwise the band rules below apply.
-    // (A link nobody has reported on yet shows as up but stale: that is not a sighting.)
+    // First sight of it up: its first measurement replaces the topology's
+    // estimate at once (or, reported down while relays started, brings it into
+    // force at once). Passing the estimate through the band rules instead moved
+    // routes seconds after a fleet was ready, with no event. Afterwards the band
+    // rules below apply. (A link nobody has reported on yet shows as up but
+    // stale: that is not a sighting.)
     let first_sighting = !ctl.ever_up && !view.stale;
     if first_sighting {
         ctl.ever_up = true;
-        if ctl.in_force.is_none() {
-            ctl.pending = None;
-            ctl.restore_at = None;
-            ctl.in_force = Some(m);
-            return true;
-        }
+        ctl.pending = None;
+        ctl.restore_at = None;
+        let before = ctl.in_force;
+        ctl.in_force = Some(m);
+        return before != ctl.in_force;
     }
     // Up now, but it changed state after our last look: it went down and came back
     // in between. Treat it as we would have: held down from when it came back.

@@ -38,6 +38,18 @@ fn diamond() -> (LinkStateDb, RouteSelector) {
     (db, RouteSelector::new(t, StabilityConfig::default()))
 }
 
+/// The diamond once both ends of every link have reported it at its expected
+/// delay: every link sighted, so later measurements go through the band rules.
+fn measured_diamond() -> (LinkStateDb, RouteSelector) {
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    for (link, rtt) in [(AB, 20), (BD, 20), (AC, 30), (CD, 30)] {
+        report_both(&mut db, &mut sel, link, ms(rtt), t0);
+    }
+    assert_eq!(sel.routes().version, 1, "measured as estimated: no change");
+    (db, sel)
+}
+
 fn next(sel: &RouteSelector, from: NodeIdx, to: NodeIdx) -> Option<NodeIdx> {
     sel.routes()
         .node(from)
@@ -73,8 +85,28 @@ fn starts_on_expected_delays_with_a_backup() {
 }
 
 #[test]
-fn a_lasting_degradation_moves_the_route_after_hold_and_not_before() {
+fn the_first_measurement_of_a_link_replaces_the_estimate_at_once() {
+    // b — d turns out at 30 ms one way, not the 10 ms the topology says: the
+    // route moves now, while the fleet starts, not seconds after it is ready.
     let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    report_both(&mut db, &mut sel, BD, ms(60), t0);
+    assert_eq!(sel.in_force(BD), Some(30_000));
+    assert_eq!(next(&sel, A, D), Some(C), "40 ms via b, 30 ms via c");
+    assert_eq!(sel.poll_timeout(), None, "no hold running");
+    // A first measurement that matches the estimate changes nothing.
+    let version = sel.routes().version;
+    report_both(&mut db, &mut sel, AB, ms(20), t0);
+    assert_eq!(sel.routes().version, version);
+    // From then on the band rules apply: the same jump again is held.
+    report_both(&mut db, &mut sel, BD, ms(20), t0 + ms(100));
+    assert_eq!(sel.in_force(BD), Some(30_000), "held, not followed");
+    assert!(sel.poll_timeout().is_some());
+}
+
+#[test]
+fn a_lasting_degradation_moves_the_route_after_hold_and_not_before() {
+    let (mut db, mut sel) = measured_diamond();
     let t0 = Instant::now();
     // b — d at 5× its delay: 50 ms one way, RTT 100 ms.
     for step in 0..30u64 {
@@ -94,7 +126,7 @@ fn a_lasting_degradation_moves_the_route_after_hold_and_not_before() {
 
 #[test]
 fn the_hold_expires_without_a_new_report() {
-    let (mut db, mut sel) = diamond();
+    let (mut db, mut sel) = measured_diamond();
     let t0 = Instant::now();
     report_both(&mut db, &mut sel, BD, ms(100), t0);
     let at = sel.poll_timeout().expect("a hold is running");
@@ -105,7 +137,7 @@ fn the_hold_expires_without_a_new_report() {
 
 #[test]
 fn a_measurement_back_inside_the_band_restarts_the_hold() {
-    let (mut db, mut sel) = diamond();
+    let (mut db, mut sel) = measured_diamond();
     let t0 = Instant::now();
     report_both(&mut db, &mut sel, BD, ms(100), t0);
     report_both(&mut db, &mut sel, BD, ms(100), t0 + ms(2000));
@@ -121,7 +153,7 @@ fn a_measurement_back_inside_the_band_restarts_the_hold() {
 
 #[test]
 fn an_improvement_is_held_too() {
-    let (mut db, mut sel) = diamond();
+    let (mut db, mut sel) = measured_diamond();
     let t0 = Instant::now();
     // a — c and c — d turn out at 4 ms each: 8 ms beats 20 ms, but only once lasting.
     for step in 0..=30u64 {
@@ -222,8 +254,18 @@ fn primary_changes_under_noise(config: StabilityConfig) -> usize {
     let mut sel = RouteSelector::new(t.clone(), config);
     let mut seed = 0x5eed_1234_abcd_0001u64;
     let t0 = Instant::now();
+    // Every link's first measurement, at its expected delay, replaces the
+    // estimate (and changes nothing); the noise comes after.
+    for (i, l) in t.links.iter().enumerate() {
+        for end in [l.a, l.b] {
+            let rtt = Duration::from_micros(2 * l.delay_us);
+            db.handle_report(up(end, LinkIdx(i as u32), rtt), t0)
+                .unwrap();
+        }
+    }
+    sel.update(&db, t0);
     let mut changes = 0;
-    for step in 0..600u64 {
+    for step in 1..=600u64 {
         let now = t0 + ms(100 * step);
         for (i, l) in t.links.iter().enumerate() {
             for end in [l.a, l.b] {
@@ -371,11 +413,7 @@ fn a_link_down_only_while_relays_start_is_used_as_soon_as_it_comes_up() {
 
 #[test]
 fn a_draining_node_is_routed_around_at_once_but_stays_reachable() {
-    let (mut db, mut sel) = diamond();
-    let t0 = Instant::now();
-    for link in [AB, BD, AC, CD] {
-        report_both(&mut db, &mut sel, link, ms(20), t0);
-    }
+    let (_db, mut sel) = measured_diamond();
     assert_eq!(next(&sel, A, D), Some(B), "the fast side first");
     let version = sel.routes().version;
 

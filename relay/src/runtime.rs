@@ -359,6 +359,12 @@ impl RelayHandle {
         self.ctx.links.is_up(topology::wire_key(peer))
     }
 
+    /// How many times the link to `peer` (a node id) has gone down since the
+    /// relay started (probes lost, connection closed, replacement never passed).
+    pub fn link_downs(&self, peer: &str) -> u64 {
+        self.ctx.link_downs.epoch(topology::wire_key(peer))
+    }
+
     /// Replaces the forwarding table, keeping the version and term in force
     /// (tests use it).
     pub fn set_table(&self, table: ForwardingTable) {

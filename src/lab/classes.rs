@@ -1,6 +1,7 @@
-//! Synthetic classes: a student at an Asian city streams audio-sized UDP packets
-//! through the overlay to a teacher's server in North America, which echoes each
-//! one back. The teacher's side measures one-way latency and loss from the
+//! Synthetic classes: a student at an Asian city streams audio and video UDP
+//! packets through the overlay (one service each: audio protected, video not) to
+//! a teacher's server in North America, which echoes each one back. The teacher's
+//! side measures one-way latency, loss and gaps per stream from the kind,
 //! sequence number and send time carried in each packet.
 
 use std::net::SocketAddr;
@@ -16,6 +17,8 @@ pub const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
 pub const AUDIO_BYTES: usize = 200;
 /// Video: a 1,200-byte packet every other audio tick (25 packets/s), both ways.
 pub const VIDEO_BYTES: usize = 1200;
+/// The first payload byte of a video packet (audio's is 0).
+const VIDEO: u8 = 1;
 /// Signalling: a small message every 500 ms over the class's TCP session.
 pub const SIGNAL_INTERVAL: Duration = Duration::from_millis(500);
 const SIGNAL_BYTES: usize = 64;
@@ -28,6 +31,73 @@ pub fn now_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+/// One stream (audio or video) student → teacher: what was sent, what arrived,
+/// and the longest silence between arrivals (counted once traffic flowed).
+#[derive(Debug, Default, Clone)]
+pub struct StreamStats {
+    pub sent: u64,
+    pub received: u64,
+    pub last_arrival: Option<std::time::Instant>,
+    pub longest_gap: Duration,
+    /// The highest sequence number that arrived: packets sent after it may be
+    /// in flight, those before it that did not arrive are lost.
+    pub highest_seq: Option<u32>,
+    /// Gaps of at least [`NOTED_GAP`] between arrivals: (when it ended, how
+    /// long), the latest [`NOTED_GAPS`].
+    pub gaps: std::collections::VecDeque<(std::time::Instant, Duration)>,
+}
+
+/// A silence this long is noted (twice the video interval).
+pub const NOTED_GAP: Duration = Duration::from_millis(80);
+const NOTED_GAPS: usize = 64;
+
+impl StreamStats {
+    /// Packets sent that never arrived (the egress keeps one copy of a protected
+    /// packet, so arrivals never exceed sends).
+    pub fn lost(&self) -> u64 {
+        self.sent.saturating_sub(self.received)
+    }
+
+    /// Packets lost among those older than the newest arrival, and how many
+    /// those were (packets still in flight are not counted either way).
+    /// `every` is the stream's sequence step (1 for audio, 2 for video).
+    pub fn settled(&self, every: u32) -> (u64, u64) {
+        let Some(h) = self.highest_seq else {
+            return (0, 0);
+        };
+        let expected = u64::from(h / every) + 1;
+        (expected.saturating_sub(self.received), expected)
+    }
+
+    /// The longest noted gap that ended within `window` of `at`.
+    pub fn gap_near(&self, at: std::time::Instant, window: Duration) -> Option<Duration> {
+        self.gaps
+            .iter()
+            .filter(|(end, _)| {
+                end.saturating_duration_since(at) <= window
+                    && at.saturating_duration_since(*end) <= window
+            })
+            .map(|(_, gap)| *gap)
+            .max()
+    }
+
+    fn arrived(&mut self, now: std::time::Instant, seq: u32) {
+        self.received += 1;
+        self.highest_seq = Some(self.highest_seq.map_or(seq, |h| h.max(seq)));
+        if let Some(last) = self.last_arrival {
+            let gap = now - last;
+            self.longest_gap = self.longest_gap.max(gap);
+            if gap >= NOTED_GAP {
+                if self.gaps.len() == NOTED_GAPS {
+                    self.gaps.pop_front();
+                }
+                self.gaps.push_back((now, gap));
+            }
+        }
+        self.last_arrival = Some(now);
+    }
 }
 
 /// What one class measured.
@@ -50,6 +120,9 @@ pub struct ClassStats {
     /// (measured only once traffic flowed, so start-up is not counted).
     pub last_arrival: Option<std::time::Instant>,
     pub longest_gap: Duration,
+    /// Per stream: audio (kind 0) and video (kind 1).
+    pub audio: StreamStats,
+    pub video: StreamStats,
 }
 
 /// A latency histogram in µs up to 60 s, 3 significant digits: bounded memory
@@ -71,6 +144,8 @@ impl ClassStats {
             signal_breaks: 0,
             last_arrival: None,
             longest_gap: Duration::ZERO,
+            audio: StreamStats::default(),
+            video: StreamStats::default(),
         }
     }
 
@@ -107,13 +182,16 @@ pub async fn teacher() -> std::io::Result<(UdpSocket, SocketAddr)> {
 }
 
 impl Class {
-    /// Starts streaming from a student socket to `ingress` until dropped.
+    /// Starts streaming from a student socket to the audio and video ingresses
+    /// until dropped.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         name: String,
         student_city: String,
         teacher_city: String,
         teacher_socket: UdpSocket,
-        ingress: SocketAddr,
+        audio_ingress: SocketAddr,
+        video_ingress: SocketAddr,
         signal_listener: tokio::net::TcpListener,
         signal_ingress: SocketAddr,
     ) -> std::io::Result<Class> {
@@ -136,6 +214,12 @@ impl Class {
                         st.longest_gap = st.longest_gap.max(now - last);
                     }
                     st.last_arrival = Some(now);
+                    let seq = u32::from_be_bytes(buf[4..8].try_into().unwrap_or_default());
+                    if buf[0] == VIDEO {
+                        st.video.arrived(now, seq);
+                    } else {
+                        st.audio.arrived(now, seq);
+                    }
                     st.one_way_us
                         .saturating_record(now_us().saturating_sub(sent_us).max(1));
                 }
@@ -170,18 +254,25 @@ impl Class {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut audio = vec![0u8; AUDIO_BYTES];
             let mut video = vec![0u8; VIDEO_BYTES];
-            video[0] = 1;
+            video[0] = VIDEO;
             for seq in 0u32.. {
                 ticker.tick().await;
-                let mut packets: Vec<&mut Vec<u8>> = vec![&mut audio];
+                let mut packets: Vec<(&mut Vec<u8>, SocketAddr)> =
+                    vec![(&mut audio, audio_ingress)];
                 if seq % 2 == 0 {
-                    packets.push(&mut video);
+                    packets.push((&mut video, video_ingress));
                 }
-                for packet in packets {
+                for (packet, ingress) in packets {
                     packet[4..8].copy_from_slice(&seq.to_be_bytes());
                     packet[8..16].copy_from_slice(&now_us().to_be_bytes());
                     if student.send_to(packet, ingress).await.is_ok() {
-                        s.lock().unwrap_or_else(|p| p.into_inner()).sent += 1;
+                        let mut st = s.lock().unwrap_or_else(|p| p.into_inner());
+                        st.sent += 1;
+                        if packet[0] == VIDEO {
+                            st.video.sent += 1;
+                        } else {
+                            st.audio.sent += 1;
+                        }
                     }
                 }
             }
@@ -268,5 +359,47 @@ async fn signal_session(ingress: SocketAddr, stats: Arc<Mutex<ClassStats>>) {
             }
             tokio::time::sleep(SIGNAL_INTERVAL).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_counts_only_packets_older_than_the_newest_arrival() {
+        let t0 = std::time::Instant::now();
+        let mut audio = StreamStats {
+            sent: 10,
+            ..StreamStats::default()
+        };
+        // 0..=5 sent and 3 lost among them; 6..=9 are still in flight.
+        for seq in [0, 2, 5] {
+            audio.arrived(t0, seq);
+        }
+        assert_eq!(audio.settled(1), (3, 6));
+        // Video uses every other sequence number: 0, 2, 4, 6 sent before 6 arrived.
+        let mut video = StreamStats::default();
+        for seq in [0, 6] {
+            video.arrived(t0, seq);
+        }
+        assert_eq!(video.settled(2), (2, 4));
+        assert_eq!(StreamStats::default().settled(1), (0, 0));
+    }
+
+    #[test]
+    fn a_gap_is_found_near_when_it_ended() {
+        let t0 = std::time::Instant::now();
+        let mut s = StreamStats::default();
+        s.arrived(t0, 0);
+        s.arrived(t0 + Duration::from_millis(20), 1);
+        s.arrived(t0 + Duration::from_millis(320), 2);
+        assert_eq!(s.gaps.len(), 1, "only the long silence is noted");
+        let window = Duration::from_millis(500);
+        assert_eq!(
+            s.gap_near(t0 + Duration::from_millis(400), window),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(s.gap_near(t0 + Duration::from_secs(5), window), None);
     }
 }

@@ -5,20 +5,23 @@
 
 mod api;
 mod classes;
+mod floor;
 mod scenario;
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use rand::{rngs::SmallRng, Rng, SeedableRng};
-use topology::paths::{Graph, Metric, Routes};
 use topology::{NodeIdx, Protocol, Service, Topology};
 
 use crate::failure::Failure;
 use crate::table::{ms, Table};
 use classes::Class;
 use overlay::fleet::{Fleet, FleetOptions};
+
+/// A class's one-way latency budget at p99, µs (a service's default budget).
+const BUDGET_US: u64 = topology::DEFAULT_BUDGET_US;
 
 /// How a lab run is set up.
 #[derive(Debug, Clone)]
@@ -110,18 +113,18 @@ pub fn run(opts: &LabOptions) -> Result<String, Failure> {
         .build()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
     let pairs = class_pairs(&base, opts.classes, opts.seed)?;
-    let events = load_events(&base, &pairs, opts)?;
+    let events = load_events(&base, opts)?;
     runtime
         .block_on(run_async(base, pairs, events, opts))
         .map_err(|e| Failure::runtime(format!("lab failed: {e:#}")))
 }
 
-/// The run's events: from the scenario file, none, or the default cut/restore.
+/// The run's events: from the scenario file, none, or `None` for the default
+/// cut/restore (chosen by the paths in force once the fleet is ready).
 fn load_events(
     base: &Topology,
-    pairs: &[(NodeIdx, NodeIdx)],
     opts: &LabOptions,
-) -> Result<Vec<scenario::Event>, Failure> {
+) -> Result<Option<Vec<scenario::Event>>, Failure> {
     match &opts.scenario {
         Scenario::File(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -135,50 +138,59 @@ fn load_events(
                     late.at, opts.duration
                 )));
             }
-            Ok(events)
+            Ok(Some(events))
         }
-        Scenario::None => Ok(Vec::new()),
-        Scenario::Default => Ok(scenario::default_events(
-            base,
-            &busiest_links(base, pairs),
-            opts.duration,
-        )),
+        Scenario::None => Ok(Some(Vec::new())),
+        // Chosen once the fleet is ready, by the paths in force.
+        Scenario::Default => Ok(None),
     }
 }
 
 async fn run_async(
     base: Topology,
     pairs: Vec<(NodeIdx, NodeIdx)>,
-    events: Vec<scenario::Event>,
+    events: Option<Vec<scenario::Event>>,
     opts: &LabOptions,
 ) -> anyhow::Result<String> {
-    // The lab carries its own services: one per class, ingress at the student's
-    // city, egress at the teacher's, target the teacher's server.
+    // The lab carries its own services, three per class, ingress at the
+    // student's city, egress at the teacher's, target the teacher's server:
+    // audio over UDP (protected: two disjoint paths), video over UDP, and
+    // signalling over TCP. The services of a topology given with `--topology`
+    // are kept alongside (not the embedded world's samples: they listen on
+    // fixed ports that other runs may hold).
     let mut topology = base.clone();
     let mut teachers = Vec::new();
-    topology.services.clear();
+    if opts.topology.is_none() {
+        topology.services.clear();
+    }
+    let own_services = topology.services.len();
     for (i, (s, d)) in pairs.iter().enumerate() {
-        // Media over UDP, and signalling over TCP, between the same two cities.
         let (socket, addr) = classes::teacher().await?;
         let signal = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let name = format!(
-            "class-{:03}-{}-{}",
-            i + 1,
-            topology.node(*s).id,
-            topology.node(*d).id
-        );
-        let signal_name = format!("class-{:03}-signal", i + 1);
+        let names = ClassServices {
+            audio: format!(
+                "class-{:03}-{}-{}",
+                i + 1,
+                topology.node(*s).id,
+                topology.node(*d).id
+            ),
+            video: format!("class-{:03}-video", i + 1),
+            signal: format!("class-{:03}-signal", i + 1),
+        };
+        let mut audio = class_service(&names.audio, Protocol::Udp, *s, *d, addr);
+        audio.protect = true;
+        topology.services.push(audio);
         topology
             .services
-            .push(class_service(&name, Protocol::Udp, *s, *d, addr));
+            .push(class_service(&names.video, Protocol::Udp, *s, *d, addr));
         topology.services.push(class_service(
-            &signal_name,
+            &names.signal,
             Protocol::Tcp,
             *s,
             *d,
             signal.local_addr()?,
         ));
-        teachers.push((name, socket, signal_name, signal));
+        teachers.push((names, socket, signal));
     }
     let started = tokio::time::Instant::now();
     eprintln!(
@@ -201,6 +213,29 @@ async fn run_async(
         .map(|c| c.shared.clone())
         .ok_or_else(|| anyhow::anyhow!("no controller"))?;
 
+    let events = match events {
+        Some(events) => events,
+        None => {
+            let in_force: Vec<Vec<String>> = pairs
+                .iter()
+                .map(|(s, d)| {
+                    controller::api::route(
+                        &controller,
+                        &topology.node(*s).id,
+                        &topology.node(*d).id,
+                    )
+                    .map(|r| r.path)
+                    .unwrap_or_default()
+                })
+                .collect();
+            scenario::default_events(
+                &topology,
+                &busiest_links(&topology, &in_force),
+                opts.duration,
+            )
+        }
+    };
+    let downs_at_start = link_downs(&fleet);
     let log: api::EventLog = Default::default();
     let run_started = tokio::time::Instant::now();
     let mut links = std::collections::HashMap::new();
@@ -248,6 +283,22 @@ async fn run_async(
         pairs.len(),
         opts.duration
     );
+    for service in topology.services.iter().take(own_services) {
+        let at = &topology.node(service.ingress_node).id;
+        match fleet.relays[at].ingress_addrs.get(&service.name) {
+            Some(addr) => eprintln!(
+                "lab: service {} ({}) from the topology: in at {at} on {addr}, out at {} to {}",
+                service.name,
+                service.protocol,
+                topology.node(service.egress_node).id,
+                service.target
+            ),
+            None => eprintln!(
+                "lab: service {} from the topology has no ingress at {at}",
+                service.name
+            ),
+        }
+    }
     for e in &events {
         eprintln!(
             "lab: scheduled at {:>5.1} s: {}",
@@ -257,20 +308,29 @@ async fn run_async(
     }
 
     let mut running = Vec::new();
-    for ((name, socket, signal_name, signal), (s, d)) in teachers.into_iter().zip(&pairs) {
+    for ((names, socket, signal), (s, d)) in teachers.into_iter().zip(&pairs) {
         let relay = &fleet.relays[&topology.node(*s).id];
-        let (ingress, signal_ingress) = (
-            relay.ingress_addrs[&name],
-            relay.ingress_addrs[&signal_name],
+        let ingress = |service: &str| {
+            relay
+                .ingress_addrs
+                .get(service)
+                .copied()
+                .ok_or_else(|| anyhow::anyhow!("service {service} has no ingress"))
+        };
+        let (audio, video, signal_ingress) = (
+            ingress(&names.audio)?,
+            ingress(&names.video)?,
+            ingress(&names.signal)?,
         );
         let (student, teacher) = (topology.node(*s).id.clone(), topology.node(*d).id.clone());
         running.push(
             Class::start(
-                name,
+                names.audio,
                 student,
                 teacher,
                 socket,
-                ingress,
+                audio,
+                video,
                 signal,
                 signal_ingress,
             )
@@ -284,6 +344,26 @@ async fn run_async(
             .unwrap_or_default()
     };
     let mut paths: Vec<Vec<String>> = running.iter().map(route_of).collect();
+    // The floor: the emulator alone on each distinct path in force, meanwhile.
+    let mut floors: Vec<floor::FloorPath> = Vec::new();
+    for p in &paths {
+        if floors.iter().any(|f| &f.path == p) {
+            continue;
+        }
+        let seed = opts.seed ^ (floors.len() as u64 + 1);
+        if let Some(f) = floor::FloorPath::start(
+            &topology,
+            p,
+            FleetOptions::default().jitter,
+            opts.loss,
+            seed,
+        )
+        .await?
+        {
+            floors.push(f);
+        }
+    }
+    let start_paths = paths.clone();
     let mut reroutes: Vec<Reroute> = Vec::new();
     let mut pending = events.iter().peekable();
     let mut tick = 0u64;
@@ -319,7 +399,12 @@ async fn run_async(
                 &e.describe(&topology),
             );
             eprintln!(
-                "\nlab: {:>5.1} s  {}",
+                "{}lab: {:>5.1} s  {}",
+                if std::io::stderr().is_terminal() {
+                    "\n"
+                } else {
+                    ""
+                },
                 now.as_secs_f64(),
                 e.describe(&topology)
             );
@@ -345,29 +430,200 @@ async fn run_async(
             progress(&running, &fleet, now, opts.duration, last.as_deref());
         }
     }
-    eprintln!();
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
     for c in &running {
         c.stop_sending();
+    }
+    for f in &floors {
+        f.stop_sending();
     }
     // Let packets still in flight (up to a few hundred ms on long paths) land.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let log = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let downs = downs_during(&fleet, &downs_at_start, &events);
     let mut report = render_report(
         &base,
         &topology,
         &running,
-        setup,
-        opts.duration,
-        &log,
-        &reroutes,
+        &RunRecord {
+            setup,
+            duration: opts.duration,
+            events: &log,
+            reroutes: &reroutes,
+            downs: &downs,
+            paths: &paths,
+            run_started: run_started.into_std(),
+        },
     );
+    report.push_str(&floor_report(&running, &start_paths, &floors));
     report.push_str(&undersea_usage(&fleet, &paths));
+    drop(floors);
     drop(running);
     if let Some(tasks) = api_server {
         tasks.shutdown(Duration::from_secs(2)).await;
     }
     fleet.shutdown().await;
     Ok(report)
+}
+
+/// The floor table: per path, the emulator alone against the classes that
+/// started on it, and whether the machine kept up.
+fn floor_report(
+    classes: &[Class],
+    start_paths: &[Vec<String>],
+    floors: &[floor::FloorPath],
+) -> String {
+    if floors.is_empty() {
+        return String::new();
+    }
+    let mut table = Table::new(&[
+        "path",
+        ">links' delay ms",
+        ">floor p50 ms",
+        ">floor p99 ms",
+        ">floor loss",
+        ">classes",
+        ">classes' p50 ms",
+        ">overlay p50 above floor ms",
+    ]);
+    let mut late: Vec<(String, u64)> = Vec::new();
+    let mut above: Vec<i64> = Vec::new();
+    // Classes over budget at p99, and how many of them only by the machine.
+    let mut over = (0usize, 0usize);
+    for f in floors {
+        let st = f.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let (p50, p99) = (
+            st.one_way_us.value_at_quantile(0.5),
+            st.one_way_us.value_at_quantile(0.99),
+        );
+        let on: Vec<&Class> = classes
+            .iter()
+            .zip(start_paths)
+            .filter(|(_, p)| *p == &f.path)
+            .map(|(c, _)| c)
+            .collect();
+        let mut all = classes::latency_histogram();
+        for c in &on {
+            let _ = all.add(&c.stats.lock().unwrap_or_else(|p| p.into_inner()).one_way_us);
+        }
+        // Over budget, but within it once the machine's own lateness (the
+        // floor's p99 above the links' delay) is taken off: not the overlay's doing.
+        for c in &on {
+            let p = c
+                .stats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .one_way_us
+                .value_at_quantile(0.99);
+            if p > BUDGET_US {
+                over.0 += 1;
+                if p.saturating_sub(p99.saturating_sub(f.delay_us)) <= BUDGET_US {
+                    over.1 += 1;
+                }
+            }
+        }
+        let class_p50 = all.value_at_quantile(0.5);
+        let cost = class_p50 as i64 - p50 as i64;
+        above.push(cost);
+        let lateness = p99.saturating_sub(f.delay_us);
+        if st.received > 0 && Duration::from_micros(lateness) > floor::KEEP_UP_P99 {
+            late.push((f.path.join(" "), lateness));
+        }
+        let loss = if st.sent == 0 {
+            0.0
+        } else {
+            100.0 * (1.0 - st.received.min(st.sent) as f64 / st.sent as f64)
+        };
+        table.row(vec![
+            f.path.join(" "),
+            ms(f.delay_us),
+            ms(p50),
+            ms(p99),
+            format!("{loss:.2}%"),
+            on.len().to_string(),
+            ms(class_p50),
+            format!("{:.1}", cost as f64 / 1000.0),
+        ]);
+    }
+    above.sort_unstable();
+    let mut out = format!(
+        "\nfloor (the emulator alone on the same paths, no relays, in this run):\n{}",
+        crate::table::indent(&table.render())
+    );
+    out.push_str(&format!(
+        "overlay above the floor at p50: median {:.1} ms, worst {:.1} ms over {} paths\n",
+        above[above.len() / 2] as f64 / 1000.0,
+        above.last().copied().unwrap_or(0) as f64 / 1000.0,
+        above.len()
+    ));
+    if let Some((path, worst)) = late.iter().max_by_key(|(_, l)| *l) {
+        out.push_str(&format!(
+            "the machine cannot keep up: the emulator alone is {} ms late at p99 on {path} \
+             ({} of {} paths more than {} ms late); latency that high is the machine's, not the overlay's\n",
+            ms(*worst),
+            late.len(),
+            floors.len(),
+            floor::KEEP_UP_P99.as_millis()
+        ));
+        out.push_str(&format!(
+            "classes over the {} ms budget at p99: {}, of which {} only by the machine's lateness \
+             (within budget once the floor's p99 above the links' delay is taken off)\n",
+            BUDGET_US / 1000,
+            over.0,
+            over.1
+        ));
+    } else {
+        out.push_str(&format!(
+            "the machine kept up: the emulator alone is within {} ms of the links' delay at p99 on every path\n",
+            floor::KEEP_UP_P99.as_millis()
+        ));
+    }
+    out
+}
+
+/// Per link of the topology, how many times either end has declared it down.
+fn link_downs(fleet: &Fleet) -> Vec<u64> {
+    let t = &fleet.topology;
+    t.links
+        .iter()
+        .map(|l| {
+            let (a, b) = (&t.node(l.a).id, &t.node(l.b).id);
+            fleet.relays[a].link_downs(b) + fleet.relays[b].link_downs(a)
+        })
+        .collect()
+}
+
+/// Link-downs during the run: on links the scenario cut or impaired (expected),
+/// and on the others (false: nothing happened to the link).
+#[derive(Debug, Default)]
+struct Downs {
+    expected: u64,
+    /// (a, b, times) of each link declared down that no event touched.
+    false_downs: Vec<(String, String, u64)>,
+}
+
+fn downs_during(fleet: &Fleet, at_start: &[u64], events: &[scenario::Event]) -> Downs {
+    let t = &fleet.topology;
+    let mut downs = Downs::default();
+    for ((l, now), before) in t.links.iter().zip(link_downs(fleet)).zip(at_start) {
+        let n = now.saturating_sub(*before);
+        if n == 0 {
+            continue;
+        }
+        let (a, b) = (&t.node(l.a).id, &t.node(l.b).id);
+        let touched = events.iter().any(|e| {
+            !matches!(e.action, scenario::Action::Restore)
+                && ((&e.a == a && &e.b == b) || (&e.a == b && &e.b == a))
+        });
+        if touched {
+            downs.expected += n;
+        } else {
+            downs.false_downs.push((a.clone(), b.clone(), n));
+        }
+    }
+    downs
 }
 
 /// Which undersea lines carried how much: packets each way through the line's
@@ -439,6 +695,13 @@ fn class_service(
     }
 }
 
+/// The names of a class's services; the audio service's name is the class's.
+struct ClassServices {
+    audio: String,
+    video: String,
+    signal: String,
+}
+
 /// A class whose path in force changed during the run.
 #[derive(Debug, Clone)]
 struct Reroute {
@@ -448,15 +711,17 @@ struct Reroute {
     to: String,
 }
 
-/// Links ordered by how many class paths cross them (expected delays), busiest first.
-fn busiest_links(t: &Topology, pairs: &[(NodeIdx, NodeIdx)]) -> Vec<(usize, topology::LinkIdx)> {
-    let graph = Graph::from_topology(t);
-    let metric = Metric::expected_delay(t);
-    let routes = Routes::compute(&graph, &metric);
+/// Links ordered by how many of `paths` (node ids; the paths in force) cross
+/// them, busiest first.
+fn busiest_links(t: &Topology, paths: &[Vec<String>]) -> Vec<(usize, topology::LinkIdx)> {
     let mut uses = vec![0usize; t.links.len()];
-    for (s, d) in pairs {
-        if let Some(p) = routes.path(&graph, &metric, *s, *d) {
-            for l in p.links {
+    for p in paths {
+        for w in p.windows(2) {
+            if let Some(l) = t
+                .node_idx(&w[0])
+                .zip(t.node_idx(&w[1]))
+                .and_then(|(a, b)| t.link_between(a, b))
+            {
                 uses[l.get()] += 1;
             }
         }
@@ -464,7 +729,7 @@ fn busiest_links(t: &Topology, pairs: &[(NodeIdx, NodeIdx)]) -> Vec<(usize, topo
     let mut v: Vec<(usize, topology::LinkIdx)> = uses
         .into_iter()
         .enumerate()
-        .filter(|(n, _)| *n > 0)
+        .filter(|(_, n)| *n > 0)
         .map(|(i, n)| (n, topology::LinkIdx(i as u32)))
         .collect();
     v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -478,21 +743,31 @@ fn progress(
     total: Duration,
     last_event: Option<&str>,
 ) {
-    let (mut sent, mut received) = (0, 0);
+    // Loss among packets older than each stream's newest arrival: those still
+    // in flight (a few hundred ms of them on long paths) are not lost.
+    let (mut lost, mut settled) = (0, 0);
     let mut p99 = classes::latency_histogram();
     for c in running {
         let st = c.stats.lock().unwrap_or_else(|p| p.into_inner());
-        sent += st.sent;
-        received += st.received;
+        for (l, n) in [st.audio.settled(1), st.video.settled(2)] {
+            lost += l;
+            settled += n;
+        }
         let _ = p99.add(&st.one_way_us);
     }
-    let loss = if sent == 0 {
+    let loss = if settled == 0 {
         0.0
     } else {
-        100.0 * (1.0 - received.min(sent) as f64 / sent as f64)
+        100.0 * lost as f64 / settled as f64
+    };
+    // On a terminal the line rewrites itself; in a file or pipe each is a line.
+    let (start, end) = if std::io::stderr().is_terminal() {
+        ("\r", "   ")
+    } else {
+        ("", "\n")
     };
     eprint!(
-        "\r[{:>4.0}s / {:.0}s] links up {}/{} · classes {} · p99 {} ms · loss {loss:.2}% · last event: {}   ",
+        "{start}[{:>4.0}s / {:.0}s] links up {}/{} · classes {} · p99 {} ms · loss {loss:.2}% · last event: {}{end}",
         now.as_secs_f64(),
         total.as_secs_f64(),
         fleet.links_up(),
@@ -504,18 +779,39 @@ fn progress(
     let _ = std::io::stderr().flush();
 }
 
-fn render_report(
-    base: &Topology,
-    t: &Topology,
-    classes: &[Class],
+/// The sum of the links' expected delays along `path` (node ids), µs.
+fn path_delay_us(t: &Topology, path: &[String]) -> u64 {
+    path.windows(2)
+        .filter_map(|w| {
+            let l = t.link_between(t.node_idx(&w[0])?, t.node_idx(&w[1])?)?;
+            Some(t.link(l).delay_us)
+        })
+        .sum()
+}
+
+/// What happened in a run, besides what the classes measured.
+struct RunRecord<'a> {
     setup: Duration,
     duration: Duration,
-    events: &[(f64, String)],
-    reroutes: &[Reroute],
-) -> String {
-    let graph = Graph::from_topology(base);
-    let metric = Metric::expected_delay(base);
-    let routes = Routes::compute(&graph, &metric);
+    /// (seconds from the start of traffic, what) of each event.
+    events: &'a [(f64, String)],
+    reroutes: &'a [Reroute],
+    downs: &'a Downs,
+    /// Each class's path in force at the end.
+    paths: &'a [Vec<String>],
+    run_started: std::time::Instant,
+}
+
+fn render_report(base: &Topology, t: &Topology, classes: &[Class], run: &RunRecord) -> String {
+    let RunRecord {
+        setup,
+        duration,
+        events,
+        reroutes,
+        downs,
+        paths,
+        run_started,
+    } = *run;
     let mut out = format!(
         "\nlab report: {} relays, {} emulated links, {} classes, {:.0} s of traffic (setup {:.1} s)\n\n",
         t.nodes.len(),
@@ -537,28 +833,34 @@ fn render_report(
         ">longest gap ms",
         ">back p99 ms",
         ">signals ok/broken",
+        ">audio lost",
+        ">audio gap ms",
+        ">video lost",
+        ">video gap ms",
     ]);
     let mut all = classes::latency_histogram();
     let (mut sent, mut received, mut within) = (0u64, 0u64, 0usize);
     let mut signals = (0u64, 0u64);
-    for c in classes {
+    let (mut audio, mut video) = ((0u64, 0u64), (0u64, 0u64));
+    for (i, c) in classes.iter().enumerate() {
         let st = c.stats.lock().unwrap_or_else(|p| p.into_inner());
-        let (s, d) = (t.node_idx(&c.student_city), t.node_idx(&c.teacher_city));
-        let path = s
-            .zip(d)
-            .and_then(|(s, d)| routes.path(&graph, &metric, s, d));
-        let hops = path.as_ref().map_or_else(String::new, |p| {
-            p.nodes
-                .iter()
-                .map(|&n| t.node(n).id.as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
-        });
-        let expected = path.as_ref().map_or(0, |p| p.cost);
+        // The path in force at the end of the run (from the controller's
+        // tables), with how often it changed, and the delay its links imply.
+        let path = paths.get(i).cloned().unwrap_or_default();
+        let changes = reroutes.iter().filter(|r| r.class == c.name).count();
+        let mut hops = if path.is_empty() {
+            "-".to_string()
+        } else {
+            path.join(" ")
+        };
+        if changes > 0 {
+            hops.push_str(&format!(" ({changes}×)"));
+        }
+        let expected = path_delay_us(base, &path);
         let _ = all.add(&st.one_way_us);
         sent += st.sent;
         received += st.received.min(st.sent);
-        if st.received > 0 && st.one_way_us.value_at_quantile(0.99) <= 200_000 {
+        if st.received > 0 && st.one_way_us.value_at_quantile(0.99) <= BUDGET_US {
             within += 1;
         }
         table.row(vec![
@@ -574,9 +876,17 @@ fn render_report(
             st.longest_gap.as_millis().to_string(),
             ms(st.back_us.value_at_quantile(0.99)),
             format!("{}/{}", st.signals_ok, st.signal_breaks),
+            st.audio.lost().to_string(),
+            st.audio.longest_gap.as_millis().to_string(),
+            st.video.lost().to_string(),
+            st.video.longest_gap.as_millis().to_string(),
         ]);
         signals.0 += st.signals_ok;
         signals.1 += st.signal_breaks;
+        audio.0 += st.audio.lost();
+        audio.1 += st.audio.sent;
+        video.0 += st.video.lost();
+        video.1 += st.video.sent;
     }
     out.push_str(&table.render());
     if !events.is_empty() {
@@ -587,7 +897,10 @@ fn render_report(
     }
     if !reroutes.is_empty() {
         out.push_str("\nreroutes (path in force changed):\n");
-        let mut r = Table::new(&[">at s", "class", "from", "to", ">class's longest gap ms"]);
+        // Each reroute's own gap: the longest silence of the class's video (not
+        // protected, so it follows the path in force) that ended within 1.5 s
+        // of the reroute being seen.
+        let mut r = Table::new(&[">at s", "class", "from", "to", ">video gap at it ms"]);
         for x in reroutes {
             let gap = classes
                 .iter()
@@ -596,9 +909,12 @@ fn render_report(
                     c.stats
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .longest_gap
-                        .as_millis()
-                        .to_string()
+                        .video
+                        .gap_near(run_started + x.at, Duration::from_millis(1500))
+                        .map_or_else(
+                            || format!("<{}", classes::NOTED_GAP.as_millis()),
+                            |g| g.as_millis().to_string(),
+                        )
                 })
                 .unwrap_or_default();
             r.row(vec![
@@ -626,5 +942,34 @@ fn render_report(
         signals.0,
         signals.1
     ));
+    out.push_str(&format!(
+        "streams: audio (protected) {} of {} packets lost, video {} of {} lost\n",
+        audio.0, audio.1, video.0, video.1
+    ));
+    let false_downs: u64 = downs.false_downs.iter().map(|d| d.2).sum();
+    out.push_str(&format!(
+        "link-downs: {} on links the scenario cut or impaired, {false_downs} false (on links nothing happened to){}\n",
+        downs.expected,
+        downs
+            .false_downs
+            .iter()
+            .map(|(a, b, n)| format!(" {a}–{b}×{n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busiest_links_counts_every_link_the_paths_cross_the_first_too() {
+        let t = topology::world().expect("world");
+        let first = t.link(topology::LinkIdx(0));
+        let (a, b) = (t.node(first.a).id.clone(), t.node(first.b).id.clone());
+        let paths = vec![vec![a.clone(), b.clone()], vec![b, a], Vec::new()];
+        assert_eq!(busiest_links(&t, &paths), vec![(2, topology::LinkIdx(0))]);
+    }
 }
