@@ -17,7 +17,11 @@ use tokio::time::Instant;
 /// certainly.
 const FAILOVER_GAP_BOUND: Duration = Duration::from_millis(310);
 
+/// Runs a test's fleet within `secs`, one fleet at a time: these tests time
+/// gaps and read jitter, which two fleets sharing 2 cores would distort (the
+/// wait for the other fleets is outside the bound).
 async fn bounded<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
+    let _one_at_a_time = support::FLEET_TESTS.lock().await;
     tokio::time::timeout(Duration::from_secs(secs), f)
         .await
         .expect("test exceeded its time bound")
