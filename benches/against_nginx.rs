@@ -13,7 +13,7 @@
 //! relays run in this process, on one 2-worker runtime, as in the other
 //! benches), the plain forwarder threads, and each nginx worker process.
 //!
-//! Run: `cargo bench --bench against_nginx` (about 5 minutes). Needs nginx with
+//! Run: `cargo bench --bench against_nginx` (about 6 minutes; 2 with `BENCH_REPS=1`). Needs nginx with
 //! the stream module (`apt-get install nginx-light libnginx-mod-stream`, or
 //! `NGINX=/path/to/nginx`); without it the nginx rows are skipped with a note.
 //! `BENCH_REPS=1` for one repetition, `BENCH_TRACE=1` to print every step.
@@ -449,7 +449,7 @@ fn main() {
         Plan {
             reps,
             latency_seconds: 1.5,
-            cpu_seconds: 2.0,
+            cpu_seconds: 1.0,
             step: Duration::from_millis(500),
             search_start: 20_000,
             bisections: 2,
