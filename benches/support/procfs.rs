@@ -131,3 +131,60 @@ pub fn udp_ports() -> ((usize, usize), usize) {
         .sum();
     ((r[0], r[1]), bound)
 }
+
+/// CPU time one task (thread) has run, in nanoseconds: the first field of
+/// `/proc/<pid>/task/<tid>/schedstat`, or user plus system ticks from its
+/// `stat` where the kernel keeps no schedstat. 0 once the task is gone.
+pub fn task_cpu_ns(pid: u32, tid: &str) -> u64 {
+    let dir = format!("/proc/{pid}/task/{tid}");
+    if let Some(ns) = std::fs::read_to_string(format!("{dir}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+    {
+        return ns;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("{dir}/stat")) else {
+        return 0;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return 0;
+    };
+    let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+    let field = |n: usize| {
+        rest.get(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let per_second = *TICKS.get_or_init(clock_ticks);
+    ((field(14) + field(15)) as f64 * 1e9 / per_second) as u64
+}
+
+/// CPU nanoseconds of every thread of process `pid` (0 if it is gone).
+pub fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .map(|t| task_cpu_ns(pid, &t.file_name().to_string_lossy()))
+        .sum()
+}
+
+/// CPU nanoseconds of this process's threads whose name (`comm`) starts with
+/// `prefix`: how benchmarks charge CPU to the part of themselves they measure
+/// (a named runtime's workers, named forwarder threads). A thread that has
+/// exited no longer counts, so take both readings while the threads live.
+pub fn own_threads_cpu_ns(prefix: &str) -> u64 {
+    let pid = std::process::id();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .map(|t| task_cpu_ns(pid, &t.file_name().to_string_lossy()))
+        .sum()
+}
