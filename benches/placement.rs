@@ -1,4 +1,4 @@
-//! Benchmark 7: placement of the default peak on the shipped world: every one
+//! Benchmark 9: placement of the default peak on the shipped world: every one
 //! of 35,000 classes placed within its budget and under the 80 % ceiling with
 //! N−1 headroom, plus the delay-only baseline and each undersea line cut in
 //! turn (`topology::placement::plan`, what `overlay plan` and the controller
