@@ -196,7 +196,7 @@ fn services(s: &mut Scrape, shared: &Context) {
         "service",
         services
             .iter()
-            .map(|(_, name, c)| (name.to_string(), c.one_way_delay.prometheus.clone())),
+            .map(|(_, name, c)| (name.to_string(), c.one_way_delay.0.clone())),
     );
     s.counters(
         "service_lost_packets",

@@ -15,7 +15,7 @@ use serde::Serialize;
 use topology::{NodeIdx, Topology};
 
 use control_protocol::{ServiceReport, DELAY_BUCKETS_MS};
-use daemon::exposition::Histogram;
+use daemon::exposition::AtomicHistogram;
 use relay_core::routes::Refused;
 use relay_core::sequence::{Arrival, Verdict};
 use relay_core::wire::FLAG_SECOND_PATH;
@@ -351,34 +351,26 @@ impl ServiceMetrics {
     }
 }
 
-/// A service's one-way delay histogram: Prometheus' (shared with the
-/// scrape, seconds) and the same buckets counted here for the controller's
-/// reports (`control_protocol::DELAY_BUCKETS_MS`).
+/// A service's one-way delay histogram, seconds, in the buckets of
+/// `control_protocol::DELAY_BUCKETS_MS`: served in `/metrics` and summed
+/// into the controller's reports.
 #[derive(Debug, Clone)]
-pub struct DelayHistogram {
-    pub prometheus: Histogram,
-    counts: Arc<[AtomicU64; DELAY_BUCKETS_MS.len() + 1]>,
-}
+pub struct DelayHistogram(pub AtomicHistogram);
 
 impl Default for DelayHistogram {
     fn default() -> Self {
-        DelayHistogram {
-            prometheus: Histogram::new(DELAY_BUCKETS_MS.map(|ms| ms / 1000.0)),
-            counts: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
-        }
+        DelayHistogram(AtomicHistogram::new(DELAY_BUCKETS_MS.map(|ms| ms / 1000.0)))
     }
 }
 
 impl DelayHistogram {
     pub fn observe(&self, delay_us: u64) {
-        let ms = delay_us as f64 / 1000.0;
-        self.prometheus.observe(ms / 1000.0);
-        let i = DELAY_BUCKETS_MS.partition_point(|&bound| bound < ms);
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.0.observe(delay_us as f64 / 1e6);
     }
 
     fn counts(&self) -> [u64; DELAY_BUCKETS_MS.len() + 1] {
-        std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed))
+        let counts = self.0.counts();
+        std::array::from_fn(|i| counts.get(i).copied().unwrap_or(0))
     }
 }
 

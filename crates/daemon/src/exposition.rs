@@ -11,14 +11,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-pub use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Metric, Registry};
 
@@ -161,7 +161,7 @@ impl Scrape {
         name: &str,
         help: &str,
         label: &'static str,
-        values: impl IntoIterator<Item = (String, Histogram)>,
+        values: impl IntoIterator<Item = (String, AtomicHistogram)>,
     ) {
         let each = values.into_iter().map(|(v, h)| ([(label, v)], h)).collect();
         self.registry.register(name, help, Histograms(each));
@@ -194,10 +194,76 @@ impl Scrape {
     }
 }
 
+/// A histogram of fixed buckets kept in atomics: observing takes no lock (it
+/// runs per datagram), and it encodes as a Prometheus histogram. The sum is
+/// kept in millionths of the unit observed.
+#[derive(Debug, Clone)]
+pub struct AtomicHistogram(Arc<AtomicBuckets>);
+
+#[derive(Debug)]
+struct AtomicBuckets {
+    /// Upper bounds, ascending; one more count than bounds (above the last).
+    bounds: Vec<f64>,
+    counts: Vec<AtomicU64>,
+    sum_millionths: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub fn new(bounds: impl IntoIterator<Item = f64>) -> Self {
+        let bounds: Vec<f64> = bounds.into_iter().collect();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        AtomicHistogram(Arc::new(AtomicBuckets {
+            bounds,
+            counts,
+            sum_millionths: AtomicU64::new(0),
+        }))
+    }
+
+    /// Counts `v` (negative and NaN count as 0) in the first bucket whose
+    /// bound is at least `v`.
+    pub fn observe(&self, v: f64) {
+        let v = if v > 0.0 { v } else { 0.0 };
+        let b = &self.0;
+        let i = b.bounds.partition_point(|&bound| bound < v);
+        b.counts[i].fetch_add(1, Ordering::Relaxed);
+        b.sum_millionths
+            .fetch_add((v * 1e6).round() as u64, Ordering::Relaxed);
+    }
+
+    /// The count of each bucket (not cumulative), the last above every bound.
+    pub fn counts(&self) -> Vec<u64> {
+        self.0
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        let counts = self.counts();
+        let buckets: Vec<(f64, u64)> = self
+            .0
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(counts.iter().copied())
+            .collect();
+        let sum = self.0.sum_millionths.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, counts.iter().sum(), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// Existing histograms under one name, told apart by a label (a `Family`
 /// would create its own).
 #[derive(Debug)]
-struct Histograms(Vec<(Label, Histogram)>);
+struct Histograms(Vec<(Label, AtomicHistogram)>);
 
 impl EncodeMetric for Histograms {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
@@ -258,6 +324,27 @@ fn flush_help(out: &mut String, help: Option<(&str, &str)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_atomic_histogram_encodes_like_a_prometheus_one() {
+        let h = AtomicHistogram::new([0.01, 0.1]);
+        for v in [0.005, 0.05, 0.05, 3.0, -1.0] {
+            h.observe(v);
+        }
+        assert_eq!(h.counts(), [2, 2, 1]);
+        let mut s = Scrape::new("t", &[]);
+        s.histograms("delay_seconds", "Delays", "service", [("a".into(), h)]);
+        let text = s.encode().expect("encodes");
+        for line in [
+            "t_delay_seconds_sum{service=\"a\"} 3.105",
+            "t_delay_seconds_count{service=\"a\"} 5",
+            "t_delay_seconds_bucket{le=\"0.01\",service=\"a\"} 2",
+            "t_delay_seconds_bucket{le=\"0.1\",service=\"a\"} 4",
+            "t_delay_seconds_bucket{le=\"+Inf\",service=\"a\"} 5",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
 
     #[test]
     fn classic_text_names_counters_with_total_and_drops_openmetrics_only_lines() {
