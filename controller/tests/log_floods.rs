@@ -2,13 +2,13 @@
 //! 2,000 link entries that cannot be used gives one warning line, with the
 //! count, not 2,000 lines.
 
+mod support;
+
 use std::io::Write;
-use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use control_protocol::{LinkReport, RelayMessage};
-use controller::ControllerConfig;
 use pki::TestCa;
 
 #[derive(Clone, Default)]
@@ -35,34 +35,8 @@ async fn a_report_full_of_bad_entries_gives_one_warning() {
         .expect("the only subscriber of this test binary");
     let test = async {
         let ca = TestCa::new();
-        let ctl_socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let ctl_addr = ctl_socket.local_addr().expect("addr");
-        let yaml = format!(
-            "version: 1\ncontrollers:\n  - {{ id: controller, addr: \"{ctl_addr}\" }}\nnodes:\n\
-             \x20 - {{ id: aaa, city: A, country: JP, region: asia, lat: 35.0, lon: 139.0, addr: \"127.0.0.1:8\" }}\n\
-             \x20 - {{ id: bbb, city: B, country: US, region: na, lat: 34.0, lon: -118.0, addr: \"127.0.0.1:9\" }}\n\
-             links:\n  - {{ between: [aaa, bbb], kind: undersea }}\n"
-        );
-        let topology = Arc::new(topology::parse("t.yaml", &yaml).expect("topology"));
-        let mut cfg = ControllerConfig::new(
-            topology,
-            "controller",
-            ca.issue("controller"),
-            Arc::new(ca.roots()),
-        );
-        cfg.listen = ctl_addr;
-        let controller = controller::start(cfg, ctl_socket, None)
-            .await
-            .expect("controller starts");
-        let client = daemon::tls::client_config(ca.issue("aaa"), ca.roots()).expect("client");
-        let mut endpoint =
-            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-        endpoint.set_default_client_config(client);
-        let conn = endpoint
-            .connect(ctl_addr, "controller")
-            .expect("connect")
-            .await
-            .expect("handshake");
+        let (controller, ctl_addr) = support::two_node_controller(&ca).await;
+        let conn = support::connect_as_aaa(&ca, ctl_addr).await;
         let (mut send, _recv) = conn.open_bi().await.expect("stream");
         let hello = RelayMessage::Hello {
             node: "aaa".into(),

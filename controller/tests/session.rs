@@ -7,15 +7,15 @@
 //! afresh inside `select!`, so when another branch fired in the middle of a
 //! report the bytes already read were lost and the session fell apart.
 
+mod support;
+
 use std::net::UdpSocket;
-use std::sync::Arc;
 use std::time::Duration;
 
 use control_protocol::{
     ControlCodec, ControllerMessage, LinkReport, RelayMessage, MAX_CONTROLLER_MESSAGE,
     MAX_RELAY_MESSAGE,
 };
-use controller::ControllerConfig;
 use futures_util::StreamExt as _;
 use pki::TestCa;
 use tokio_util::codec::FramedRead;
@@ -24,25 +24,7 @@ use tokio_util::codec::FramedRead;
 async fn a_report_trickling_in_while_the_controller_works_is_read_whole() {
     let test = async {
         let ca = TestCa::new();
-        let ctl_socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let ctl_addr = ctl_socket.local_addr().expect("addr");
-        let yaml = format!(
-            "version: 1\ncontrollers:\n  - {{ id: controller, addr: \"{ctl_addr}\" }}\nnodes:\n\
-             \x20 - {{ id: aaa, city: A, country: JP, region: asia, lat: 35.0, lon: 139.0, addr: \"127.0.0.1:8\" }}\n\
-             \x20 - {{ id: bbb, city: B, country: US, region: na, lat: 34.0, lon: -118.0, addr: \"127.0.0.1:9\" }}\n\
-             links:\n  - {{ between: [aaa, bbb], kind: undersea }}\n"
-        );
-        let topology = Arc::new(topology::parse("t.yaml", &yaml).expect("topology"));
-        let mut cfg = ControllerConfig::new(
-            topology,
-            "controller",
-            ca.issue("controller"),
-            Arc::new(ca.roots()),
-        );
-        cfg.listen = ctl_addr;
-        let controller = controller::start(cfg, ctl_socket, None)
-            .await
-            .expect("controller starts");
+        let (controller, ctl_addr) = support::two_node_controller(&ca).await;
 
         // The stand-in relay `aaa`.
         let client = daemon::tls::client_config(ca.issue("aaa"), ca.roots()).expect("client");
@@ -158,34 +140,8 @@ async fn a_report_trickling_in_while_the_controller_works_is_read_whole() {
 async fn a_relay_that_never_says_hello_is_let_go() {
     let test = async {
         let ca = TestCa::new();
-        let ctl_socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let ctl_addr = ctl_socket.local_addr().expect("addr");
-        let yaml = format!(
-            "version: 1\ncontrollers:\n  - {{ id: controller, addr: \"{ctl_addr}\" }}\nnodes:\n\
-             \x20 - {{ id: aaa, city: A, country: JP, region: asia, lat: 35.0, lon: 139.0, addr: \"127.0.0.1:8\" }}\n\
-             \x20 - {{ id: bbb, city: B, country: US, region: na, lat: 34.0, lon: -118.0, addr: \"127.0.0.1:9\" }}\n\
-             links:\n  - {{ between: [aaa, bbb], kind: undersea }}\n"
-        );
-        let topology = Arc::new(topology::parse("t.yaml", &yaml).expect("topology"));
-        let mut cfg = ControllerConfig::new(
-            topology,
-            "controller",
-            ca.issue("controller"),
-            Arc::new(ca.roots()),
-        );
-        cfg.listen = ctl_addr;
-        let controller = controller::start(cfg, ctl_socket, None)
-            .await
-            .expect("controller starts");
-        let client = daemon::tls::client_config(ca.issue("aaa"), ca.roots()).expect("client");
-        let mut endpoint =
-            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-        endpoint.set_default_client_config(client);
-        let conn = endpoint
-            .connect(ctl_addr, "controller")
-            .expect("connect")
-            .await
-            .expect("handshake");
+        let (controller, ctl_addr) = support::two_node_controller(&ca).await;
+        let conn = support::connect_as_aaa(&ca, ctl_addr).await;
         // A stream, but no hello on it.
         let (_send, _recv) = conn.open_bi().await.expect("stream");
         let started = tokio::time::Instant::now();
