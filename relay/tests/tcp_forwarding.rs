@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use support::transfer::{self, pattern};
 use support::{bounded, Fleet, FleetSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,44 +28,10 @@ async fn chain_with_target(target: SocketAddr) -> Fleet {
     .await
 }
 
-/// Deterministic pseudo-random bytes (xorshift), different per seed.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// Writes `data` in chunks then half-closes; reads everything the other way.
-/// Returns (bytes read, their SHA-256).
+/// Writes `data` and reads everything the other way (see
+/// `support::transfer::exchange`); returns (bytes read, their SHA-256).
 async fn exchange(stream: TcpStream, data: Vec<u8>) -> (usize, Vec<u8>) {
-    let (mut r, mut w) = stream.into_split();
-    let writer = async move {
-        for chunk in data.chunks(64 * 1024) {
-            w.write_all(chunk).await.expect("write");
-        }
-        w.shutdown().await.expect("half-close");
-    };
-    let reader = async move {
-        let mut hash = Sha256::new();
-        let mut total = 0;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = r.read(&mut buf).await.expect("read");
-            if n == 0 {
-                return (total, hash.finalize().to_vec());
-            }
-            total += n;
-            hash.update(&buf[..n]);
-        }
-    };
-    let ((), got) = tokio::join!(writer, reader);
-    got
+    transfer::exchange(stream, data, Default::default()).await
 }
 
 const TEN_MB: usize = 10 * 1024 * 1024;
