@@ -173,13 +173,22 @@ async fn jitter_on_every_link_for_a_minute_does_not_flap_routes() {
         let start_version = controller.tables().version;
         let mut last = primaries();
         let mut changes = 0;
+        // Each change as (seconds in, node, destination, old next hop, new next hop).
+        let mut moved: Vec<(f64, u32, u32, u32, u32)> = Vec::new();
         let mut most_jitter = vec![0.0f64; fleet.topology.links.len()];
-        let until = Instant::now() + Duration::from_secs(60);
+        let began = Instant::now();
+        let until = began + Duration::from_secs(60);
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let now = primaries();
             if now != last {
                 changes += 1;
+                let at = began.elapsed().as_secs_f64();
+                for (node, (was, is)) in last.iter().zip(&now).enumerate() {
+                    for ((d, a), (_, b)) in was.iter().zip(is).filter(|(a, b)| a != b) {
+                        moved.push((at, node as u32, *d, *a, *b));
+                    }
+                }
                 last = now;
             }
             for (most, j) in most_jitter.iter_mut().zip(seen_jitter()) {
@@ -190,6 +199,7 @@ async fn jitter_on_every_link_for_a_minute_does_not_flap_routes() {
         // Versions may move once as the jitter raises link costs (backups can shift);
         // what must not happen is primaries moving back and forth.
         println!("primary next-hop changes in 60 s of ±10% jitter: {changes}; table versions: {versions}; most jitter seen per link (ms): {most_jitter:.2?}");
+        println!("changes (s, node, destination, next hop before, after): {moved:.1?}");
         assert!(changes <= 1, "{changes} changes of primary next hops");
         // The controller did hear the jitter: every link's reported jitter is at
         // least a tenth of the ±10% the emulator adds (1 ms on the 10 ms links),

@@ -18,6 +18,13 @@ pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5);
 /// The cost one unit of loss (100 %) adds, µs: 1 % loss costs as much as 5 ms of delay.
 pub const LOSS_PENALTY_US: u64 = 500_000;
 
+/// Jitter up to this much (µs) costs nothing. A playout buffer absorbs a few ms at
+/// its smallest depth, and below this the measured jitter is mostly the hosts'
+/// scheduling noise: every link shows some, each its own, and pricing it moved
+/// routes back and forth between equal paths (±10% jitter on a diamond of 10 and
+/// 25 ms links measured 1–6 ms per link and moved primaries 6 times in a minute).
+pub const JITTER_ALLOWANCE_US: u64 = 5_000;
+
 /// What a relay measured on one of its links, from its end.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LinkReport {
@@ -305,7 +312,7 @@ fn merge(ends: &[(&EndReport, bool)], since: Option<Instant>) -> LinkView {
 /// The cost of a link as measured, in µs of "effective one-way delay"; `None` if down.
 ///
 /// ```text
-/// cost = one_way + 2 × jitter + loss × 500 ms        (at least 1)
+/// cost = one_way + 2 × max(0, jitter − 5 ms) + loss × 500 ms        (at least 1)
 /// one_way = min_rtt / 2 (else rtt / 2, else the topology's expected delay)
 /// ```
 ///
@@ -316,8 +323,9 @@ fn merge(ends: &[(&EndReport, bool)], since: Option<Instant>) -> LinkView {
 /// Live classroom media suffers from loss and jitter far more than from a few ms of
 /// extra delay: a lost packet is a glitch or a retransmission a whole RTT late, and
 /// jitter grows the receiver's playout buffer, which adds delay to every packet.
-/// So jitter counts twice, and 1 % loss costs as much as 5 ms of path delay: a path
-/// a little longer but clean beats a short one that drops or wobbles.
+/// So jitter beyond [`JITTER_ALLOWANCE_US`] counts twice, and 1 % loss costs as much
+/// as 5 ms of path delay: a path a little longer but clean beats a short one that
+/// drops or wobbles.
 pub fn measured_cost(view: &LinkView, expected_delay_us: u64) -> Option<Cost> {
     if !view.up {
         return None;
@@ -327,7 +335,10 @@ pub fn measured_cost(view: &LinkView, expected_delay_us: u64) -> Option<Cost> {
         .min_rtt
         .or(view.rtt)
         .map_or(expected_delay_us, |r| micros(r) / 2);
-    let jitter = view.jitter.map_or(0, micros);
+    let jitter = view
+        .jitter
+        .map_or(0, micros)
+        .saturating_sub(JITTER_ALLOWANCE_US);
     // Loss is validated to 0..=1 on the way in; clamp anyway so a NaN cannot leak.
     let loss = if view.loss.is_nan() {
         0.0

@@ -270,19 +270,25 @@ fn bad_reports_are_refused_with_the_reason_and_change_nothing() {
 }
 
 #[test]
-fn cost_is_half_rtt_plus_twice_jitter_plus_loss_penalty() {
+fn cost_is_half_rtt_plus_twice_jitter_beyond_the_allowance_plus_loss_penalty() {
     let v = LinkView {
         up: true,
         rtt: Some(ms(40)),
         min_rtt: None,
         loss: 0.02,
-        jitter: Some(ms(3)),
+        jitter: Some(ms(8)),
         stale: false,
         since: None,
         up_since_reported: None,
     };
-    // 20 ms + 2 × 3 ms + 0.02 × 500 ms = 36 ms.
+    // 20 ms + 2 × (8 − 5) ms + 0.02 × 500 ms = 36 ms.
     assert_eq!(measured_cost(&v, 99_000), Some(36_000));
+    let small_jitter = LinkView {
+        jitter: Some(ms(5)),
+        ..v
+    };
+    // Jitter within the allowance is free: 20 ms + 10 ms.
+    assert_eq!(measured_cost(&small_jitter, 99_000), Some(30_000));
     let quiet = LinkView {
         rtt: None,
         jitter: None,
