@@ -23,6 +23,7 @@ use crate::config::RelayConfig;
 use crate::context::{Context, Stops};
 use crate::datapath::forwarder::Forwarder;
 use crate::datapath::link_registry::LinkRegistry;
+use crate::datapath::send_queue;
 use crate::datapath::socket::SplitSocket;
 use crate::datapath::udp_egress::EgressTable;
 use crate::datapath::udp_ingress::UdpIngress;
@@ -66,11 +67,11 @@ fn transport(cfg: &RelayConfig) -> Arc<TransportConfig> {
     }
     tc.initial_mtu(t.initial_mtu);
     // Media: a little buffering absorbs bursts; stale media is worth less than
-    // none. The send queue is short (256 KiB: 7 ms at 300 Mbit/s) so a probe
-    // never waits long behind media, and media is refused before it is full
-    // (see `Forwarder::send_on`).
+    // none. The forwarder lets media fill the send queue only as far as the
+    // link drains in 10 ms, and never the last 16 KiB, kept for probes (see
+    // `datapath::send_queue`).
     tc.datagram_receive_buffer_size(Some(4 * 1024 * 1024));
-    tc.datagram_send_buffer_size(256 * 1024);
+    tc.datagram_send_buffer_size(send_queue::SEND_BUFFER);
     // No streams before the peer is authenticated: quinn allocates state for
     // every stream a connection allows, up front, so a large limit here made
     // each unauthenticated Initial cost megabytes. A link raises it to

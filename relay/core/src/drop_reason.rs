@@ -26,8 +26,9 @@ pub enum DropReason {
     SendFailed,
     /// A new flow arrived while the relay drains (stops): it takes none.
     Draining,
-    /// The link's send queue was full: more media was offered than the link
-    /// (or this relay) carries. The link itself is fine.
+    /// The link's send queue held as much media as the link sends in 10 ms:
+    /// more was offered than the link (or this relay) carries. The link
+    /// itself is fine.
     Overload,
 }
 

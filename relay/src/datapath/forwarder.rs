@@ -17,12 +17,9 @@ use relay_core::segment::{self, Segment};
 use relay_core::wire::{FLAG_PROTECTED, FLAG_SECOND_PATH, HEADER_LEN};
 use relay_core::{Decision, DropReason, Header, RoutesInForce};
 
-use crate::datapath::link_registry::LinkRegistry;
+use crate::datapath::link_registry::{Link, LinkRegistry};
+use crate::datapath::send_queue::SEND_BUFFER;
 use crate::metrics::Metrics;
-
-/// Bytes of a link's datagram send queue media may not take: room for probes
-/// and their echoes, which then never wait behind more than the queue's size.
-pub const PROBE_RESERVE: usize = 16 * 1024;
 
 /// What became of a datagram from a peer link, for its link actor.
 #[derive(Debug)]
@@ -105,11 +102,11 @@ impl Forwarder {
     pub fn on_datagram(&self, packet: Bytes) -> Inbound {
         let routes = self.routes.load();
         let links = self.links.current();
-        let mut picked: Option<Connection> = None;
+        let mut picked: Option<&Link> = None;
         let received = datagram::decide(&routes.table, &packet, |peer| {
             match links.get(&peer).filter(|l| l.is_usable()) {
                 Some(l) => {
-                    picked = Some(l.conn.clone());
+                    picked = Some(l);
                     true
                 }
                 None => false,
@@ -129,20 +126,20 @@ impl Forwarder {
         };
         let payload = || packet.slice(received.payload_at..);
         match action {
-            Action::Forward { ttl, via, .. } => match &picked {
-                Some(conn) => {
+            Action::Forward { ttl, via, .. } => match picked {
+                Some(link) => {
                     let out = rewritten(packet.clone(), |p| {
                         Header::set_ttl_in_place(p, ttl);
                         if via == Via::Segment {
                             segment::advance_in_place(p);
                         }
                     });
-                    self.send_on(conn, out, via == Via::Backup);
+                    self.send_on(link, out, via == Via::Backup);
                 }
                 None => self.metrics.count_drop(DropReason::PeerDown),
             },
-            Action::Repair { segment, ttl } => match &picked {
-                Some(conn) => self.repair(conn, &packet, received.payload_at, &segment, ttl),
+            Action::Repair { segment, ttl } => match picked {
+                Some(link) => self.repair(link, &packet, received.payload_at, &segment, ttl),
                 None => self.metrics.count_drop(DropReason::PeerDown),
             },
             Action::DeliverToTarget => return Inbound::ToTarget(header, payload()),
@@ -154,33 +151,34 @@ impl Forwarder {
     }
 
     /// Sends `packet` (payload from `payload_at`) around a dead next hop along
-    /// `segment`, marked repaired, to the segment's first node `conn`.
-    fn repair(&self, conn: &Connection, packet: &[u8], payload_at: usize, seg: &Segment, ttl: u8) {
+    /// `segment`, marked repaired, to the segment's first node over `link`.
+    fn repair(&self, link: &Link, packet: &[u8], payload_at: usize, seg: &Segment, ttl: u8) {
         let out = segment::insert(packet, payload_at, seg, ttl);
         Metrics::add(&self.metrics.sent_via_repair, 1);
-        self.send_on(conn, Bytes::from(out), false);
+        self.send_on(link, Bytes::from(out), false);
     }
 
     /// Picks the next hop toward `dst` for a datagram this node originates: the
-    /// decision, and the connection to the neighbour it names.
-    pub fn next_hop(&self, dst: u32, ttl: u8) -> (Decision, Option<Connection>) {
+    /// decision, and the link to the neighbour it names.
+    pub fn next_hop(&self, dst: u32, ttl: u8) -> (Decision, Option<Link>) {
         self.pick(dst, ttl, false)
     }
 
     /// The next hop for a stream: streams carry no repair segment, so around a
     /// dead primary they take the loop-free backup, or nothing.
     pub fn next_hop_for_stream(&self, dst: u32, ttl: u8) -> (Decision, Option<Connection>) {
-        self.pick(dst, ttl, true)
+        let (decision, link) = self.pick(dst, ttl, true);
+        (decision, link.map(|l| l.conn))
     }
 
-    fn pick(&self, dst: u32, ttl: u8, no_repair: bool) -> (Decision, Option<Connection>) {
+    fn pick(&self, dst: u32, ttl: u8, no_repair: bool) -> (Decision, Option<Link>) {
         let routes = self.routes.load();
         let links = self.links.current();
         let mut picked = None;
         let table = &routes.table;
         let up = |peer: u32| match links.get(&peer).filter(|l| l.is_usable()) {
             Some(l) => {
-                picked = Some(l.conn.clone());
+                picked = Some(l.clone());
                 true
             }
             None => false,
@@ -200,14 +198,14 @@ impl Forwarder {
                 Decision::Forward {
                     ttl, via_backup, ..
                 },
-                Some(conn),
+                Some(link),
             ) => {
                 header.ttl = ttl;
-                self.send_on(&conn, Bytes::from(header.encode_with(payload)), via_backup);
+                self.send_on(&link, Bytes::from(header.encode_with(payload)), via_backup);
             }
-            (Decision::Repair { segment, ttl }, Some(conn)) => {
+            (Decision::Repair { segment, ttl }, Some(link)) => {
                 let plain = header.encode_with(payload);
-                self.repair(&conn, &plain, HEADER_LEN, &segment, ttl);
+                self.repair(&link, &plain, HEADER_LEN, &segment, ttl);
             }
             (Decision::Drop(reason), _) => self.metrics.count_drop(reason),
             (Decision::Forward { .. } | Decision::Repair { .. }, None) => {
@@ -236,23 +234,25 @@ impl Forwarder {
         header.flags |= FLAG_SECOND_PATH;
         let plain = header.encode_with(payload);
         let copy = segment::insert(&plain, HEADER_LEN, &second, header.ttl.saturating_sub(1));
-        self.send_on(&link.conn, Bytes::from(copy), false);
+        self.send_on(link, Bytes::from(copy), false);
         true
     }
 
     /// Hands an encoded packet to a neighbour's link without waiting: quinn
     /// queues it, or it is dropped and counted here. Media never fills quinn's
-    /// send queue: [`PROBE_RESERVE`] bytes stay free for probes (so a link
-    /// carrying more than it can does not look dead), and quinn never has to
-    /// drop a queued datagram on its own (which nobody would count).
-    pub fn send_on(&self, conn: &Connection, packet: Bytes, via_backup: bool) {
+    /// send queue beyond the link's bound (see [`crate::datapath::send_queue`]):
+    /// probes always find room, and quinn never has to drop a queued datagram
+    /// on its own (which nobody would count).
+    pub fn send_on(&self, link: &Link, packet: Bytes, via_backup: bool) {
+        let conn = &link.conn;
         if conn
             .max_datagram_size()
             .is_none_or(|max| packet.len() > max)
         {
             return self.metrics.count_drop(DropReason::TooBig);
         }
-        if conn.datagram_send_buffer_space() < packet.len() + PROBE_RESERVE {
+        let queued = SEND_BUFFER.saturating_sub(conn.datagram_send_buffer_space());
+        if queued + packet.len() > link.health.media_queue_limit() {
             return self.metrics.count_drop(DropReason::Overload);
         }
         let len = packet.len() as u64;

@@ -8,7 +8,7 @@
 //! the other, so they converge without talking about it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use arc_swap::ArcSwap;
 use daemon::{OnFailure, Spawner};
 use quinn::Connection;
 use tokio::time::Instant;
+
+use crate::datapath::send_queue;
 
 /// QUIC application close codes on peer links.
 pub const CLOSE_SHUTDOWN: u32 = 0;
@@ -41,6 +43,9 @@ pub struct LinkHealth {
     /// When `up` last went from false to true (a replacement connection
     /// inherits it with the rest of the record): how long the link has been up.
     pub up_since: Mutex<Option<std::time::Instant>>,
+    /// The media bound of the link's send queue, bytes, from its congestion
+    /// window at the last probe tick; 0 before the first.
+    media_queue_limit: AtomicUsize,
 }
 
 /// The latest probe figures of a link.
@@ -66,6 +71,19 @@ impl LinkHealth {
         since.map(|t| t.elapsed())
     }
 
+    /// How many bytes of media the link's send queue may hold now.
+    pub fn media_queue_limit(&self) -> usize {
+        self.media_queue_limit
+            .load(Ordering::Relaxed)
+            .max(send_queue::MEDIA_QUEUE_FLOOR)
+    }
+
+    /// Sets the bound from the connection's congestion window and RTT.
+    pub fn set_media_queue_limit(&self, cwnd: u64, rtt: Duration) {
+        let limit = send_queue::media_queue_limit(cwnd, rtt);
+        self.media_queue_limit.store(limit, Ordering::Relaxed);
+    }
+
     pub fn measured(&self) -> Measured {
         self.measured
             .lock()
@@ -77,7 +95,7 @@ impl LinkHealth {
 /// A live link to a neighbor.
 #[derive(Debug, Clone)]
 pub struct Link {
-    pub id: String,
+    pub id: Arc<str>,
     pub conn: Connection,
     pub dialed_by_me: bool,
     pub since: Instant,
@@ -188,7 +206,7 @@ impl LinkRegistry {
         links.insert(
             key,
             Link {
-                id: id.to_string(),
+                id: Arc::from(id),
                 conn,
                 dialed_by_me,
                 since: Instant::now(),

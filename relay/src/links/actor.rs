@@ -67,7 +67,7 @@ pub async fn run_link(
                     // Before judging probes: has the peer acknowledged our
                     // packets since we last looked? Then it heard what we sent
                     // about one round trip ago.
-                    if quic.look(&conn, now) {
+                    if quic.look(&conn, &health, now) {
                         probe.handle_heard(now.checked_sub(conn.rtt()).unwrap_or(now));
                     }
                     probe.handle_timeout(now);
@@ -195,9 +195,11 @@ impl QuicWatch {
         }
     }
 
-    /// Reads the counters; true if new acknowledgements came.
-    fn look(&mut self, conn: &Connection, now: std::time::Instant) -> bool {
+    /// Reads the counters and sets the link's media queue bound from the
+    /// congestion window; true if new acknowledgements came.
+    fn look(&mut self, conn: &Connection, health: &LinkHealth, now: std::time::Instant) -> bool {
         let stats = conn.stats();
+        health.set_media_queue_limit(stats.path.cwnd, stats.path.rtt);
         self.loss
             .sample(now, stats.path.sent_packets, stats.path.lost_packets);
         let heard = stats.frame_rx.acks > self.acks;
