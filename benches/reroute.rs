@@ -3,7 +3,8 @@
 //! 1,000 packet/s stream aaa → ddd; the active link aaa–bbb is cut 20 times
 //! (restored between cuts, and given time to be preferred again), first with the
 //! controller running, then with it stopped (relays fail over on their own),
-//! then once more with probes every 30 ms instead of 50 (`probe_interval_ms`),
+//! then once more with probes every 20 ms instead of 50 and a 30 ms loss-timeout
+//! floor instead of 50 (`probe_interval_ms`, `probe_timeout_floor_ms`),
 //! and last with the service protected (`protect: true`: every datagram also
 //! on the disjoint path aaa–ccc–ddd, the egress keeping the first copy).
 //! Target: gap p99 of 200 ms or less; protected, the sender's interval plus
@@ -67,8 +68,30 @@ async fn cuts(
         gaps.saturating_record(gap.as_millis() as u64);
         link.restore();
         tokio::time::sleep(back_after).await;
+        // The next cut must hit the active path: wait until aaa sends to ddd
+        // over bbb again (a fixed wait was sometimes shorter than the link's
+        // report, hold-down and table push, and later cuts then hit an idle link).
+        let back_by = Instant::now() + Duration::from_secs(30);
+        while !on_fast_path(fleet) {
+            assert!(
+                Instant::now() < back_by,
+                "aaa's route to ddd not back on bbb within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     gaps
+}
+
+/// Whether aaa's route to ddd is via bbb, with the link to bbb up.
+fn on_fast_path(fleet: &Fleet) -> bool {
+    let aaa = fleet.relay("aaa");
+    aaa.peer_up("bbb")
+        && aaa
+            .status()
+            .routes
+            .iter()
+            .any(|r| r.to == "ddd" && r.next_hop == "bbb")
 }
 
 /// Starts the diamond with `tune_relay` applied to every relay, streams into
@@ -116,9 +139,9 @@ async fn measure(
         }
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // With the controller: after each restore, wait out the hold-down so the
-    // next cut again hits the active path.
-    let with = cuts(&fleet, &arrivals, n, Duration::from_secs(4)).await;
+    // With the controller: after each restore, wait out the hold-down (and
+    // then for the route to be back) so the next cut again hits the active path.
+    let with = cuts(&fleet, &arrivals, n, Duration::from_secs(2)).await;
     let without = if also_without {
         fleet.stop_controller().await;
         // Without it, tables stay as they were: the restored link is the primary
@@ -158,15 +181,18 @@ fn main() {
         if let Some(without) = without {
             row("defaults: controller stopped (local failover)", &without);
         }
-        // The knob operators have: probes every 30 ms instead of 50.
+        // The knobs operators have: probes every 20 ms, a 30 ms loss-timeout floor.
         let (fast, _) = measure(
             n,
-            |r| r.tuning.probe.interval = Duration::from_millis(30),
+            |r| {
+                r.tuning.probe.interval = Duration::from_millis(20);
+                r.tuning.probe.min_timeout = Duration::from_millis(30);
+            },
             false,
             false,
         )
         .await;
-        row("probe_interval_ms 30: controller running", &fast);
+        row("probe 20 ms, floor 30 ms: controller running", &fast);
         let (protected, _) = measure(n, |_| {}, false, true).await;
         row("protect: true (defaults): controller running", &protected);
     });
