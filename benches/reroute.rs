@@ -10,7 +10,7 @@
 //! Target: gap p99 of 200 ms or less; protected, the sender's interval plus
 //! the slow path's extra 30 ms.
 //!
-//! Run: `cargo bench --bench reroute` (a few minutes).
+//! Run: `cargo bench --bench reroute` (about 10 minutes).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
