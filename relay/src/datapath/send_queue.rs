@@ -7,8 +7,9 @@
 //! [`MEDIA_QUEUE_DELAY`] at its congestion-controlled rate (window / RTT). On a
 //! slow or congested line the queue stays short and media stays fresh; on a
 //! fast link it is long enough to absorb the bursts a busy host makes when it
-//! runs the relay late. (A fixed 256 KiB queue, 2 ms at loopback rates, cut the
-//! 1,200-byte throughput of a 1-hop chain by a sixth; see BENCHMARKS.md.)
+//! runs the relay late. (A fixed 256 KiB queue, 2 ms at loopback rates, cut
+//! 1,200-byte throughput by a tenth through 1 hop and by a sixth to a quarter
+//! through 2; see BENCHMARKS.md, section 10.)
 //! [`PROBE_RESERVE`] bytes always stay free for probes and their echoes.
 
 use std::time::Duration;
