@@ -95,7 +95,6 @@ impl LinkHealth {
 /// A live link to a neighbor.
 #[derive(Debug, Clone)]
 pub struct Link {
-    pub id: Arc<str>,
     pub conn: Connection,
     pub dialed_by_me: bool,
     pub since: Instant,
@@ -206,7 +205,6 @@ impl LinkRegistry {
         links.insert(
             key,
             Link {
-                id: Arc::from(id),
                 conn,
                 dialed_by_me,
                 since: Instant::now(),
