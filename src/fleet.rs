@@ -257,7 +257,11 @@ impl Fleet {
                     let view = c.shared.view();
                     let version = view.tables.version;
                     let all_in_force = view.all_links_in_force();
+                    // ...and past their first seconds, when measurements still
+                    // move costs without a hold: ready means routes hold still.
+                    let settled = view.all_links_settled(std::time::Instant::now());
                     all_in_force
+                        && settled
                         && self
                             .relays
                             .values()
@@ -306,6 +310,9 @@ impl Fleet {
             let version = view.tables.version;
             if !view.all_links_in_force() {
                 out.push_str("; the controller does not have every link in force yet");
+            }
+            if !view.all_links_settled(std::time::Instant::now()) {
+                out.push_str("; some links are still in their first seconds (costs settling)");
             }
             let behind: Vec<String> = self
                 .relays

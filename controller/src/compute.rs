@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use topology::paths::Cost;
 use topology::{LinkIdx, NodeIdx, Topology};
 
 use crate::linkstate::{LinkReport, LinkStateDb};
@@ -99,6 +100,7 @@ fn view_of(
         .map(|l| LinkStatus {
             view: db.view(l),
             in_force: selector.in_force(l),
+            settle_until: selector.settle_until(l),
             cost: selector.metric().cost(l),
             state_since: None,
             load_mbps: loads
@@ -182,12 +184,33 @@ impl State {
     }
 
     /// Advances time and recomputes; the time it took, if it recomputed.
-    fn compute(&mut self, now: std::time::Instant) -> Option<Duration> {
+    fn compute(&mut self, topo: &Topology, now: std::time::Instant) -> Option<Duration> {
         self.db.handle_timeout(now);
+        let before: Vec<Option<Cost>> = (0..topo.links.len())
+            .map(|l| self.selector.in_force(LinkIdx(l as u32)))
+            .collect();
         let started = std::time::Instant::now();
-        self.selector
+        let took = self
+            .selector
             .update(&self.db, now)
-            .then(|| started.elapsed())
+            .then(|| started.elapsed());
+        if took.is_some() && tracing::enabled!(tracing::Level::DEBUG) {
+            for (l, was) in before.into_iter().enumerate() {
+                let link = LinkIdx(l as u32);
+                let now_in_force = self.selector.in_force(link);
+                if was != now_in_force {
+                    let (a, b) = (topo.link(link).a, topo.link(link).b);
+                    tracing::debug!(
+                        link = %format!("{}–{}", topo.node(a).id, topo.node(b).id),
+                        was_us = was,
+                        in_force_us = now_in_force,
+                        measured_rtt_ms = self.db.view(link).min_rtt.map(|d| d.as_secs_f64() * 1e3),
+                        "link cost in force changed"
+                    );
+                }
+            }
+        }
+        took
     }
 }
 
@@ -234,7 +257,7 @@ pub async fn run(
                 st.take(&topo, r, now);
                 done.extend(r.done.take());
             }
-            let took = st.compute(now);
+            let took = st.compute(&topo, now);
             (done, took, st)
         })
         .await

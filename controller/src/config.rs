@@ -77,6 +77,9 @@ struct RawStability {
     /// A link that failed is not reused until up this long (default 10000 ms).
     #[serde(default)]
     hold_down_ms: Option<u64>,
+    /// A new link's lower measurements apply at once for this long (default 2000 ms).
+    #[serde(default)]
+    settle_ms: Option<u64>,
 }
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9000";
@@ -189,6 +192,9 @@ impl ControllerConfig {
             }
             if let Some(ms) = s.hold_down_ms {
                 stability.hold_down = Duration::from_millis(ms);
+            }
+            if let Some(ms) = s.settle_ms {
+                stability.settle = Duration::from_millis(ms);
             }
         }
         let etcd = raw.etcd.and_then(|e| etcd_config(&mut doc, e));

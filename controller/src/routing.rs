@@ -38,6 +38,15 @@ pub struct StabilityConfig {
     /// How long a link that came back up must stay up before it is used again; going
     /// down always takes effect at once. Default 10 s.
     pub hold_down: Duration,
+    /// For this long after a link first comes up, a measurement below the band
+    /// replaces the cost in force at once, with no hold. A link's first
+    /// measurements are taken while its relays start (handshakes on every link
+    /// at once) and came out 2–7× its real RTT in the lab; held, their
+    /// correction moved routes 2–3 s after the fleet was ready, with no event.
+    /// Start-up only inflates a measurement, so a rise is held as always.
+    /// Counted from when the relays say the link came up, so a controller that
+    /// restarts under a running fleet does not settle again. Default 2 s.
+    pub settle: Duration,
 }
 
 impl Default for StabilityConfig {
@@ -47,6 +56,7 @@ impl Default for StabilityConfig {
             absolute: Duration::from_millis(5),
             hold: Duration::from_secs(3),
             hold_down: Duration::from_secs(10),
+            settle: Duration::from_secs(2),
         }
     }
 }
@@ -206,6 +216,9 @@ struct LinkCtl {
     /// a link reported down only while its relays were still starting (probes not
     /// yet passing) is used as soon as it first comes up.
     ever_up: bool,
+    /// Until when its measurements replace the cost in force at once (see
+    /// [`StabilityConfig::settle`]).
+    settle_until: Option<Instant>,
 }
 
 /// Keeps the metric in force and the tables computed from it.
@@ -244,6 +257,7 @@ impl RouteSelector {
                 restore_at: None,
                 held: None,
                 ever_up: false,
+                settle_until: None,
             })
             .collect();
         let metric = Metric::new(links.iter().map(|c| c.in_force).collect());
@@ -373,6 +387,12 @@ impl RouteSelector {
         &self.metric
     }
 
+    /// Until when `link`'s measurements replace its cost at once; `None` if
+    /// it has never been seen up.
+    pub fn settle_until(&self, link: LinkIdx) -> Option<Instant> {
+        self.links.get(link.get()).and_then(|c| c.settle_until)
+    }
+
     /// The cost in force on `link`; `None` if down or held down.
     pub fn in_force(&self, link: LinkIdx) -> Option<Cost> {
         self.links.get(link.get()).and_then(|c| c.in_force)
@@ -406,6 +426,7 @@ fn step(
         ctl.ever_up = true;
         ctl.pending = None;
         ctl.restore_at = None;
+        ctl.settle_until = Some(view.up_since_reported.unwrap_or(now) + cfg.settle);
         let before = ctl.in_force;
         ctl.in_force = Some(m);
         return before != ctl.in_force;
@@ -445,6 +466,11 @@ fn step(
     if (m.abs_diff(c) as f64) <= band {
         ctl.pending = None;
         return false;
+    }
+    if m < c && ctl.settle_until.is_some_and(|t| now < t) {
+        ctl.pending = None;
+        ctl.in_force = Some(m);
+        return true;
     }
     let above = m > c;
     let since = match ctl.pending {

@@ -68,14 +68,15 @@ fn event() -> impl Strategy<Value = Event> {
 }
 
 fn config() -> impl Strategy<Value = StabilityConfig> {
-    (0.0f64..0.3, 0u64..10, 0u64..4000, 0u64..12_000).prop_map(|(relative, abs, hold, hd)| {
-        StabilityConfig {
+    (0.0f64..0.3, 0u64..10, 0u64..4000, 0u64..12_000, 0u64..3000).prop_map(
+        |(relative, abs, hold, hd, settle)| StabilityConfig {
             relative,
             absolute: Duration::from_millis(abs),
             hold: Duration::from_millis(hold),
             hold_down: Duration::from_millis(hd),
-        }
-    })
+            settle: Duration::from_millis(settle),
+        },
+    )
 }
 
 /// Checks the selector's tables against the invariants; `prev` is the previous tables.

@@ -8,7 +8,7 @@ use topology::{LinkIdx, NodeIdx};
 
 use super::*;
 use crate::linkstate::tests::{down, topology, up};
-use crate::linkstate::LinkStateDb;
+use crate::linkstate::{LinkReport, LinkStateDb};
 
 const A: NodeIdx = NodeIdx(0);
 const B: NodeIdx = NodeIdx(1);
@@ -39,12 +39,21 @@ fn diamond() -> (LinkStateDb, RouteSelector) {
 }
 
 /// The diamond once both ends of every link have reported it at its expected
-/// delay: every link sighted, so later measurements go through the band rules.
+/// delay, up for a minute: every link sighted and settled, so later
+/// measurements go through the band rules.
 fn measured_diamond() -> (LinkStateDb, RouteSelector) {
     let (mut db, mut sel) = diamond();
     let t0 = Instant::now();
     for (link, rtt) in [(AB, 20), (BD, 20), (AC, 30), (CD, 30)] {
-        report_both(&mut db, &mut sel, link, ms(rtt), t0);
+        let l = db.topology().link(link).clone();
+        for end in [l.a, l.b] {
+            let report = LinkReport {
+                up_for: Some(Duration::from_secs(60)),
+                ..up(end, link, ms(rtt))
+            };
+            db.handle_report(report, t0).unwrap();
+        }
+        sel.update(&db, t0);
     }
     assert_eq!(sel.routes().version, 1, "measured as estimated: no change");
     (db, sel)
@@ -98,10 +107,68 @@ fn the_first_measurement_of_a_link_replaces_the_estimate_at_once() {
     let version = sel.routes().version;
     report_both(&mut db, &mut sel, AB, ms(20), t0);
     assert_eq!(sel.routes().version, version);
-    // From then on the band rules apply: the same jump again is held.
-    report_both(&mut db, &mut sel, BD, ms(20), t0 + ms(100));
+    // Once the link has settled the band rules apply: the same jump is held.
+    let settled = t0 + StabilityConfig::default().settle;
+    report_both(&mut db, &mut sel, BD, ms(20), settled);
     assert_eq!(sel.in_force(BD), Some(30_000), "held, not followed");
     assert!(sel.poll_timeout().is_some());
+}
+
+#[test]
+fn measurements_in_a_links_first_seconds_replace_its_cost_without_a_hold() {
+    // Measured while the fleet starts (every relay handshaking at once), b — d
+    // first shows 4× its RTT; half a second later it shows its real 10 ms.
+    // Routes follow now, before the fleet is ready, not 3 s after.
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    for link in [AB, AC, CD] {
+        report_both(
+            &mut db,
+            &mut sel,
+            link,
+            ms(if link == AB { 20 } else { 30 }),
+            t0,
+        );
+    }
+    report_both(&mut db, &mut sel, BD, ms(80), t0);
+    assert_eq!(next(&sel, A, D), Some(C), "50 ms via b, 30 via c");
+    report_both(&mut db, &mut sel, BD, ms(20), t0 + ms(500));
+    assert_eq!(sel.in_force(BD), Some(10_000), "followed at once");
+    assert_eq!(next(&sel, A, D), Some(B));
+    assert_eq!(sel.poll_timeout(), None, "no hold running");
+    // A rise while settling is start-up noise, held as always.
+    report_both(&mut db, &mut sel, BD, ms(80), t0 + ms(600));
+    assert_eq!(sel.in_force(BD), Some(10_000), "a rise is held");
+    assert!(sel.poll_timeout().is_some());
+    // Noise inside the band is still noise while settling.
+    let version = sel.routes().version;
+    report_both(&mut db, &mut sel, BD, ms(24), t0 + ms(900));
+    assert_eq!(sel.in_force(BD), Some(10_000));
+    assert_eq!(sel.routes().version, version);
+    // The view says until when, so a fleet can wait for it.
+    assert_eq!(
+        sel.settle_until(BD),
+        Some(t0 + StabilityConfig::default().settle)
+    );
+}
+
+#[test]
+fn a_link_up_for_long_before_the_controller_saw_it_does_not_settle_again() {
+    // A controller that restarts under a running fleet: its relays say the link
+    // has been up a minute, so a jump after the first sighting is held.
+    let (mut db, mut sel) = diamond();
+    let t0 = Instant::now();
+    let l = db.topology().link(BD).clone();
+    for end in [l.a, l.b] {
+        let report = LinkReport {
+            up_for: Some(Duration::from_secs(60)),
+            ..up(end, BD, ms(20))
+        };
+        db.handle_report(report, t0).unwrap();
+    }
+    sel.update(&db, t0);
+    report_both(&mut db, &mut sel, BD, ms(80), t0 + ms(100));
+    assert_eq!(sel.in_force(BD), Some(10_000), "held, not followed");
 }
 
 #[test]
@@ -303,6 +370,7 @@ fn without_stability_the_same_noise_flaps() {
         absolute: Duration::ZERO,
         hold: Duration::ZERO,
         hold_down: Duration::ZERO,
+        settle: Duration::ZERO,
     };
     let changes = primary_changes_under_noise(none);
     assert!(

@@ -36,6 +36,9 @@ pub struct LinkStatus {
     /// change fills this from their link reports, and the API, the stream and
     /// the utilisation follow).
     pub load_mbps: [Option<f64>; 2],
+    /// Until when routing follows its measurements without a hold (its first
+    /// seconds up; see `StabilityConfig::settle`). `None` if never up.
+    pub settle_until: Option<Instant>,
 }
 
 impl LinkStatus {
@@ -46,6 +49,7 @@ impl LinkStatus {
         cost: None,
         state_since: None,
         load_mbps: [None, None],
+        settle_until: None,
     };
 
     /// The routing state (what the metrics count): `up`, `down`,
@@ -102,6 +106,14 @@ impl FleetView {
     /// Whether every link of the topology is in force (up, not held down).
     pub fn all_links_in_force(&self) -> bool {
         self.links.iter().all(|l| l.in_force.is_some())
+    }
+
+    /// Whether every link has been up past its settling time at `now`, so the
+    /// costs in force are measurements the hold rules now guard.
+    pub fn all_links_settled(&self, now: Instant) -> bool {
+        self.links
+            .iter()
+            .all(|l| l.settle_until.is_some_and(|t| t <= now))
     }
 
     /// Carries each link's `state_since` over from `prev` (the view this one
