@@ -780,6 +780,21 @@ fn progress(
 }
 
 /// The sum of the links' expected delays along `path` (node ids), µs.
+/// Whether a second path (link-disjoint at least) exists between two cities
+/// for the topology's expected delays: without one, a protected service's
+/// datagrams go once.
+fn second_path_exists(t: &Topology, a: &str, b: &str) -> bool {
+    let (Some(a), Some(b)) = (t.node_idx(a), t.node_idx(b)) else {
+        return false;
+    };
+    let g = topology::paths::Graph::from_topology(t);
+    let m = topology::paths::Metric::expected_delay(t);
+    let routes = topology::paths::Routes::compute(&g, &m);
+    routes.path(&g, &m, a, b).is_some_and(|first| {
+        topology::disjoint::second_path(&g, &m, &first, |from| routes.path(&g, &m, from, b)).is_ok()
+    })
+}
+
 fn path_delay_us(t: &Topology, path: &[String]) -> u64 {
     path.windows(2)
         .filter_map(|w| {
@@ -842,6 +857,9 @@ fn render_report(base: &Topology, t: &Topology, classes: &[Class], run: &RunReco
     let (mut sent, mut received, mut within) = (0u64, 0u64, 0usize);
     let mut signals = (0u64, 0u64);
     let (mut audio, mut video) = ((0u64, 0u64), (0u64, 0u64));
+    // Audio of a class no second path can serve (a single-homed city at one
+    // end) goes once, so its losses are counted apart from protected audio's.
+    let (mut unprotectable, mut unprotected_audio) = (Vec::new(), (0u64, 0u64));
     for (i, c) in classes.iter().enumerate() {
         let st = c.stats.lock().unwrap_or_else(|p| p.into_inner());
         // The path in force at the end of the run (from the controller's
@@ -883,8 +901,14 @@ fn render_report(base: &Topology, t: &Topology, classes: &[Class], run: &RunReco
         ]);
         signals.0 += st.signals_ok;
         signals.1 += st.signal_breaks;
-        audio.0 += st.audio.lost();
-        audio.1 += st.audio.sent;
+        if second_path_exists(base, &c.student_city, &c.teacher_city) {
+            audio.0 += st.audio.lost();
+            audio.1 += st.audio.sent;
+        } else {
+            unprotectable.push(c.name.clone());
+            unprotected_audio.0 += st.audio.lost();
+            unprotected_audio.1 += st.audio.sent;
+        }
         video.0 += st.video.lost();
         video.1 += st.video.sent;
     }
@@ -946,6 +970,14 @@ fn render_report(base: &Topology, t: &Topology, classes: &[Class], run: &RunReco
         "streams: audio (protected) {} of {} packets lost, video {} of {} lost\n",
         audio.0, audio.1, video.0, video.1
     ));
+    if !unprotectable.is_empty() {
+        out.push_str(&format!(
+            "  audio sent once, no second path exists (a single link joins a city to the fleet): {} of {} lost, on {}\n",
+            unprotected_audio.0,
+            unprotected_audio.1,
+            unprotectable.join(", ")
+        ));
+    }
     let false_downs: u64 = downs.false_downs.iter().map(|d| d.2).sum();
     out.push_str(&format!(
         "link-downs: {} on links the scenario cut or impaired, {false_downs} false (on links nothing happened to){}\n",
