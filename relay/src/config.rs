@@ -84,6 +84,11 @@ struct RawRelayConfig {
     /// Links with longer round trips wait srtt + 4 x rttvar instead.
     #[serde(default)]
     probe_timeout_floor_ms: Option<u64>,
+    /// Consecutive lost probes that take a link down. Default 3. With 2, a
+    /// 20 ms interval and a 30 ms floor, bench 3's gap is 84/90 ms (p50/p99)
+    /// instead of about 200/220; see BENCHMARKS.md, benchmark 3.
+    #[serde(default)]
+    probe_down_after: Option<u32>,
     /// Dial this address for a peer instead of its topology `addr` (the lab and
     /// tests put link emulators there). Default: none.
     #[serde(default)]
@@ -294,6 +299,12 @@ impl RelayConfig {
                 doc.error("probe_timeout_floor_ms", "must be between 5 and 1000");
             }
             tuning.probe.min_timeout = Duration::from_millis(ms);
+        }
+        if let Some(n) = raw.probe_down_after {
+            if !(1..=20).contains(&n) {
+                doc.error("probe_down_after", "must be between 1 and 20");
+            }
+            tuning.probe.down_after = n;
         }
         if let Some(ms) = raw.drain_grace_ms {
             if ms > 600_000 {
