@@ -19,7 +19,16 @@ use emulator::LinkHandle;
 use serde::Deserialize;
 
 /// What the lab did, for the closing report: (seconds into the run, what).
-pub type EventLog = Arc<Mutex<Vec<(f64, String)>>>;
+pub type EventLog = Arc<Mutex<Vec<LoggedEvent>>>;
+
+/// One thing the lab did, when (seconds into the run), and the link it cut or
+/// impaired (`None` for a restore): link-downs there are expected, not false.
+#[derive(Debug, Clone)]
+pub struct LoggedEvent {
+    pub at: f64,
+    pub what: String,
+    pub broke: Option<(String, String)>,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,9 +50,14 @@ pub fn record(
     link: (&str, &str),
     what: &str,
 ) {
+    let broke = (!matches!(kind, EventKind::Restore)).then(|| (link.0.into(), link.1.into()));
     log.lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push((started.elapsed().as_secs_f64(), what.to_string()));
+        .push(LoggedEvent {
+            at: started.elapsed().as_secs_f64(),
+            what: what.to_string(),
+            broke,
+        });
     controller.live.event(kind, what, Some(link));
 }
 

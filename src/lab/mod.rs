@@ -426,7 +426,7 @@ async fn run_async(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .last()
-                .map(|(at, what)| format!("{at:.1} s {what}"));
+                .map(|e| format!("{:.1} s {}", e.at, e.what));
             progress(&running, &fleet, now, opts.duration, last.as_deref());
         }
     }
@@ -442,7 +442,7 @@ async fn run_async(
     // Let packets still in flight (up to a few hundred ms on long paths) land.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let log = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let downs = downs_during(&fleet, &downs_at_start, &events);
+    let downs = downs_during(&fleet, &downs_at_start, &log);
     let mut report = render_report(
         &base,
         &topology,
@@ -595,8 +595,8 @@ fn link_downs(fleet: &Fleet) -> Vec<u64> {
         .collect()
 }
 
-/// Link-downs during the run: on links the scenario cut or impaired (expected),
-/// and on the others (false: nothing happened to the link).
+/// Link-downs during the run: on links the scenario or the lab's API cut or
+/// impaired (expected), and on the others (false: nothing happened to the link).
 #[derive(Debug, Default)]
 struct Downs {
     expected: u64,
@@ -604,7 +604,7 @@ struct Downs {
     false_downs: Vec<(String, String, u64)>,
 }
 
-fn downs_during(fleet: &Fleet, at_start: &[u64], events: &[scenario::Event]) -> Downs {
+fn downs_during(fleet: &Fleet, at_start: &[u64], log: &[api::LoggedEvent]) -> Downs {
     let t = &fleet.topology;
     let mut downs = Downs::default();
     for ((l, now), before) in t.links.iter().zip(link_downs(fleet)).zip(at_start) {
@@ -613,10 +613,10 @@ fn downs_during(fleet: &Fleet, at_start: &[u64], events: &[scenario::Event]) -> 
             continue;
         }
         let (a, b) = (&t.node(l.a).id, &t.node(l.b).id);
-        let touched = events.iter().any(|e| {
-            !matches!(e.action, scenario::Action::Restore)
-                && ((&e.a == a && &e.b == b) || (&e.a == b && &e.b == a))
-        });
+        let touched = log
+            .iter()
+            .filter_map(|e| e.broke.as_ref())
+            .any(|(x, y)| (x == a && y == b) || (x == b && y == a));
         if touched {
             downs.expected += n;
         } else {
@@ -809,7 +809,7 @@ struct RunRecord<'a> {
     setup: Duration,
     duration: Duration,
     /// (seconds from the start of traffic, what) of each event.
-    events: &'a [(f64, String)],
+    events: &'a [api::LoggedEvent],
     reroutes: &'a [Reroute],
     downs: &'a Downs,
     /// Each class's path in force at the end.
@@ -915,8 +915,8 @@ fn render_report(base: &Topology, t: &Topology, classes: &[Class], run: &RunReco
     out.push_str(&table.render());
     if !events.is_empty() {
         out.push_str("\nevents:\n");
-        for (at, what) in events {
-            out.push_str(&format!("  {at:>6.1} s  {what}\n"));
+        for e in events {
+            out.push_str(&format!("  {:>6.1} s  {}\n", e.at, e.what));
         }
     }
     if !reroutes.is_empty() {
@@ -980,7 +980,7 @@ fn render_report(base: &Topology, t: &Topology, classes: &[Class], run: &RunReco
     }
     let false_downs: u64 = downs.false_downs.iter().map(|d| d.2).sum();
     out.push_str(&format!(
-        "link-downs: {} on links the scenario cut or impaired, {false_downs} false (on links nothing happened to){}\n",
+        "link-downs: {} on links the scenario or the API cut or impaired, {false_downs} false (on links nothing happened to){}\n",
         downs.expected,
         downs
             .false_downs
