@@ -186,15 +186,19 @@ impl State {
     /// Advances time and recomputes; the time it took, if it recomputed.
     fn compute(&mut self, topo: &Topology, now: std::time::Instant) -> Option<Duration> {
         self.db.handle_timeout(now);
-        let before: Vec<Option<Cost>> = (0..topo.links.len())
-            .map(|l| self.selector.in_force(LinkIdx(l as u32)))
-            .collect();
+        // Only when someone reads the debug log: each link's cost before.
+        let before: Option<Vec<Option<Cost>>> =
+            tracing::enabled!(tracing::Level::DEBUG).then(|| {
+                (0..topo.links.len())
+                    .map(|l| self.selector.in_force(LinkIdx(l as u32)))
+                    .collect()
+            });
         let started = std::time::Instant::now();
         let took = self
             .selector
             .update(&self.db, now)
             .then(|| started.elapsed());
-        if took.is_some() && tracing::enabled!(tracing::Level::DEBUG) {
+        if let (Some(_), Some(before)) = (took, before) {
             for (l, was) in before.into_iter().enumerate() {
                 let link = LinkIdx(l as u32);
                 let now_in_force = self.selector.in_force(link);

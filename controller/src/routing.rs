@@ -216,8 +216,8 @@ struct LinkCtl {
     /// a link reported down only while its relays were still starting (probes not
     /// yet passing) is used as soon as it first comes up.
     ever_up: bool,
-    /// Until when its measurements replace the cost in force at once (see
-    /// [`StabilityConfig::settle`]).
+    /// Until when its lower measurements replace the cost in force at once
+    /// (see [`StabilityConfig::settle`]).
     settle_until: Option<Instant>,
 }
 
@@ -387,8 +387,8 @@ impl RouteSelector {
         &self.metric
     }
 
-    /// Until when `link`'s measurements replace its cost at once; `None` if
-    /// it has never been seen up.
+    /// Until when `link`'s lower measurements replace its cost at once;
+    /// `None` if it has never been seen up.
     pub fn settle_until(&self, link: LinkIdx) -> Option<Instant> {
         self.links.get(link.get()).and_then(|c| c.settle_until)
     }
