@@ -93,9 +93,36 @@ impl Etcd {
             peer: free_tcp(),
             dir: tempfile::tempdir().expect("tempdir"),
         };
-        etcd.spawn();
+        // A port found free can be taken by another test before etcd binds it
+        // (seen in CI: `bind: address already in use`): then try fresh ports.
+        for _ in 0..3 {
+            etcd.spawn();
+            if !etcd.exited_on_a_taken_port(Duration::from_secs(2)).await {
+                break;
+            }
+            (etcd.client, etcd.peer) = (free_tcp(), free_tcp());
+            let _ = std::fs::remove_dir_all(etcd.dir.path().join("data"));
+        }
         etcd.wait_healthy(Duration::from_secs(20)).await;
         Some(etcd)
+    }
+
+    /// Whether etcd exits within `limit` because a port was taken (false as
+    /// soon as it answers, or if it is still running at `limit`).
+    async fn exited_on_a_taken_port(&mut self, limit: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+                return log.contains("address already in use");
+            }
+            if let Ok((200, _)) = daemon::admin::client::get(self.client, "/health").await {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
     }
 
     fn spawn(&mut self) {
