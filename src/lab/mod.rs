@@ -779,22 +779,25 @@ fn progress(
     let _ = std::io::stderr().flush();
 }
 
-/// The sum of the links' expected delays along `path` (node ids), µs.
-/// Whether a second path (link-disjoint at least) exists between two cities
-/// for the topology's expected delays: without one, a protected service's
-/// datagrams go once.
-fn second_path_exists(t: &Topology, a: &str, b: &str) -> bool {
-    let (Some(a), Some(b)) = (t.node_idx(a), t.node_idx(b)) else {
-        return false;
-    };
+/// Which pairs of cities have a second path (link-disjoint at least) for the
+/// topology's expected delays: without one, a protected service's datagrams
+/// go once. Computed once for all classes.
+fn second_path_finder(t: &Topology) -> impl Fn(&str, &str) -> bool + '_ {
     let g = topology::paths::Graph::from_topology(t);
     let m = topology::paths::Metric::expected_delay(t);
     let routes = topology::paths::Routes::compute(&g, &m);
-    routes.path(&g, &m, a, b).is_some_and(|first| {
-        topology::disjoint::second_path(&g, &m, &first, |from| routes.path(&g, &m, from, b)).is_ok()
-    })
+    move |a, b| {
+        let (Some(a), Some(b)) = (t.node_idx(a), t.node_idx(b)) else {
+            return false;
+        };
+        routes.path(&g, &m, a, b).is_some_and(|first| {
+            topology::disjoint::second_path(&g, &m, &first, |from| routes.path(&g, &m, from, b))
+                .is_ok()
+        })
+    }
 }
 
+/// The sum of the links' expected delays along `path` (node ids), µs.
 fn path_delay_us(t: &Topology, path: &[String]) -> u64 {
     path.windows(2)
         .filter_map(|w| {
@@ -860,6 +863,7 @@ fn render_report(base: &Topology, t: &Topology, classes: &[Class], run: &RunReco
     // Audio of a class no second path can serve (a single-homed city at one
     // end) goes once, so its losses are counted apart from protected audio's.
     let (mut unprotectable, mut unprotected_audio) = (Vec::new(), (0u64, 0u64));
+    let second_path_exists = second_path_finder(base);
     for (i, c) in classes.iter().enumerate() {
         let st = c.stats.lock().unwrap_or_else(|p| p.into_inner());
         // The path in force at the end of the run (from the controller's
@@ -901,7 +905,7 @@ fn render_report(base: &Topology, t: &Topology, classes: &[Class], run: &RunReco
         ]);
         signals.0 += st.signals_ok;
         signals.1 += st.signal_breaks;
-        if second_path_exists(base, &c.student_city, &c.teacher_city) {
+        if second_path_exists(&c.student_city, &c.teacher_city) {
             audio.0 += st.audio.lost();
             audio.1 += st.audio.sent;
         } else {
