@@ -15,12 +15,16 @@ pub struct DirectionStats {
     pub received: u64,
     /// Datagrams sent on to their destination.
     pub forwarded: u64,
+    /// Their bytes (UDP payload), for the load a link carried.
+    pub forwarded_bytes: u64,
     /// Datagrams lost at random.
     pub dropped_loss: u64,
     /// Datagrams that vanished because the link was cut on arrival or before their time.
     pub dropped_cut: u64,
     /// Datagrams dropped because the in-flight queue was full.
     pub dropped_queue_full: u64,
+    /// Datagrams dropped at the tail of a rate-limited link's queue.
+    pub dropped_congestion: u64,
     /// Datagrams from a new client dropped because the front already had its maximum.
     pub dropped_client_limit: u64,
     /// Datagrams the operating system refused to send, or for which no back socket could
@@ -31,9 +35,14 @@ pub struct DirectionStats {
 }
 
 impl DirectionStats {
-    /// All datagrams dropped on purpose: loss, cut, queue full and client limit.
+    /// All datagrams dropped on purpose: loss, cut, queue full, congestion and
+    /// client limit.
     pub fn dropped(&self) -> u64 {
-        self.dropped_loss + self.dropped_cut + self.dropped_queue_full + self.dropped_client_limit
+        self.dropped_loss
+            + self.dropped_cut
+            + self.dropped_queue_full
+            + self.dropped_congestion
+            + self.dropped_client_limit
     }
 }
 
@@ -113,11 +122,13 @@ impl LinkHandle {
         self.params().cut
     }
 
-    /// Sets delay, jitter and loss, keeping the cut state. Invalid values change nothing.
+    /// Sets delay, jitter and loss, keeping the cut state and the bandwidth.
+    /// Invalid values change nothing.
     pub fn impair(&self, delay: Duration, jitter: Duration, loss: f64) -> Result<(), ParamsError> {
-        let cut = self.is_cut();
+        let now = self.params();
         let params = LinkParams {
-            cut,
+            cut: now.cut,
+            rate_kbps: now.rate_kbps,
             ..LinkParams::new(delay, jitter, loss)?
         };
         self.set_params(params)

@@ -15,10 +15,13 @@
 //! - a cut: a blackhole both ways. Datagrams vanish silently, nothing is closed, no ICMP
 //!   is sent; a datagram in flight when the link is cut vanishes at its delivery time,
 //!   even if the link is restored before then;
+//! - a bandwidth (`LinkParams::rate_kbps`): datagrams leave one after another at the
+//!   link's rate, wait in a queue of at most 50 ms, and are dropped (and counted as
+//!   congestion) at its tail;
 //! - a bounded in-flight queue (4096 datagrams or 8 MiB); beyond it datagrams are dropped
 //!   and counted.
 //!
-//! What it does not model: bandwidth limits or serialisation delay, reordering (a
+//! What it does not model: reordering (a
 //! direction is a FIFO: a datagram never overtakes an earlier one, so jitter larger than
 //! the gap between datagrams bunches them instead), duplication, corruption, MTU limits,
 //! or correlated (bursty) loss. Parameter changes apply to datagrams arriving after them.

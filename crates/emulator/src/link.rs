@@ -217,6 +217,7 @@ struct Packet {
 #[derive(Debug, Clone, Copy, Default)]
 struct Extra {
     forwarded: u64,
+    forwarded_bytes: u64,
     dropped_client_limit: u64,
     send_errors: u64,
     /// Received but never handed to the shaper (client limit, no back socket).
@@ -344,7 +345,11 @@ impl Driver {
             while let Some(packet) = self.shapers[dir.index()].poll_transmit(now, params) {
                 // `try_send`: the forwarding path never waits on a socket buffer.
                 match self.send(&packet) {
-                    Ok(_) => self.extra[dir.index()].forwarded += 1,
+                    Ok(_) => {
+                        let extra = &mut self.extra[dir.index()];
+                        extra.forwarded += 1;
+                        extra.forwarded_bytes += packet.bytes.len() as u64;
+                    }
                     Err(err) => {
                         self.extra[dir.index()].send_errors += 1;
                         tracing::debug!(?dir, route = ?packet.route, %err, "send failed");
@@ -376,9 +381,11 @@ impl Driver {
             DirectionStats {
                 received: s.received + e.unshaped,
                 forwarded: e.forwarded,
+                forwarded_bytes: e.forwarded_bytes,
                 dropped_loss: s.dropped_loss,
                 dropped_cut: s.dropped_cut,
                 dropped_queue_full: s.dropped_queue_full,
+                dropped_congestion: s.dropped_congestion,
                 dropped_client_limit: e.dropped_client_limit,
                 send_errors: e.send_errors,
                 in_flight: shaper.in_flight().0 as u64,

@@ -445,3 +445,52 @@ async fn start_rejects_bad_params_and_endpoints() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_link_counts_what_its_queue_drops_and_the_bytes_it_carries() {
+    bounded(async {
+        let echo = Echo::start().await;
+        let client = loopback().await;
+        let a = client.local_addr().unwrap();
+        // 800 kbit/s: a 1,000-byte datagram takes 10 ms to leave, so the 50 ms
+        // queue holds about 5 and a burst of 100 overflows it.
+        let limited = LinkParams {
+            rate_kbps: Some(800),
+            ..params(MS, Duration::ZERO, 0.0)
+        };
+        let link = EmulatedLink::start(a, echo.addr, limited, 3).await.unwrap();
+        let handle = link.handle();
+        const SENT: u64 = 100;
+        for i in 0..SENT {
+            client
+                .send_to(&[7u8; 1000], link.front_for_a())
+                .await
+                .unwrap();
+            if i % 10 == 9 {
+                // Pace so no kernel buffer overflows: every datagram must reach the emulator.
+                sleep(MS).await;
+            }
+        }
+        let stats = wait_for(&handle, "the burst to settle", |s| {
+            s.a_to_b.received == SENT && s.a_to_b.in_flight == 0 && s.b_to_a.in_flight == 0
+        })
+        .await;
+        let d = stats.a_to_b;
+        assert!(
+            d.dropped_congestion >= SENT / 2,
+            "a burst 20x the queue must overflow it: {d:?}"
+        );
+        assert_eq!(
+            d.forwarded + d.dropped() + d.send_errors,
+            d.received,
+            "every datagram is forwarded or counted as dropped: {d:?}"
+        );
+        assert_eq!(d.forwarded_bytes, 1000 * d.forwarded, "{d:?}");
+        assert_eq!(echo.count(), d.forwarded);
+
+        // Impairing the link changes delay, jitter and loss, not its bandwidth.
+        handle.impair(20 * MS, MS, 0.01).unwrap();
+        assert_eq!(handle.params().rate_kbps, Some(800));
+    })
+    .await;
+}
