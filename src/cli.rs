@@ -97,6 +97,11 @@ pub enum Command {
         /// Where the lab serves the controller's API and its own link controls.
         #[arg(long, default_value = "127.0.0.1:9000", value_parser = parse_api)]
         api: Api,
+        /// Emulate every link's bandwidth at its `capacity_mbps` times this
+        /// (0.0001 makes a 20 Gbit/s line 2 Mbit/s, about 5 lab classes each way); left
+        /// out, links have no bandwidth limit.
+        #[arg(long, value_parser = parse_capacity_scale)]
+        capacity_scale: Option<f64>,
     },
 }
 
@@ -176,6 +181,16 @@ impl std::fmt::Display for Api {
 
 /// `--api HOST:PORT` or `--api HOST`: an IP address, `[v6]:port`, or a name
 /// the resolver knows (`localhost`, a controller's host name).
+/// `--capacity-scale`: a share of each link's capacity, above 0 and at most 1.
+pub fn parse_capacity_scale(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 1.0 => Ok(s),
+        _ => Err(format!(
+            "`{text}` is not a share of capacity; give a number above 0 and at most 1, such as 0.0001"
+        )),
+    }
+}
+
 pub fn parse_api(text: &str) -> Result<Api, String> {
     use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
     let text = text.trim();
@@ -214,6 +229,16 @@ pub fn parse_api(text: &str) -> Result<Api, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capacity_scale_is_a_share_above_zero() {
+        assert_eq!(parse_capacity_scale("0.0001"), Ok(0.0001));
+        assert_eq!(parse_capacity_scale("1"), Ok(1.0));
+        for bad in ["0", "-0.5", "1.5", "NaN", "inf", "half"] {
+            let e = parse_capacity_scale(bad).expect_err(bad);
+            assert!(e.contains("above 0 and at most 1"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn api_takes_names_addresses_and_bare_hosts() {

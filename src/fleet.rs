@@ -34,6 +34,11 @@ pub struct FleetOptions {
     pub tune_relay: fn(&mut RelayConfig),
     /// Adjusts the controller's config before it starts.
     pub tune_controller: fn(&mut ControllerConfig),
+    /// Emulate each link's bandwidth: its `capacity_mbps` times this scale
+    /// (links without a capacity stay unlimited); `None`: no bandwidth limits.
+    /// The lab's `--capacity-scale`: a 2-core machine cannot carry a 20 Gbit/s
+    /// line's worth of classes, but it can carry a line scaled to its classes.
+    pub capacity_scale: Option<f64>,
     /// Controllers the fleet does not start (processes a test runs, say):
     /// they become the topology's `controllers:` and every relay keeps a
     /// session with each; their certificates come from [`Fleet::ca`]. When
@@ -50,6 +55,7 @@ impl Default for FleetOptions {
             emulate: true,
             tune_relay: |_| {},
             tune_controller: |_| {},
+            capacity_scale: None,
             external_controllers: Vec::new(),
         }
     }
@@ -63,6 +69,13 @@ pub fn link_params(delay_us: u64, jitter: f64, loss: f64) -> anyhow::Result<Link
         delay.mul_f64(jitter.clamp(0.0, 1.0)),
         loss,
     )?)
+}
+
+/// A link's emulated bandwidth, kbit/s: `capacity_mbps × scale`, at least
+/// 1 kbit/s; `None` when either is missing.
+pub fn scaled_rate_kbps(capacity_mbps: Option<u64>, scale: Option<f64>) -> Option<u64> {
+    let kbps = capacity_mbps? as f64 * 1000.0 * scale.filter(|s| s.is_finite() && *s > 0.0)?;
+    Some((kbps.round() as u64).max(1))
 }
 
 /// A running fleet.
@@ -124,7 +137,10 @@ impl Fleet {
             .enumerate()
             .filter(|_| options.emulate)
         {
-            let params = link_params(l.delay_us, options.jitter, options.loss)?;
+            let params = LinkParams {
+                rate_kbps: scaled_rate_kbps(l.capacity_mbps, options.capacity_scale),
+                ..link_params(l.delay_us, options.jitter, options.loss)?
+            };
             let link =
                 EmulatedLink::start(addrs[l.a.get()], addrs[l.b.get()], params, i as u64 + 1)
                     .await
@@ -356,5 +372,21 @@ fn list(names: &[String]) -> String {
     match names.len() {
         n if n > 10 => format!("{shown} and {} more", n - 10),
         _ => shown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_links_emulated_bandwidth_is_its_capacity_scaled() {
+        // A 20 Gbit/s line at 1/2,000 of its size: 10 Mbit/s.
+        assert_eq!(scaled_rate_kbps(Some(20_000), Some(0.0005)), Some(10_000));
+        assert_eq!(scaled_rate_kbps(Some(1), Some(1e-9)), Some(1), "never 0");
+        assert_eq!(scaled_rate_kbps(None, Some(0.5)), None, "unknown capacity");
+        assert_eq!(scaled_rate_kbps(Some(20_000), None), None, "no scale");
+        assert_eq!(scaled_rate_kbps(Some(20_000), Some(f64::NAN)), None);
+        assert_eq!(scaled_rate_kbps(Some(20_000), Some(-1.0)), None);
     }
 }

@@ -116,6 +116,7 @@ fn run(cli: Cli) -> Result<(String, u8), Failure> {
             seed,
             scenario,
             api,
+            capacity_scale,
         } => {
             if !(0.0..=1.0).contains(&loss) {
                 return Err(Failure::usage(format!(
@@ -136,6 +137,7 @@ fn run(cli: Cli) -> Result<(String, u8), Failure> {
                 scenario,
                 // Bound as the resolver orders it; `status --api` tries each.
                 api: api.addrs[0],
+                capacity_scale,
             })
         }
     }?;

@@ -33,6 +33,9 @@ pub struct LabOptions {
     pub seed: u64,
     pub scenario: Scenario,
     pub api: std::net::SocketAddr,
+    /// Emulate each link's bandwidth at its capacity times this (see
+    /// `FleetOptions::capacity_scale`); `None`: unlimited links.
+    pub capacity_scale: Option<f64>,
 }
 
 /// Which timed events a run has.
@@ -201,6 +204,7 @@ async fn run_async(
     );
     let options = FleetOptions {
         loss: opts.loss,
+        capacity_scale: opts.capacity_scale,
         ..FleetOptions::default()
     };
     let fleet = Fleet::start(topology, options).await?;
@@ -458,7 +462,7 @@ async fn run_async(
         },
     );
     report.push_str(&floor_report(&running, &start_paths, &floors));
-    report.push_str(&undersea_usage(&fleet, &paths));
+    report.push_str(&undersea_usage(&fleet, &paths, run_started.elapsed()));
     drop(floors);
     drop(running);
     if let Some(tasks) = api_server {
@@ -629,7 +633,10 @@ fn downs_during(fleet: &Fleet, at_start: &[u64], log: &[api::LoggedEvent]) -> Do
 /// Which undersea lines carried how much: packets each way through the line's
 /// emulator (media, probes and QUIC control alike), and the classes routed over
 /// it when the run ended.
-fn undersea_usage(fleet: &Fleet, paths: &[Vec<String>]) -> String {
+/// Per undersea line: packets each way, the mean load each way over the run
+/// (and its share of the emulated bandwidth, with `--capacity-scale`), packets
+/// its queue dropped, and how many classes used it at the end.
+fn undersea_usage(fleet: &Fleet, paths: &[Vec<String>], ran: Duration) -> String {
     let t = &fleet.topology;
     let mut table = Table::new(&[
         "line",
@@ -637,6 +644,9 @@ fn undersea_usage(fleet: &Fleet, paths: &[Vec<String>]) -> String {
         "b",
         ">packets a→b",
         ">packets b→a",
+        ">Mbit/s a→b",
+        ">Mbit/s b→a",
+        ">queue drops",
         ">classes on it at the end",
     ]);
     let mut any = false;
@@ -647,6 +657,14 @@ fn undersea_usage(fleet: &Fleet, paths: &[Vec<String>]) -> String {
         any = true;
         let (a, b) = (&t.node(l.a).id, &t.node(l.b).id);
         let stats = link.handle().stats();
+        let rate_kbps = link.handle().params().rate_kbps;
+        let load = |d: &emulator::DirectionStats| {
+            let mbps = d.forwarded_bytes as f64 * 8.0 / ran.as_secs_f64().max(1e-3) / 1e6;
+            match rate_kbps {
+                Some(kbps) => format!("{mbps:.2} ({:.0}%)", mbps * 1e5 / kbps as f64),
+                None => format!("{mbps:.2}"),
+            }
+        };
         let on_it = paths
             .iter()
             .filter(|p| {
@@ -660,6 +678,9 @@ fn undersea_usage(fleet: &Fleet, paths: &[Vec<String>]) -> String {
             b.clone(),
             stats.a_to_b.forwarded.to_string(),
             stats.b_to_a.forwarded.to_string(),
+            load(&stats.a_to_b),
+            load(&stats.b_to_a),
+            (stats.a_to_b.dropped_congestion + stats.b_to_a.dropped_congestion).to_string(),
             on_it.to_string(),
         ]);
     }
@@ -667,7 +688,7 @@ fn undersea_usage(fleet: &Fleet, paths: &[Vec<String>]) -> String {
         return String::new();
     }
     format!(
-        "\nundersea lines:\n{}",
+        "\nundersea lines (load: mean over the run, with its share of the emulated bandwidth when limited):\n{}",
         crate::table::indent(&table.render())
     )
 }
