@@ -203,6 +203,10 @@ impl Fleet {
             Arc::new(self.ca.roots()),
         );
         cfg.listen = socket.local_addr()?;
+        // The controller places traffic on the bandwidth the emulator enforces.
+        if let Some(scale) = self.options.capacity_scale {
+            cfg.placement.capacity_scale = scale;
+        }
         (self.options.tune_controller)(&mut cfg);
         self.controller = Some(
             controller::start(cfg, socket, None)

@@ -4,6 +4,7 @@
 //! the runtime), and publishes the tables (to sessions) and a [`FleetView`]
 //! (to the API). Reports that arrive while it computes are taken together.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use topology::{LinkIdx, NodeIdx, Topology};
 
 use crate::linkstate::{LinkReport, LinkStateDb};
 use crate::metrics::ControllerMetrics;
+use crate::placing::{LivePlacement, PlacementConfig};
 use crate::routing::{RouteSelector, RouteTables};
 use crate::view::{FleetView, LinkStatus};
 
@@ -27,6 +29,8 @@ pub const QUEUE: usize = 4096;
 
 static IGNORED_WARNING: daemon::throttle::Throttle =
     daemon::throttle::Throttle::new(Duration::from_secs(10));
+static PLACEMENT_WARNING: daemon::throttle::Throttle =
+    daemon::throttle::Throttle::new(Duration::from_secs(10));
 
 /// One relay's report of its links.
 #[derive(Debug)]
@@ -34,19 +38,24 @@ pub struct Reports {
     pub from: NodeIdx,
     pub links: Vec<control_protocol::LinkReport>,
     pub draining: bool,
+    /// What the relay sends toward each destination, for placement.
+    pub demand: Vec<control_protocol::DemandReport>,
     /// Told once the report is taken into the tables published.
     pub done: Option<oneshot::Sender<()>>,
 }
 
-/// The database and selector, moved to a blocking thread and back for each
-/// computation.
+/// The database, selector and placement, moved to a blocking thread and back
+/// for each computation.
 #[derive(Debug)]
-struct State {
+pub struct State {
     db: LinkStateDb,
     selector: RouteSelector,
     /// Per link, [a → b, b → a]: the sending end's last reported rate, Mbit/s,
     /// and when.
     loads: Vec<[Option<(f64, std::time::Instant)>; 2]>,
+    /// Per (source, destination): what the source last reported sending, Mbit/s, and when.
+    demand: BTreeMap<(NodeIdx, NodeIdx), (f64, std::time::Instant)>,
+    placing: LivePlacement,
 }
 
 /// A reported load older than this is not shown (the relay went away).
@@ -125,6 +134,21 @@ fn ms_to_duration(ms: Option<f64>) -> Option<Duration> {
 }
 
 impl State {
+    pub fn new(
+        topology: &Topology,
+        db: LinkStateDb,
+        selector: RouteSelector,
+        placement: PlacementConfig,
+    ) -> State {
+        State {
+            db,
+            selector,
+            loads: vec![[None; 2]; topology.links.len()],
+            demand: BTreeMap::new(),
+            placing: LivePlacement::new(placement),
+        }
+    }
+
     /// Feeds a relay's link reports into the database.
     fn take(&mut self, topo: &Topology, r: &Reports, now: std::time::Instant) {
         if self.selector.is_draining(r.from) != r.draining {
@@ -134,6 +158,14 @@ impl State {
                 "relay drain state changed: routes move accordingly"
             );
             self.selector.set_draining(r.from, r.draining);
+        }
+        self.demand.retain(|(src, _), _| *src != r.from);
+        for d in &r.demand {
+            if let Some(dst) = topo.node_idx(&d.dst).filter(|&dst| dst != r.from) {
+                if d.mbps.is_finite() && d.mbps >= 0.0 {
+                    self.demand.insert((r.from, dst), (d.mbps, now));
+                }
+            }
         }
         let (mut ignored, mut first_error) = (0usize, None::<String>);
         for l in &r.links {
@@ -214,26 +246,85 @@ impl State {
                 }
             }
         }
+        if self.placing.due(now) {
+            self.place(topo, now);
+        }
         took
+    }
+
+    /// Places the demand reported lately (see [`crate::placing`]).
+    fn place(&mut self, topo: &Topology, now: std::time::Instant) {
+        let fresh = |at: &std::time::Instant| now.saturating_duration_since(*at) <= LOAD_FRESH;
+        let demand: BTreeMap<(NodeIdx, NodeIdx), f64> = self
+            .demand
+            .iter()
+            .filter(|(_, (_, at))| fresh(at))
+            .map(|(pair, (mbps, _))| (*pair, *mbps))
+            .collect();
+        let loads: Vec<[Option<f64>; 2]> = self
+            .loads
+            .iter()
+            .map(|dirs| dirs.map(|l| l.filter(|(_, at)| fresh(at)).map(|(m, _)| m)))
+            .collect();
+        let routes = self.selector.routes();
+        let table_path = |src: NodeIdx, dst: NodeIdx| {
+            let walk = routes.walk(src, dst);
+            std::iter::once(src)
+                .chain(walk.hops.iter().map(|h| h.node))
+                .collect::<Vec<_>>()
+        };
+        let metric = self.selector.metric().clone();
+        match self
+            .placing
+            .run(topo, &metric, &demand, &loads, table_path, now)
+        {
+            Ok(true) => info!(
+                version = self.placing.version,
+                split_pairs = self.placing.splits().len(),
+                "placement changed"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                if let Some(held) = PLACEMENT_WARNING.allow() {
+                    warn!(
+                        repeats = held,
+                        "placement failed, the one in force stays: {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The tables to push: the selector's, with each node's placed splits;
+    /// their version moves on when either changes.
+    fn tables(&self) -> RouteTables {
+        let mut tables = self.selector.routes().clone();
+        tables.version += self.placing.version;
+        for (&(src, dst), split) in self.placing.splits() {
+            if let Some(t) = tables.tables.get_mut(src.get()) {
+                if t.entries.contains_key(&dst) {
+                    t.placed.insert(dst, *split);
+                }
+            }
+        }
+        tables
+    }
+
+    fn tables_version(&self) -> u64 {
+        self.selector.routes().version + self.placing.version
     }
 }
 
 /// Runs the compute task until `cancel`.
 pub async fn run(
     topology: Arc<Topology>,
-    db: LinkStateDb,
-    selector: RouteSelector,
+    state: State,
     mut reports: mpsc::Receiver<Reports>,
     published: Arc<Published>,
     metrics: Arc<ControllerMetrics>,
     cancel: CancellationToken,
 ) {
-    let loads = vec![[None; 2]; topology.links.len()];
-    let mut state = Some(Box::new(State {
-        db,
-        selector,
-        loads,
-    }));
+    let mut state = Some(Box::new(state));
     loop {
         let Some(st) = state.as_ref() else { return };
         let next = st.selector.poll_timeout().map(Instant::from_std);
@@ -287,14 +378,14 @@ pub async fn run(
 /// Publishes the tables if their version moved on, and the view always (and
 /// counts it in `views`).
 fn publish(topology: &Topology, st: &State, published: &Published, metrics: &ControllerMetrics) {
-    let routes = st.selector.routes();
     published.tables.send_if_modified(|current| {
-        if routes.version <= current.version {
+        if st.tables_version() <= current.version {
             return false;
         }
+        let routes = st.tables();
         info!(version = routes.version, "routes changed");
-        metrics.count_route_changes(current, routes);
-        *current = Arc::new(routes.clone());
+        metrics.count_route_changes(current, &routes);
+        *current = Arc::new(routes);
         true
     });
     let tables = published.tables.borrow().clone();

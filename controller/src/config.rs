@@ -15,6 +15,7 @@ use serde::Deserialize;
 use topology::doc::Doc;
 use topology::{ConfigErrors, Topology};
 
+use crate::placing::PlacementConfig;
 use crate::routing::StabilityConfig;
 
 /// `controller.yaml` as written. Relative paths are relative to the file.
@@ -39,6 +40,9 @@ struct RawControllerConfig {
     /// Route stability. Default: see each field.
     #[serde(default)]
     stability: Option<RawStability>,
+    /// Placement of measured demand on paths. Default: see each field.
+    #[serde(default)]
+    placement: Option<RawPlacement>,
     /// High availability: elect one leader among the topology's controllers
     /// through etcd. Default: absent, this controller leads alone for ever
     /// (one controller per fleet).
@@ -82,6 +86,26 @@ struct RawStability {
     settle_ms: Option<u64>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlacement {
+    /// Place demand at all (default true); false: traffic follows the routes.
+    #[serde(default)]
+    enabled: Option<bool>,
+    /// How often placement runs (default 5000 ms; 500 to 600000).
+    #[serde(default)]
+    interval_ms: Option<u64>,
+    /// Highest planned share of a link direction's capacity (default 0.8).
+    #[serde(default)]
+    ceiling: Option<f64>,
+    /// The unit demand is placed in, kbit/s (default 100).
+    #[serde(default)]
+    unit_kbps: Option<u64>,
+    /// Most units one run may move (default 1000).
+    #[serde(default)]
+    max_moves: Option<u64>,
+}
+
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9000";
 pub const DEFAULT_ETCD_PREFIX: &str = "/overlay/controller-leader";
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
@@ -116,6 +140,8 @@ pub struct ControllerConfig {
     pub identity: Identity,
     pub roots: Arc<rustls::RootCertStore>,
     pub stability: StabilityConfig,
+    /// How measured demand is placed on paths.
+    pub placement: PlacementConfig,
     /// Leader election through etcd; `None`: this controller leads alone.
     pub etcd: Option<EtcdConfig>,
 }
@@ -141,6 +167,7 @@ impl ControllerConfig {
             identity,
             roots,
             stability: StabilityConfig::default(),
+            placement: PlacementConfig::default(),
             etcd: None,
         }
     }
@@ -197,6 +224,7 @@ impl ControllerConfig {
                 stability.settle = Duration::from_millis(ms);
             }
         }
+        let placement = placement_config(&mut doc, raw.placement);
         let etcd = raw.etcd.and_then(|e| etcd_config(&mut doc, e));
         doc.finish()?;
         match (topology, listen, identity, roots) {
@@ -208,11 +236,49 @@ impl ControllerConfig {
                 identity,
                 roots,
                 stability,
+                placement,
                 etcd,
             }),
             _ => Err(single_error(file, "incomplete config")),
         }
     }
+}
+
+/// Checks the `placement:` section, recording each problem on its key.
+fn placement_config(doc: &mut Doc, raw: Option<RawPlacement>) -> PlacementConfig {
+    let mut p = PlacementConfig::default();
+    let Some(raw) = raw else { return p };
+    if let Some(on) = raw.enabled {
+        p.enabled = on;
+    }
+    if let Some(ms) = raw.interval_ms {
+        if !(500..=600_000).contains(&ms) {
+            doc.error(
+                "placement.interval_ms",
+                "give 500 to 600000 ms, such as 5000",
+            );
+        }
+        p.interval = Duration::from_millis(ms);
+    }
+    if let Some(c) = raw.ceiling {
+        if !(c.is_finite() && c > 0.0 && c <= 1.0) {
+            doc.error(
+                "placement.ceiling",
+                "give a share above 0 and at most 1, such as 0.8",
+            );
+        }
+        p.ceiling = c;
+    }
+    if let Some(u) = raw.unit_kbps {
+        if u == 0 {
+            doc.error("placement.unit_kbps", "give at least 1 kbit/s, such as 100");
+        }
+        p.unit_kbps = u;
+    }
+    if let Some(m) = raw.max_moves {
+        p.max_moves = m;
+    }
+    p
 }
 
 /// Checks the `etcd:` section, recording each problem on its key.
@@ -298,6 +364,40 @@ mod tests {
     }
 
     const HEAD: &str = "id: ctl-1\ntopology: topology.yaml\ncert: certs/ctl-1.pem\nkey: certs/ctl-1.key\nca: ca/ca.pem\n";
+
+    #[test]
+    fn a_placement_section_sets_its_keys_and_bad_values_name_theirs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fleet_files(dir.path());
+        let cfg = ControllerConfig::parse("c.yaml", HEAD, dir.path()).expect("parses");
+        assert_eq!(cfg.placement, PlacementConfig::default());
+        let text = format!(
+            "{HEAD}placement: {{ enabled: false, interval_ms: 2000, ceiling: 0.7, unit_kbps: 50, max_moves: 10 }}\n"
+        );
+        let cfg = ControllerConfig::parse("c.yaml", &text, dir.path()).expect("parses");
+        assert_eq!(
+            cfg.placement,
+            PlacementConfig {
+                enabled: false,
+                interval: Duration::from_secs(2),
+                ceiling: 0.7,
+                unit_kbps: 50,
+                max_moves: 10,
+                ..PlacementConfig::default()
+            }
+        );
+        let bad = format!("{HEAD}placement: {{ interval_ms: 10, ceiling: 1.5, unit_kbps: 0 }}\n");
+        let e = ControllerConfig::parse("c.yaml", &bad, dir.path())
+            .expect_err("refused")
+            .to_string();
+        for key in [
+            "placement.interval_ms",
+            "placement.ceiling",
+            "placement.unit_kbps",
+        ] {
+            assert!(e.contains(key), "{key} missing from: {e}");
+        }
+    }
 
     #[test]
     fn without_an_etcd_section_a_controller_leads_alone() {

@@ -2,7 +2,8 @@
 //! with stability, route push to relays, and the admin API.
 //!
 //! Sans-IO cores: [`linkstate`] (merging reports) and [`routing`] (metric
-//! damping, tables, diffs). Drivers: [`compute`] (the one owner of both, on its
+//! damping, tables, diffs) and [`placing`] (the relays' measured demand placed
+//! on paths under capacity and budget). Drivers: [`compute`] (the one owner of both, on its
 //! own task), [`session`] (one per relay: where a relay's report arrives and its
 //! route table leaves), [`runtime`] (start, shutdown, the daemon's signal loop,
 //! reload), [`api`] and [`exposition`] (the admin API), reading [`view`];
@@ -23,6 +24,7 @@ pub mod linkstate;
 pub mod live;
 pub mod map;
 pub mod metrics;
+pub mod placing;
 pub mod quality;
 pub mod routing;
 pub mod runtime;

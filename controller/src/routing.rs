@@ -86,6 +86,9 @@ pub struct TableEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeTable {
     pub entries: BTreeMap<NodeIdx, TableEntry>,
+    /// Destinations whose traffic from this node placement splits over paths
+    /// of its own (see [`crate::placing`]); the others follow `entries`.
+    pub placed: BTreeMap<NodeIdx, crate::placing::Split>,
 }
 
 /// Every node's table, indexed by `NodeIdx`, and the version they belong to.
@@ -172,7 +175,9 @@ pub fn diff(old: &NodeTable, new: &NodeTable) -> TableDiff {
     for (&dst, entry) in &new.entries {
         match old.entries.get(&dst) {
             None => d.to_add.push((dst, *entry)),
-            Some(before) if before != entry => d.to_change.push((dst, *entry)),
+            Some(before) if before != entry || old.placed.get(&dst) != new.placed.get(&dst) => {
+                d.to_change.push((dst, *entry))
+            }
             Some(_) => {}
         }
     }
@@ -627,6 +632,7 @@ fn tables_of(routes: &Routes) -> Vec<NodeTable> {
                     ))
                 })
                 .collect(),
+            placed: BTreeMap::new(),
         })
         .collect()
 }
@@ -659,6 +665,7 @@ mod change_tests {
                     )
                 })
                 .collect(),
+            placed: BTreeMap::new(),
         }
     }
 

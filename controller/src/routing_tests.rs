@@ -397,6 +397,7 @@ fn entry(node: u32, link: u32, backup: Option<(u32, u32)>) -> TableEntry {
 fn table(entries: &[(u32, TableEntry)]) -> NodeTable {
     NodeTable {
         entries: entries.iter().map(|&(d, e)| (NodeIdx(d), e)).collect(),
+        placed: Default::default(),
     }
 }
 

@@ -122,8 +122,7 @@ pub async fn start(
         OnFailure::StopDaemon,
         compute::run(
             topo.clone(),
-            db,
-            selector,
+            compute::State::new(&topo, db, selector, shared.cfg.placement.clone()),
             reports_rx,
             published,
             metrics,

@@ -123,7 +123,7 @@ async fn serve(
             biased;
             _ = shared.cancel.cancelled() => return Ok(()),
             m = reader.next() => match m {
-                Some(Ok(RelayMessage::Links { links, draining, services })) => {
+                Some(Ok(RelayMessage::Links { links, draining, services, demand })) => {
                     shared.quality.add(idx, services, std::time::Instant::now());
                     let first = !reported;
                     let (done, taken) = if first {
@@ -132,7 +132,7 @@ async fn serve(
                     } else {
                         (None, None)
                     };
-                    shared.report(Reports { from: idx, links, draining, done });
+                    shared.report(Reports { from: idx, links, draining, demand, done });
                     if let Some(taken) = taken {
                         // The first table reflects this relay's own report.
                         let _ = tokio::time::timeout(FIRST_REPORT_WAIT, taken).await;
@@ -235,7 +235,7 @@ async fn send_table(
             set: new
                 .entries
                 .iter()
-                .map(|(d, e)| entry(topo, *d, e))
+                .map(|(d, e)| entry(topo, *d, e, new.placed.get(d)))
                 .collect(),
             remove: Vec::new(),
         },
@@ -251,7 +251,7 @@ async fn send_table(
                     .to_add
                     .iter()
                     .chain(&d.to_change)
-                    .map(|(dst, e)| entry(topo, *dst, e))
+                    .map(|(dst, e)| entry(topo, *dst, e, new.placed.get(dst)))
                     .collect(),
                 remove: d
                     .to_remove
@@ -268,16 +268,27 @@ async fn send_table(
     Ok(new)
 }
 
-fn entry(topo: &Topology, dst: NodeIdx, e: &crate::routing::TableEntry) -> RouteEntry {
+fn entry(
+    topo: &Topology,
+    dst: NodeIdx,
+    e: &crate::routing::TableEntry,
+    placed: Option<&crate::placing::Split>,
+) -> RouteEntry {
+    let id = |n: &NodeIdx| topo.node(*n).id.clone();
     RouteEntry {
-        dst: topo.node(dst).id.clone(),
-        primary: topo.node(e.primary.node).id.clone(),
-        backup: e.backup.map(|b| topo.node(b.node).id.clone()),
-        repair: e
-            .repair
-            .map(|p| p.hops().iter().map(|n| topo.node(*n).id.clone()).collect()),
-        second: e
-            .second
-            .map(|p| p.hops().iter().map(|n| topo.node(*n).id.clone()).collect()),
+        dst: id(&dst),
+        primary: id(&e.primary.node),
+        backup: e.backup.map(|b| id(&b.node)),
+        repair: e.repair.map(|p| p.hops().iter().map(id).collect()),
+        second: e.second.map(|p| p.hops().iter().map(id).collect()),
+        placed: placed.map_or_else(Vec::new, |split| {
+            split
+                .paths()
+                .map(|(hops, weight)| control_protocol::PlacedPath {
+                    hops: hops.iter().map(id).collect(),
+                    weight,
+                })
+                .collect()
+        }),
     }
 }

@@ -62,6 +62,7 @@ async fn a_report_full_of_bad_entries_gives_one_warning() {
                 links,
                 draining: false,
                 services: vec![],
+                demand: vec![],
             },
         ] {
             let bytes = control_protocol::framing::encode(&m).expect("encode");

@@ -83,6 +83,7 @@ async fn a_report_trickling_in_while_the_controller_works_is_read_whole() {
             links,
             draining: false,
             services: vec![],
+            demand: vec![],
         })
         .expect("encode");
         assert!(wire.len() > 100_000, "{} bytes", wire.len());

@@ -3,7 +3,8 @@
 //! the per-packet path; this struct only bundles the handles so a task can be
 //! given them in one argument.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use daemon::tls::PeerPolicy;
@@ -11,6 +12,7 @@ use daemon::Spawner;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use topology::NodeIdx;
 
 use crate::admission::Admission;
 use crate::datapath::forwarder::Forwarder;
@@ -130,6 +132,52 @@ impl Context {
                     now.report_since(last.get(&key).unwrap_or(&QualityTotals::default()), name);
                 last.insert(key, now);
                 report
+            })
+            .collect()
+    }
+
+    /// What this relay sends into the overlay per destination relay, for the
+    /// controller's placement: the unprotected UDP services' datagrams that
+    /// enter here (clients' at an ingress, targets' replies at an egress), as
+    /// they cost on a link (payload plus the overlay's per-packet overhead),
+    /// smoothed like the link rates. Protected services keep to the table's
+    /// paths, so they are not placed.
+    pub fn demand_reports(&self) -> Vec<control_protocol::DemandReport> {
+        let now = std::time::Instant::now();
+        let live = self.live.load();
+        let t = &live.cfg.topology;
+        let me = live.cfg.node;
+        let mut per_dst: BTreeMap<NodeIdx, u64> = BTreeMap::new();
+        for s in &t.services {
+            if s.protocol != topology::Protocol::Udp || s.protect {
+                continue;
+            }
+            let dst = if s.ingress_node == me {
+                s.egress_node
+            } else if s.egress_node == me {
+                s.ingress_node
+            } else {
+                continue;
+            };
+            if let Some(c) = live.services.get(s.key) {
+                let bytes = c.received_bytes.load(Ordering::Relaxed);
+                let packets = c.received_packets.load(Ordering::Relaxed);
+                let on_link = bytes + packets * u64::from(topology::demand::OVERLAY_OVERHEAD_BYTES);
+                *per_dst.entry(dst).or_default() += on_link;
+            }
+        }
+        per_dst
+            .into_iter()
+            .filter(|(dst, _)| *dst != me)
+            .filter_map(|(dst, bytes)| {
+                let mbps = self
+                    .metrics
+                    .demand_rates
+                    .update(t.node_key(dst), bytes, now)?;
+                Some(control_protocol::DemandReport {
+                    dst: t.node(dst).id.clone(),
+                    mbps,
+                })
             })
             .collect()
     }

@@ -30,6 +30,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use quinn::Endpoint;
 use rand::Rng as _;
 use relay_core::backoff::Backoff;
+use relay_core::placed::Placed;
 use relay_core::routes::{next_hop_changes, NextHopMoves, Refused};
 use relay_core::segment::Segment;
 use relay_core::Route;
@@ -225,14 +226,29 @@ async fn send_report(
     let links = ctx.link_reports();
     let draining = ctx.admission.is_draining();
     let services = ctx.service_reports(last);
+    let demand = ctx.demand_reports();
     writer
         .send(RelayMessage::Links {
             links,
             draining,
             services,
+            demand,
         })
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The placed paths of a route entry as the datapath keeps them; a path too
+/// long for a segment is left out (its flows share the other paths).
+fn placed_split(
+    paths: &[control_protocol::PlacedPath],
+    segment: impl Fn(&[String]) -> Option<Segment>,
+) -> Option<Placed> {
+    let split: Vec<(Segment, u32)> = paths
+        .iter()
+        .filter_map(|p| Some((segment(&p.hops)?, p.weight)))
+        .collect();
+    Placed::new(&split)
 }
 
 /// Counts a refused table and logs it (at most once per interval).
@@ -268,6 +284,7 @@ fn apply(ctx: &Context, controller: &str, update: TableUpdate) -> Result<(), Ref
                     backup: r.backup.as_deref().map(key),
                     repair: r.repair.as_deref().and_then(segment),
                     second: r.second.as_deref().and_then(segment),
+                    placed: placed_split(&r.placed, segment),
                 },
             )
         })

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use daemon::exposition::Scrape;
+use topology::NodeIdx;
 
 use crate::context::Context;
 use crate::datapath::link_registry::{Link, Measured};
@@ -73,6 +74,16 @@ fn links(s: &mut Scrape, shared: &Context) {
                 .link_rates
                 .of(*key)
                 .map(|r| (id.clone(), r))
+        }),
+    );
+    let t = &live.cfg.topology;
+    s.gauges(
+        "demand_mbps",
+        "What this relay sends into the overlay toward each destination relay that the controller places (unprotected UDP services, with the overlay's per-packet overhead), Mbit/s, smoothed like link_transmit_mbps",
+        "dst",
+        t.nodes.iter().enumerate().filter_map(|(i, n)| {
+            let key = t.node_key(NodeIdx(i as u32));
+            shared.metrics.demand_rates.of(key).map(|r| (n.id.clone(), r))
         }),
     );
     let measured: Vec<(String, Measured)> = neighbors
@@ -334,6 +345,16 @@ fn forwarding(s: &mut Scrape, shared: &Context) {
         "datagrams_sent_via_repair",
         "Datagrams this relay repaired around a dead next hop (sent along a repair segment): local repair",
         c.sent_via_repair,
+    );
+    s.counter(
+        "datagrams_sent_on_placed_path",
+        "Datagrams this relay originated along a path the controller placed their flow on",
+        c.sent_on_placed_path,
+    );
+    s.counter(
+        "datagrams_left_placed_path",
+        "Placed datagrams whose next hop on their path was down here: sent on by the table (and repaired if need be)",
+        c.left_placed_path,
     );
     s.counter(
         "tcp_sessions",

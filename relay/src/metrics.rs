@@ -28,6 +28,9 @@ pub struct Metrics {
     pub link_transitions: LinkTransitions,
     /// Per neighbour, what its link carries away from here.
     pub link_rates: LinkRates,
+    /// Per destination relay (by node key), the placeable traffic this relay
+    /// sends toward it (see `Context::demand_reports`).
+    pub demand_rates: LinkRates,
     /// Datagrams handed to a peer link (originated or transit).
     pub datagrams_sent: AtomicU64,
     /// Datagrams received from peer links.
@@ -38,6 +41,11 @@ pub struct Metrics {
     pub sent_via_backup: AtomicU64,
     /// Of `datagrams_sent`, those this node repaired around a dead next hop.
     pub sent_via_repair: AtomicU64,
+    /// Of `datagrams_sent`, those this node originated on a placed path.
+    pub sent_on_placed_path: AtomicU64,
+    /// Of `datagrams_sent`, placed datagrams whose next hop on their path was
+    /// down here, sent on by the table instead.
+    pub left_placed_path: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub bytes_delivered: AtomicU64,
     /// TCP sessions accepted at an ingress, and streams carried in transit or at egress.
@@ -72,6 +80,8 @@ pub struct Counters {
     pub datagrams_delivered: u64,
     pub sent_via_backup: u64,
     pub sent_via_repair: u64,
+    pub sent_on_placed_path: u64,
+    pub left_placed_path: u64,
     pub bytes_sent: u64,
     pub bytes_delivered: u64,
     pub tcp_sessions: u64,
@@ -140,6 +150,8 @@ impl Metrics {
             datagrams_delivered: get(&self.datagrams_delivered),
             sent_via_backup: get(&self.sent_via_backup),
             sent_via_repair: get(&self.sent_via_repair),
+            sent_on_placed_path: get(&self.sent_on_placed_path),
+            left_placed_path: get(&self.left_placed_path),
             bytes_sent: get(&self.bytes_sent),
             bytes_delivered: get(&self.bytes_delivered),
             tcp_sessions: get(&self.tcp_sessions),
@@ -408,9 +420,10 @@ impl QualityTotals {
 
 // ---------------------------------------------------------------- links
 
-/// What each link carries away from this relay, Mbit/s: an exponentially
-/// weighted mean of the send rate between successive readings (the reports
-/// to the controller, about every second), weight 0.5 on the newest.
+/// What each link carries away from this relay (or what goes to each
+/// destination), Mbit/s, by node key: an exponentially weighted mean of the
+/// rate between successive readings of a byte total (the reports to the
+/// controller, about every second), weight 0.5 on the newest.
 #[derive(Debug, Default)]
 pub struct LinkRates {
     by_peer: Mutex<HashMap<u32, Rate>>,

@@ -81,6 +81,7 @@ async fn a_table_trickling_in_while_reports_go_out_is_applied_whole() {
             backup: None,
             repair: None,
             second: None,
+            placed: Vec::new(),
         })
         .chain((0..3_000).map(|i| RouteEntry {
             dst: format!("far-{i:05}"),
@@ -88,6 +89,7 @@ async fn a_table_trickling_in_while_reports_go_out_is_applied_whole() {
             backup: None,
             repair: None,
             second: None,
+            placed: Vec::new(),
         }))
         .collect();
         let wire = control_protocol::framing::encode(&ControllerMessage::Table(TableUpdate {
@@ -196,6 +198,7 @@ impl StandIn {
                 backup: None,
                 repair: None,
                 second: None,
+                placed: Vec::new(),
             }],
             remove: Vec::new(),
         };

@@ -143,6 +143,7 @@ mod tests {
                     backup: Some("sea".into()),
                     repair: None,
                     second: None,
+                    placed: Vec::new(),
                 })
                 .collect(),
             remove: Vec::new(),
@@ -170,6 +171,10 @@ mod tests {
                 }],
                 draining: true,
                 services: vec![],
+                demand: vec![crate::DemandReport {
+                    dst: "lax".into(),
+                    mbps: 1.5,
+                }],
             },
             RelayMessage::Applied { version: 7 },
         ];
@@ -270,6 +275,7 @@ mod tests {
                 links,
                 draining: false,
                 services: vec![],
+                demand: vec![],
             },
             &mut out,
         );

@@ -20,6 +20,6 @@ pub mod messages;
 
 pub use framing::{ControlCodec, ControlError, MAX_CONTROLLER_MESSAGE, MAX_RELAY_MESSAGE};
 pub use messages::{
-    delay_quantile_ms, ControllerMessage, LinkReport, RelayMessage, RouteEntry, ServiceReport,
-    TableUpdate, DELAY_BUCKETS_MS, PROTOCOL_VERSION,
+    delay_quantile_ms, ControllerMessage, DemandReport, LinkReport, PlacedPath, RelayMessage,
+    RouteEntry, ServiceReport, TableUpdate, DELAY_BUCKETS_MS, PROTOCOL_VERSION,
 };

@@ -45,6 +45,10 @@ pub enum RelayMessage {
         /// report (only services with traffic in that interval).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         services: Vec<ServiceReport>,
+        /// What this relay sends into the overlay per destination relay:
+        /// the placeable traffic (see [`DemandReport`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        demand: Vec<DemandReport>,
     },
     Applied {
         version: u64,
@@ -75,6 +79,17 @@ pub struct LinkReport {
     /// Absent while down, and from relays before this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub up_for_s: Option<f64>,
+}
+
+/// Traffic this relay originates toward one destination relay, Mbit/s on the
+/// overlay's links (payload plus the overlay's per-packet overhead), smoothed:
+/// the datagrams of unprotected UDP services that enter here, their clients'
+/// at an ingress and their targets' replies at an egress. The controller
+/// places it on paths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DemandReport {
+    pub dst: String,
+    pub mbps: f64,
 }
 
 /// The upper bounds of the one-way delay buckets, ms, that
@@ -154,6 +169,19 @@ pub struct RouteEntry {
     /// second copy's path, node ids after this relay (see `topology::disjoint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub second: Option<Vec<String>>,
+    /// The controller's split of this relay's traffic to `dst` over placed
+    /// paths; empty: the traffic follows `primary`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placed: Vec<PlacedPath>,
+}
+
+/// One placed path to a destination and its share of the flows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedPath {
+    /// Node ids after this relay, the last the destination.
+    pub hops: Vec<String>,
+    /// Relative to the other paths' weights (the classes placed on it).
+    pub weight: u32,
 }
 
 #[cfg(test)]
@@ -183,7 +211,8 @@ mod tests {
             RelayMessage::Links {
                 links: vec![],
                 draining: false,
-                services: vec![]
+                services: vec![],
+                demand: vec![],
             }
         );
     }
@@ -227,6 +256,7 @@ mod tests {
                 backup: None,
                 repair: None,
                 second: None,
+                placed: Vec::new(),
             }],
             remove: vec!["sea".into()],
         });

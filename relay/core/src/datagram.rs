@@ -56,6 +56,9 @@ pub struct Received {
     pub header: Option<Header>,
     pub payload_at: usize,
     pub action: Action,
+    /// The datagram leaves the placed path it carried (its next hop there is
+    /// down) and goes on by the table: a `Forward` must strip the segment.
+    pub off_segment: bool,
 }
 
 fn malformed() -> Received {
@@ -63,6 +66,7 @@ fn malformed() -> Received {
         header: None,
         payload_at: HEADER_LEN,
         action: Action::Drop(DropReason::Malformed),
+        off_segment: false,
     }
 }
 
@@ -85,6 +89,7 @@ pub fn decide(
             ..malformed()
         };
     };
+    let mut off_segment = false;
     let action = match header.kind {
         Kind::Probe => Action::AnswerProbe { seq: header.seq },
         Kind::ProbeReply => Action::ProbeAnswered { seq: header.seq },
@@ -102,6 +107,12 @@ pub fn decide(
                     ttl,
                     via: Via::Segment,
                 },
+                // A placed path (never repaired yet): around the failure by
+                // the table, which may repair it, once.
+                Some(_) if header.flags & FLAG_REPAIRED == 0 => {
+                    off_segment = true;
+                    from_table(table.decide(&header, &mut peer_up), &header)
+                }
                 Some(_) => Action::Drop(DropReason::PeerDown),
             },
             None => from_table(table.decide(&header, peer_up), &header),
@@ -111,6 +122,7 @@ pub fn decide(
         header: Some(header),
         payload_at,
         action,
+        off_segment,
     }
 }
 
@@ -156,6 +168,7 @@ mod tests {
                 backup: Some(3),
                 repair: None,
                 second: None,
+                placed: None,
             },
         );
         ForwardingTable::new(1, routes)
@@ -223,6 +236,46 @@ mod tests {
         let short = decide(&t, &[1, 1, 1], up);
         assert_eq!(short.header, None);
         assert_eq!(short.action, Action::Drop(DropReason::Malformed));
+    }
+
+    #[test]
+    fn a_placed_datagram_whose_next_hop_is_down_goes_on_by_the_table() {
+        let t = table();
+        let placed = segment::Segment::new(&[4, 20]).expect("segment");
+        let p = segment::insert_placed(&packet(Kind::Media, 20, 0), HEADER_LEN, &placed, 9);
+        // Received at node 4's predecessor (us, node 1) with `next` at 4.
+        let mut at_us = p.clone();
+        at_us[HEADER_LEN] = 0;
+        let on = decide(&t, &at_us, |_| true);
+        assert_eq!(
+            (on.action, on.off_segment),
+            (
+                Action::Forward {
+                    peer: 4,
+                    ttl: 8,
+                    via: Via::Segment
+                },
+                false
+            )
+        );
+        let off = decide(&t, &at_us, |peer| peer != 4);
+        assert_eq!(
+            (off.action, off.off_segment),
+            (
+                Action::Forward {
+                    peer: 2,
+                    ttl: 8,
+                    via: Via::Primary
+                },
+                true
+            ),
+            "leaves the placed path for the table's primary"
+        );
+        // A repaired datagram on its repair segment is never repaired again.
+        let mut repaired = segment::insert(&packet(Kind::Media, 20, 0), HEADER_LEN, &placed, 9);
+        repaired[HEADER_LEN] = 0;
+        let r = decide(&t, &repaired, |peer| peer != 4);
+        assert_eq!(r.action, Action::Drop(DropReason::PeerDown));
     }
 
     proptest::proptest! {

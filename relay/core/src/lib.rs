@@ -4,7 +4,8 @@
 //!
 //! - [`wire`]: the overlay header and its codec; [`segment`]: the repair
 //!   segment a datagram may carry;
-//! - [`table`]: the forwarding table and the next-hop decision;
+//! - [`table`]: the forwarding table and the next-hop decision; [`placed`]:
+//!   the controller's split of a destination's traffic over paths;
 //!   [`datagram`]: what to do with a datagram from a peer, as an [`Action`];
 //! - [`routes`]: the table in force and its version as one value, and how a
 //!   controller update changes it;
@@ -23,6 +24,7 @@ pub mod datagram;
 pub mod drop_reason;
 pub mod flows;
 pub mod link_loss;
+pub mod placed;
 pub mod probe;
 pub mod reload_plan;
 pub mod routes;

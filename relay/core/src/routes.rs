@@ -194,6 +194,7 @@ mod tests {
                         backup: None,
                         repair: None,
                         second: None,
+                        placed: None,
                     },
                 )
             })
@@ -217,6 +218,7 @@ mod tests {
                         backup: None,
                         repair: None,
                         second: None,
+                        placed: None,
                     },
                 )],
                 [],
@@ -234,6 +236,7 @@ mod tests {
             backup: None,
             repair: None,
             second: None,
+            placed: None,
         };
         let start = RoutesInForce::from_topology(table(&[(10, 2)]));
         // A new leader's diff has no base here; its full table has.
@@ -310,6 +313,7 @@ mod tests {
                 backup: Some(3),
                 repair: None,
                 second: None,
+                placed: None,
             },
         );
         let with_backup = ForwardingTable::new(1, backup);

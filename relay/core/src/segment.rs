@@ -128,12 +128,50 @@ pub fn advance_in_place(packet: &mut [u8]) {
 /// A copy of `packet` (header, then payload from `payload_at`) marked repaired
 /// and carrying `segment`, its first hop consumed, with TTL `ttl`.
 pub fn insert(packet: &[u8], payload_at: usize, segment: &Segment, ttl: u8) -> Vec<u8> {
+    insert_flagged(
+        packet,
+        payload_at,
+        segment,
+        ttl,
+        FLAG_REPAIRED | FLAG_SEGMENT,
+    )
+}
+
+/// [`insert`] for a placed path (see [`crate::placed`]): not marked repaired,
+/// so a relay on it may still repair around a failed next hop once.
+pub fn insert_placed(packet: &[u8], payload_at: usize, segment: &Segment, ttl: u8) -> Vec<u8> {
+    insert_flagged(packet, payload_at, segment, ttl, FLAG_SEGMENT)
+}
+
+/// A copy of `packet` without its segment (payload from `payload_at`), with
+/// TTL `ttl`: a placed datagram whose next hop is down goes on by the table.
+pub fn strip(packet: &[u8], payload_at: usize, ttl: u8) -> Vec<u8> {
+    let payload = packet.get(payload_at..).unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&packet[..HEADER_LEN.min(packet.len())]);
+    if let Some(t) = out.get_mut(2) {
+        *t = ttl;
+    }
+    if let Some(flags) = out.get_mut(3) {
+        *flags &= !FLAG_SEGMENT;
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+fn insert_flagged(
+    packet: &[u8],
+    payload_at: usize,
+    segment: &Segment,
+    ttl: u8,
+    flags: u8,
+) -> Vec<u8> {
     let hops = segment.hops();
     let payload = packet.get(payload_at..).unwrap_or_default();
     let mut out = Vec::with_capacity(HEADER_LEN + extension_len(hops.len()) + payload.len());
     out.extend_from_slice(&packet[..HEADER_LEN.min(packet.len())]);
     out[2] = ttl;
-    out[3] |= FLAG_REPAIRED | FLAG_SEGMENT;
+    out[3] |= flags;
     // The first node receives it with `next` pointing past itself.
     out.push(1);
     out.push(hops.len() as u8);
@@ -187,6 +225,20 @@ mod tests {
         // At node 30, the release node: the segment is consumed.
         assert_eq!(read(&p, &h).expect("reads").expect("on").next_hop, None);
         assert_eq!(&p[payload_offset(&p, &h).expect("offset")..], b"payload");
+    }
+
+    #[test]
+    fn a_placed_segment_is_not_marked_repaired_and_strips_off() {
+        let seg = Segment::new(&[10, 20]).expect("segment");
+        let p = insert_placed(&packet(0), HEADER_LEN, &seg, 8);
+        let (h, _) = Header::decode(&p).expect("decodes");
+        assert_eq!(h.flags & (FLAG_REPAIRED | FLAG_SEGMENT), FLAG_SEGMENT);
+        let at = payload_offset(&p, &h).expect("offset");
+        let plain = strip(&p, at, 6);
+        let (h, rest) = Header::decode(&plain).expect("decodes");
+        assert_eq!((h.flags & FLAG_SEGMENT, h.ttl), (0, 6));
+        assert_eq!(rest, b"payload");
+        assert_eq!(read(&plain, &h), Ok(None));
     }
 
     #[test]

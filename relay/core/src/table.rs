@@ -16,6 +16,7 @@ use topology::repair::RepairTable;
 use topology::{NodeIdx, Topology};
 
 use crate::drop_reason::DropReason;
+use crate::placed::Placed;
 use crate::segment::{Segment, FLAG_REPAIRED};
 use crate::wire::Header;
 
@@ -31,6 +32,9 @@ pub struct Route {
     /// path its second copy takes (see `topology::disjoint`), disjoint from
     /// the first. `None` for every other destination.
     pub second: Option<Segment>,
+    /// The controller's split of traffic from this node to the destination
+    /// over placed paths (see [`crate::placed`]); `None`: the table's route.
+    pub placed: Option<Placed>,
 }
 
 /// What to do with one packet.
@@ -101,6 +105,7 @@ impl ForwardingTable {
                         backup: e.backup.map(|b| t.node_key(b.node)),
                         repair,
                         second,
+                        placed: None,
                     },
                 );
             }
@@ -231,6 +236,7 @@ mod tests {
                 backup: Some(3),
                 repair: None,
                 second: None,
+                placed: None,
             },
         );
         routes.insert(
@@ -240,6 +246,7 @@ mod tests {
                 backup: None,
                 repair: None,
                 second: None,
+                placed: None,
             },
         );
         ForwardingTable::new(1, routes)
@@ -368,6 +375,7 @@ mod update_tests {
                 backup: None,
                 repair: None,
                 second: None,
+                placed: None,
             },
         );
         routes.insert(
@@ -377,6 +385,7 @@ mod update_tests {
                 backup: None,
                 repair: None,
                 second: None,
+                placed: None,
             },
         );
         let t = ForwardingTable::new(1, routes);
@@ -390,6 +399,7 @@ mod update_tests {
                         backup: Some(2),
                         repair: None,
                         second: None,
+                        placed: None,
                     },
                 ),
                 (
@@ -399,6 +409,7 @@ mod update_tests {
                         backup: None,
                         repair: None,
                         second: None,
+                        placed: None,
                     },
                 ),
             ],
@@ -411,6 +422,7 @@ mod update_tests {
                 backup: Some(2),
                 repair: None,
                 second: None,
+                placed: None,
             })
         );
         assert_eq!(
@@ -420,6 +432,7 @@ mod update_tests {
                 backup: None,
                 repair: None,
                 second: None,
+                placed: None,
             })
         );
         assert_eq!(diff.route(30), None);
@@ -432,6 +445,7 @@ mod update_tests {
                     backup: None,
                     repair: None,
                     second: None,
+                    placed: None,
                 },
             )],
             [],
@@ -448,6 +462,7 @@ mod update_tests {
                         backup: None,
                         repair: None,
                         second: None,
+                        placed: None,
                     }
                 )],
                 []

@@ -126,6 +126,14 @@ impl Forwarder {
         };
         let payload = || packet.slice(received.payload_at..);
         match action {
+            Action::Forward { ttl, .. } if received.off_segment => match picked {
+                Some(link) => {
+                    Metrics::add(&self.metrics.left_placed_path, 1);
+                    let out = segment::strip(&packet, received.payload_at, ttl);
+                    self.send_on(link, Bytes::from(out), false);
+                }
+                None => self.metrics.count_drop(DropReason::PeerDown),
+            },
             Action::Forward { ttl, via, .. } => match picked {
                 Some(link) => {
                     let out = rewritten(packet.clone(), |p| {
@@ -191,8 +199,27 @@ impl Forwarder {
         (decision, picked)
     }
 
-    /// Sends a packet this node originates (UDP ingress, egress replies).
-    pub fn originate(&self, mut header: Header, payload: &[u8]) {
+    /// Sends a packet this node originates (UDP ingress, egress replies):
+    /// along its flow's placed path when the controller split the traffic to
+    /// its destination and that path's first link is up, else by the table.
+    pub fn originate(&self, header: Header, payload: &[u8]) {
+        let routes = self.routes.load();
+        if let Some(placed) = routes.table.route(header.dst).and_then(|r| r.placed) {
+            let path = placed.pick(header.src, header.service, header.flow);
+            let links = self.links.current();
+            if let Some(link) = links.get(&path.first()).filter(|l| l.is_usable()) {
+                let plain = header.encode_with(payload);
+                let ttl = header.ttl.saturating_sub(1);
+                let out = segment::insert_placed(&plain, HEADER_LEN, path, ttl);
+                Metrics::add(&self.metrics.sent_on_placed_path, 1);
+                return self.send_on(link, Bytes::from(out), false);
+            }
+        }
+        self.originate_by_table(header, payload)
+    }
+
+    /// Sends a packet this node originates by the table alone.
+    fn originate_by_table(&self, mut header: Header, payload: &[u8]) {
         match self.next_hop(header.dst, header.ttl) {
             (
                 Decision::Forward {
@@ -219,10 +246,11 @@ impl Forwarder {
     /// and along the route's second path (disjoint from the first), both
     /// marked protected so that the far end keeps the first copy. Returns
     /// whether the second copy went: not without a second path, or when its
-    /// first link is down.
+    /// first link is down. The first copy keeps to the table even where the
+    /// controller placed paths: the second path is disjoint from the table's.
     pub fn originate_protected(&self, mut header: Header, payload: &[u8]) -> bool {
         header.flags |= FLAG_PROTECTED;
-        self.originate(header, payload);
+        self.originate_by_table(header, payload);
         let routes = self.routes.load();
         let Some(second) = routes.table.route(header.dst).and_then(|r| r.second) else {
             return false;
@@ -307,6 +335,7 @@ mod tests {
                 backup: None,
                 repair: None,
                 second: None,
+                placed: None,
             },
         );
         ForwardingTable::new(1, routes)

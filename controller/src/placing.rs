@@ -1,0 +1,288 @@
+//! Live placement: the relays' measured demand (Mbit/s per destination) placed
+//! on paths with `topology::placement`, under each link's capacity and the
+//! utilisation ceiling, within the latency budget, at the lowest latency. The
+//! compute task runs it every `interval`; each relay is told, per destination,
+//! how to split its flows over the placed paths (see `relay_core::placed`).
+//!
+//! Demand is placed in units of `unit_kbps` (a pair's traffic rounded up to
+//! whole units), so a pair can be split over several paths. Links' measured
+//! load minus what the placement in force puts on them is background load
+//! (protected copies, TCP, probes): placement plans around it. After the
+//! first placement every run is incremental: a unit keeps its path unless the
+//! path broke, a link on it is past the ceiling, or a much better path has
+//! room; at most `max_moves` units move per run.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use topology::demand::{ClassProfile, Demand, Direction, PairDemand, ServiceSpec};
+use topology::paths::Metric;
+use topology::placement::{self, Capacities, Dir, Inputs, LinkLoads, Options, Placement};
+use topology::{NodeIdx, Topology};
+
+/// The most paths one pair's traffic is split over (as the relays keep it).
+pub const MAX_SPLIT: usize = 4;
+/// The longest placed path, in hops after the source (a relay's segment cap).
+pub const MAX_PLACED_HOPS: usize = 16;
+
+/// How the controller places demand.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacementConfig {
+    /// Place at all; off, every relay's traffic follows the route tables.
+    pub enabled: bool,
+    /// How often placement runs: 5 s.
+    pub interval: Duration,
+    /// The unit demand is placed in: 100 kbit/s.
+    pub unit_kbps: u64,
+    /// Highest share of a link direction's capacity placement plans to use: 0.8.
+    pub ceiling: f64,
+    /// Most units one run may move: 1,000 (100 Mbit/s at the default unit).
+    pub max_moves: u64,
+    /// Capacities are the topology's `capacity_mbps` times this: 1 (the lab
+    /// scales its emulated links and tells the controller the same).
+    pub capacity_scale: f64,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            enabled: true,
+            interval: Duration::from_secs(5),
+            unit_kbps: 100,
+            ceiling: 0.8,
+            max_moves: 1_000,
+            capacity_scale: 1.0,
+        }
+    }
+}
+
+/// One pair's split: up to [`MAX_SPLIT`] paths (the nodes after the source,
+/// the last the destination) and the units placed on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    hops: [[NodeIdx; MAX_PLACED_HOPS]; MAX_SPLIT],
+    lens: [u8; MAX_SPLIT],
+    weights: [u32; MAX_SPLIT],
+    count: u8,
+}
+
+impl Split {
+    /// From `paths` (full paths, source first, and their units), heaviest
+    /// first; paths longer than [`MAX_PLACED_HOPS`] are left out.
+    fn new(paths: &[(&[NodeIdx], u64)]) -> Option<Split> {
+        let mut sorted: Vec<&(&[NodeIdx], u64)> = paths
+            .iter()
+            .filter(|(p, w)| *w > 0 && p.len() >= 2 && p.len() - 1 <= MAX_PLACED_HOPS)
+            .collect();
+        sorted.sort_by_key(|p| std::cmp::Reverse(p.1));
+        let mut s = Split {
+            hops: [[NodeIdx(0); MAX_PLACED_HOPS]; MAX_SPLIT],
+            lens: [0; MAX_SPLIT],
+            weights: [0; MAX_SPLIT],
+            count: 0,
+        };
+        for (path, w) in sorted.into_iter().take(MAX_SPLIT) {
+            let i = usize::from(s.count);
+            let after = &path[1..];
+            s.hops[i][..after.len()].copy_from_slice(after);
+            s.lens[i] = after.len() as u8;
+            s.weights[i] = u32::try_from(*w).unwrap_or(u32::MAX);
+            s.count += 1;
+        }
+        (s.count > 0).then_some(s)
+    }
+
+    /// (nodes after the source, units) of each path, heaviest first.
+    pub fn paths(&self) -> impl Iterator<Item = (&[NodeIdx], u32)> {
+        (0..usize::from(self.count))
+            .map(|i| (&self.hops[i][..usize::from(self.lens[i])], self.weights[i]))
+    }
+}
+
+/// The placement in force and the splits it gives each pair.
+#[derive(Debug, Default)]
+pub struct LivePlacement {
+    pub config: PlacementConfig,
+    in_force: Option<Placement>,
+    last_run: Option<Instant>,
+    /// Per (source, destination): how the source splits its traffic, where
+    /// that differs from the route tables' one path.
+    splits: BTreeMap<(NodeIdx, NodeIdx), Split>,
+    /// Bumped each time `splits` changes.
+    pub version: u64,
+}
+
+impl LivePlacement {
+    pub fn new(config: PlacementConfig) -> Self {
+        LivePlacement {
+            config,
+            ..LivePlacement::default()
+        }
+    }
+
+    pub fn splits(&self) -> &BTreeMap<(NodeIdx, NodeIdx), Split> {
+        &self.splits
+    }
+
+    /// Whether a run is due at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        self.config.enabled
+            && self
+                .last_run
+                .is_none_or(|at| now.saturating_duration_since(at) >= self.config.interval)
+    }
+
+    /// Places `demand` (Mbit/s per (source, destination)) over `metric`
+    /// (the link costs in force, `None` for a link down), with `loads` the
+    /// links' measured Mbit/s per direction; `table_path(src, dst)` is the
+    /// path the route tables give. Returns whether the splits changed.
+    pub fn run(
+        &mut self,
+        topo: &Topology,
+        metric: &Metric,
+        demand: &BTreeMap<(NodeIdx, NodeIdx), f64>,
+        loads: &[[Option<f64>; 2]],
+        table_path: impl Fn(NodeIdx, NodeIdx) -> Vec<NodeIdx>,
+        now: Instant,
+    ) -> Result<bool, placement::PlacementError> {
+        self.last_run = Some(now);
+        let unit = self.config.unit_kbps.max(1);
+        let wanted = self.demand(demand, unit);
+        let capacity = self.capacities(topo);
+        let background = self.background(topo, loads, &wanted, unit, &table_path);
+        let inputs = Inputs {
+            topology: topo,
+            metric,
+            capacity: &capacity,
+            background: Some(&background),
+            demand: &wanted,
+        };
+        let options = Options {
+            ceiling: self.config.ceiling,
+            max_moves: self.config.max_moves,
+            ..Options::default()
+        };
+        let placed = match &self.in_force {
+            Some(previous) => placement::place_incremental(previous, &inputs, &options)?.placement,
+            None => placement::place(&inputs, &options)?,
+        };
+        let mut splits = BTreeMap::new();
+        for p in &placed.pairs {
+            let paths: Vec<(&[NodeIdx], u64)> = p
+                .shares
+                .iter()
+                .map(|s| (s.path.nodes.as_slice(), s.classes))
+                .collect();
+            let follows_table =
+                paths.len() == 1 && paths[0].0 == table_path(p.src, p.dst).as_slice();
+            if follows_table {
+                continue;
+            }
+            if let Some(split) = Split::new(&paths) {
+                splits.insert((p.src, p.dst), split);
+            }
+        }
+        self.in_force = Some(placed);
+        if splits == self.splits {
+            return Ok(false);
+        }
+        self.splits = splits;
+        self.version += 1;
+        Ok(true)
+    }
+
+    /// The demand in units of `unit` kbit/s, one way: each direction of a
+    /// class is measured, and placed, at the relay that sends it.
+    fn demand(&self, demand: &BTreeMap<(NodeIdx, NodeIdx), f64>, unit: u64) -> Demand {
+        let unit_kbps = u32::try_from(unit).unwrap_or(u32::MAX);
+        let service = ServiceSpec {
+            name: "placed".into(),
+            budget_us: topology::demand::DEFAULT_BUDGET_US,
+            profile: ClassProfile {
+                forward: Direction {
+                    audio_kbps: 0,
+                    video_kbps: unit_kbps,
+                    signalling_kbps: 0,
+                },
+                reverse: Direction {
+                    audio_kbps: 0,
+                    video_kbps: 0,
+                    signalling_kbps: 0,
+                },
+            },
+        };
+        let pairs = demand.iter().filter_map(|(&(src, dst), &mbps)| {
+            let kbps = mbps * 1000.0;
+            (kbps.is_finite() && kbps > 0.0).then(|| PairDemand {
+                src,
+                dst,
+                service: 0,
+                classes: (kbps / unit as f64).ceil() as u64,
+            })
+        });
+        Demand::new(vec![service], pairs)
+    }
+
+    fn capacities(&self, topo: &Topology) -> Capacities {
+        let scale = self.config.capacity_scale;
+        Capacities::new(
+            topo.links
+                .iter()
+                .map(|l| {
+                    let c = l
+                        .capacity_mbps
+                        .map(|m| ((m as f64 * 1000.0 * scale).round() as u64).max(1));
+                    [c, c]
+                })
+                .collect(),
+        )
+    }
+
+    /// Measured load minus what the demand itself puts on each direction
+    /// now: its split where it has one, else the route tables' path.
+    fn background(
+        &self,
+        topo: &Topology,
+        loads: &[[Option<f64>; 2]],
+        demand: &Demand,
+        unit: u64,
+        table_path: &impl Fn(NodeIdx, NodeIdx) -> Vec<NodeIdx>,
+    ) -> LinkLoads {
+        let mut ours = vec![[0u64; 2]; topo.links.len()];
+        let mut add = |nodes: &[NodeIdx], kbps: u64| {
+            for w in nodes.windows(2) {
+                if let Some(l) = topo.link_between(w[0], w[1]) {
+                    let from_a = topo.link(l).a == w[0];
+                    ours[l.get()][usize::from(!from_a)] += kbps;
+                }
+            }
+        };
+        for p in &demand.pairs {
+            let kbps = p.classes * unit;
+            match self.splits.get(&(p.src, p.dst)) {
+                Some(split) => {
+                    let total: u64 = split.paths().map(|(_, w)| u64::from(w)).sum();
+                    for (hops, w) in split.paths() {
+                        let nodes: Vec<NodeIdx> =
+                            std::iter::once(p.src).chain(hops.iter().copied()).collect();
+                        add(&nodes, kbps * u64::from(w) / total.max(1));
+                    }
+                }
+                None => add(&table_path(p.src, p.dst), kbps),
+            }
+        }
+        let mut out = LinkLoads::zero(topo.links.len());
+        for (l, link_loads) in loads.iter().enumerate().take(topo.links.len()) {
+            for (d, dir) in Dir::BOTH.into_iter().enumerate() {
+                let measured = link_loads[d].map_or(0, |m| (m * 1000.0).max(0.0) as u64);
+                let link = topology::LinkIdx(l as u32);
+                out.set(link, dir, measured.saturating_sub(ours[l][d]));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[path = "placing_tests.rs"]
+mod tests;

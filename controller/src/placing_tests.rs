@@ -1,0 +1,198 @@
+//! Live placement on a small diamond: demand that fits stays on the table's
+//! path; demand past one line's ceiling is split over both lines; background
+//! load counts; runs are deterministic and wait for their interval.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use topology::paths::Metric;
+use topology::{NodeIdx, Topology};
+
+use super::*;
+
+/// aaa → ddd: fast over bbb (10 + 10 ms), slow over ccc (25 + 25 ms); each
+/// line carries 10 Mbit/s each way.
+const DIAMOND: &str = r#"version: 1
+nodes:
+  - { id: aaa, city: A, country: JP, region: asia, lat: 35.5, lon: 139.5, addr: "127.0.0.1:1" }
+  - { id: bbb, city: B, country: JP, region: asia, lat: 36.0, lon: 140.0, addr: "127.0.0.1:2" }
+  - { id: ccc, city: C, country: JP, region: asia, lat: 34.0, lon: 138.0, addr: "127.0.0.1:3" }
+  - { id: ddd, city: D, country: US, region: na, lat: 34.0, lon: -118.25, addr: "127.0.0.1:4" }
+links:
+  - { between: [aaa, bbb], kind: terrestrial, delay_ms: 10, capacity_mbps: 100 }
+  - { between: [bbb, ddd], kind: undersea, name: fast-line, delay_ms: 10, capacity_mbps: 10 }
+  - { between: [aaa, ccc], kind: terrestrial, delay_ms: 25, capacity_mbps: 100 }
+  - { between: [ccc, ddd], kind: undersea, name: slow-line, delay_ms: 25, capacity_mbps: 10 }
+"#;
+
+const AAA: NodeIdx = NodeIdx(0);
+const BBB: NodeIdx = NodeIdx(1);
+const CCC: NodeIdx = NodeIdx(2);
+const DDD: NodeIdx = NodeIdx(3);
+
+fn diamond() -> Topology {
+    topology::parse("t.yaml", DIAMOND).expect("topology")
+}
+
+fn fast_path(_: NodeIdx, _: NodeIdx) -> Vec<NodeIdx> {
+    vec![AAA, BBB, DDD]
+}
+
+fn placing() -> LivePlacement {
+    LivePlacement::new(PlacementConfig::default())
+}
+
+fn demand(mbps: f64) -> BTreeMap<(NodeIdx, NodeIdx), f64> {
+    BTreeMap::from([((AAA, DDD), mbps)])
+}
+
+fn no_load(t: &Topology) -> Vec<[Option<f64>; 2]> {
+    vec![[None, None]; t.links.len()]
+}
+
+#[test]
+fn demand_that_fits_follows_the_table_and_needs_no_split() {
+    let t = diamond();
+    let mut p = placing();
+    let changed = p
+        .run(
+            &t,
+            &Metric::expected_delay(&t),
+            &demand(3.0),
+            &no_load(&t),
+            fast_path,
+            Instant::now(),
+        )
+        .expect("places");
+    assert!(!changed, "3 Mbit/s fits the fast line's 8 Mbit/s ceiling");
+    assert!(p.splits().is_empty());
+}
+
+#[test]
+fn demand_past_a_lines_ceiling_is_split_over_both_lines() {
+    let t = diamond();
+    let mut p = placing();
+    // 12 Mbit/s: the fast line takes at most 80% of 10; the rest goes slow.
+    p.run(
+        &t,
+        &Metric::expected_delay(&t),
+        &demand(12.0),
+        &no_load(&t),
+        fast_path,
+        Instant::now(),
+    )
+    .expect("places");
+    let split = p.splits().get(&(AAA, DDD)).expect("a split");
+    let paths: BTreeMap<Vec<NodeIdx>, u32> =
+        split.paths().map(|(hops, w)| (hops.to_vec(), w)).collect();
+    let fast = paths.get(&vec![BBB, DDD]).copied().unwrap_or(0);
+    let slow = paths.get(&vec![CCC, DDD]).copied().unwrap_or(0);
+    assert_eq!(fast + slow, 120, "every 100 kbit/s unit placed: {paths:?}");
+    assert!(
+        fast <= 80,
+        "the fast line stays under its ceiling: {paths:?}"
+    );
+    assert!(fast >= 40 && slow > 0, "both lines used: {paths:?}");
+    assert_eq!(p.version, 1);
+
+    // The same inputs again: the same split, no new version.
+    let later = Instant::now() + Duration::from_secs(10);
+    let changed = p
+        .run(
+            &t,
+            &Metric::expected_delay(&t),
+            &demand(12.0),
+            &no_load(&t),
+            fast_path,
+            later,
+        )
+        .expect("places");
+    assert!(!changed);
+    assert_eq!(p.version, 1);
+}
+
+#[test]
+fn background_load_on_a_line_leaves_less_room_for_placed_traffic() {
+    let t = diamond();
+    let mut p = placing();
+    let mut loads = no_load(&t);
+    // 10 Mbit/s on the fast line (bbb → ddd): the demand's own 4 (it follows
+    // the table there) and 6 that placement did not put there.
+    loads[1] = [Some(10.0), None];
+    p.run(
+        &t,
+        &Metric::expected_delay(&t),
+        &demand(4.0),
+        &loads,
+        fast_path,
+        Instant::now(),
+    )
+    .expect("places");
+    let split = p
+        .splits()
+        .get(&(AAA, DDD))
+        .expect("4 Mbit/s no longer fits beside 6");
+    let fast: u32 = split
+        .paths()
+        .filter(|(h, _)| h == &[BBB, DDD])
+        .map(|(_, w)| w)
+        .sum();
+    assert!(
+        fast <= 20,
+        "at most 2 Mbit/s more on the fast line: {fast} units"
+    );
+}
+
+#[test]
+fn runs_wait_for_their_interval_and_stop_when_disabled() {
+    let t = diamond();
+    let mut p = placing();
+    let t0 = Instant::now();
+    assert!(p.due(t0));
+    p.run(
+        &t,
+        &Metric::expected_delay(&t),
+        &demand(1.0),
+        &no_load(&t),
+        fast_path,
+        t0,
+    )
+    .expect("places");
+    assert!(!p.due(t0 + Duration::from_secs(1)));
+    assert!(p.due(t0 + Duration::from_secs(5)));
+    let off = LivePlacement::new(PlacementConfig {
+        enabled: false,
+        ..PlacementConfig::default()
+    });
+    assert!(!off.due(t0));
+}
+
+#[test]
+fn the_demands_own_traffic_on_its_path_is_not_background() {
+    let t = diamond();
+    let mut p = placing();
+    let mut loads = no_load(&t);
+    // The 12 Mbit/s, all on the fast path before anything was placed (the
+    // line's queue passes 10 of them).
+    loads[0] = [Some(12.0), None];
+    loads[1] = [Some(10.0), None];
+    p.run(
+        &t,
+        &Metric::expected_delay(&t),
+        &demand(12.0),
+        &loads,
+        fast_path,
+        Instant::now(),
+    )
+    .expect("places");
+    let split = p.splits().get(&(AAA, DDD)).expect("a split");
+    let fast: u32 = split
+        .paths()
+        .filter(|(h, _)| h == &[BBB, DDD])
+        .map(|(_, w)| w)
+        .sum();
+    assert!(
+        fast >= 40,
+        "the fast line is free for placement: {fast} units on it"
+    );
+}
