@@ -247,6 +247,24 @@ pub fn routes(api: &Api, from: &str, to: &str) -> Result<String, Failure> {
             .as_str()
             .unwrap_or("none (no loop-free alternate)")
     );
+    let placed = r["placed"].as_array().cloned().unwrap_or_default();
+    if placed.is_empty() {
+        outln!(out, "  placement: the pair's traffic follows the route");
+    } else {
+        outln!(out, "  placement: the pair's flows are split over");
+        for p in &placed {
+            let hops: Vec<&str> = p["path"]
+                .as_array()
+                .map(|h| h.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            outln!(
+                out,
+                "    {:>5.1}%  {}",
+                100.0 * p["share"].as_f64().unwrap_or(0.0),
+                hops.join(" → ")
+            );
+        }
+    }
     Ok(out)
 }
 

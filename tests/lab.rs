@@ -142,10 +142,7 @@ fn lab_on_a_small_fleet_measures_the_latency_its_links_imply() {
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(cols[8], "4", "{line}");
     assert_eq!(cols[7], "0", "no bandwidth limit, no queue drops: {line}");
-    assert!(
-        cols[5].parse::<f64>().expect("Mbit/s a→b") > 0.0,
-        "{line}"
-    );
+    assert!(cols[5].parse::<f64>().expect("Mbit/s a→b") > 0.0, "{line}");
     assert!(
         cols[3].parse::<u64>().expect("a→b") > 500 && cols[4].parse::<u64>().expect("b→a") > 100,
         "{line}"

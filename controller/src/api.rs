@@ -83,6 +83,18 @@ pub struct RouteInfo {
     pub expected_ms: Option<f64>,
     /// Sum of half the links' measured RTTs along `path`.
     pub measured_ms: Option<f64>,
+    /// Where placement split the traffic from `from` to `to` over paths of
+    /// its own: each path (from `from`) and its share of the flows. Empty:
+    /// the traffic follows `path`.
+    pub placed: Vec<PlacedShare>,
+}
+
+/// One placed path of a pair and its share of the pair's flows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlacedShare {
+    pub path: Vec<String>,
+    /// 0 to 1; the shares of a pair add up to 1.
+    pub share: f64,
 }
 
 /// A service of the topology and the path it takes now.
@@ -198,6 +210,33 @@ pub fn route(shared: &Shared, from: &str, to: &str) -> Result<RouteInfo, String>
     Ok(info)
 }
 
+/// The split placement gave the traffic from `src` to `dst`, if any.
+fn placed_shares(
+    topo: &Topology,
+    tables: &crate::routing::RouteTables,
+    src: NodeIdx,
+    dst: NodeIdx,
+) -> Vec<PlacedShare> {
+    let Some(split) = tables
+        .tables
+        .get(src.get())
+        .and_then(|t| t.placed.get(&dst))
+    else {
+        return Vec::new();
+    };
+    let total: f64 = split.paths().map(|(_, w)| f64::from(w)).sum();
+    split
+        .paths()
+        .map(|(hops, w)| PlacedShare {
+            path: std::iter::once(src)
+                .chain(hops.iter().copied())
+                .map(|n| topo.node(n).id.clone())
+                .collect(),
+            share: f64::from(w) / total.max(1.0),
+        })
+        .collect()
+}
+
 /// The route in force from `src` to `dst` in `view`.
 pub fn route_in(
     topo: &Topology,
@@ -221,6 +260,7 @@ pub fn route_in(
         repair_path: None,
         expected_ms: None,
         measured_ms: None,
+        placed: placed_shares(topo, tables, src, dst),
     };
     match walk.end {
         WalkEnd::Reached => {}

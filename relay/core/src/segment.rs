@@ -8,6 +8,10 @@
 //! node; after the last one (the release node) the datagram goes back to table
 //! forwarding, still marked, and a marked datagram is never repaired again.
 //!
+//! A placed path ([`crate::placed`]) rides the same extension without the
+//! repaired mark: when its next hop is down, the datagram leaves it for table
+//! forwarding (the segment stripped), which may repair it once.
+//!
 //! ```text
 //!  32      33      34
 //! +-------+-------+---------------+---------------+----

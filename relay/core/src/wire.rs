@@ -25,8 +25,10 @@
 //!   forwards; a packet that would leave with ttl 0, or arrives with 0, is dropped.
 //! - `flags` bit 0 ([`FLAG_REPLY`]): the packet flows back from the egress to the
 //!   ingress of its service. Bit 1 (`segment::FLAG_REPAIRED`): repaired once
-//!   around a failure, never again. Bit 2 (`segment::FLAG_SEGMENT`): a repair
-//!   segment follows the header (see [`crate::segment`]). Bit 3
+//!   around a failure, never again. Bit 2 (`segment::FLAG_SEGMENT`): a
+//!   segment follows the header (see [`crate::segment`]): a repair segment, a
+//!   protected copy's second path (both marked repaired), or the path the
+//!   controller placed the flow on (not marked: see [`crate::placed`]). Bit 3
 //!   ([`FLAG_PROTECTED`]): a protected service's datagram, sent twice; the
 //!   receiving end keeps the first copy of each sequence number. Bit 4
 //!   ([`FLAG_SECOND_PATH`]): this is the copy on the second path. Other bits
