@@ -102,6 +102,10 @@ pub enum Command {
         /// out, links have no bandwidth limit.
         #[arg(long, value_parser = parse_capacity_scale)]
         capacity_scale: Option<f64>,
+        /// Turn the controller's placement off: traffic follows the routes
+        /// alone (delay-only), to compare with placement.
+        #[arg(long)]
+        no_placement: bool,
     },
 }
 

@@ -39,6 +39,9 @@ pub struct FleetOptions {
     /// The lab's `--capacity-scale`: a 2-core machine cannot carry a 20 Gbit/s
     /// line's worth of classes, but it can carry a line scaled to its classes.
     pub capacity_scale: Option<f64>,
+    /// Let the controller place measured traffic on paths (its default); off,
+    /// traffic follows the routes alone (delay-only), for comparison.
+    pub placement: bool,
     /// Controllers the fleet does not start (processes a test runs, say):
     /// they become the topology's `controllers:` and every relay keeps a
     /// session with each; their certificates come from [`Fleet::ca`]. When
@@ -56,6 +59,7 @@ impl Default for FleetOptions {
             tune_relay: |_| {},
             tune_controller: |_| {},
             capacity_scale: None,
+            placement: true,
             external_controllers: Vec::new(),
         }
     }
@@ -207,6 +211,7 @@ impl Fleet {
         if let Some(scale) = self.options.capacity_scale {
             cfg.placement.capacity_scale = scale;
         }
+        cfg.placement.enabled = self.options.placement;
         (self.options.tune_controller)(&mut cfg);
         self.controller = Some(
             controller::start(cfg, socket, None)

@@ -117,6 +117,7 @@ fn run(cli: Cli) -> Result<(String, u8), Failure> {
             scenario,
             api,
             capacity_scale,
+            no_placement,
         } => {
             if !(0.0..=1.0).contains(&loss) {
                 return Err(Failure::usage(format!(
@@ -138,6 +139,7 @@ fn run(cli: Cli) -> Result<(String, u8), Failure> {
                 // Bound as the resolver orders it; `status --api` tries each.
                 api: api.addrs[0],
                 capacity_scale,
+                placement: !no_placement,
             })
         }
     }?;

@@ -8,16 +8,20 @@
 //! whole units), so a pair can be split over several paths. Links' measured
 //! load minus what the placement in force puts on them is background load
 //! (protected copies, TCP, probes): placement plans around it. After the
-//! first placement every run is incremental: a unit keeps its path unless the
-//! path broke, a link on it is past the ceiling, or a much better path has
-//! room; at most `max_moves` units move per run.
+//! Routes lead: demand starts on the route tables' path, and placement moves
+//! units off it only for need (the path broke, a link on it is past the
+//! ceiling, the unit is over its budget); a split, once made, stays until
+//! need ends it; at most `max_moves` units move per run.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use topology::demand::{ClassProfile, Demand, Direction, PairDemand, ServiceSpec};
-use topology::paths::Metric;
-use topology::placement::{self, Capacities, Dir, Inputs, LinkLoads, Options, Placement};
+use topology::paths::{Metric, Path};
+use topology::placement::{
+    self, Capacities, Dir, Inputs, LinkLoads, Options, PairPlacement, PathShare, Placement,
+};
 use topology::{NodeIdx, Topology};
 
 /// The most paths one pair's traffic is split over (as the relays keep it).
@@ -160,12 +164,23 @@ impl LivePlacement {
         let options = Options {
             ceiling: self.config.ceiling,
             max_moves: self.config.max_moves,
+            // Routes lead: a faster path is theirs to find (with their own
+            // bands); placement moves traffic only for need (a broken path,
+            // a link past the ceiling, a class over budget).
+            better_ratio: 1.0,
             ..Options::default()
         };
-        let placed = match &self.in_force {
-            Some(previous) => placement::place_incremental(previous, &inputs, &options)?.placement,
-            None => placement::place(&inputs, &options)?,
+        // Every run is incremental from what runs now: the placement in force,
+        // with demand it does not cover yet on the route tables' path (the
+        // tables keep a path within their band; placement moves traffic off
+        // it only for the reasons it moves any). N−1 headroom comes from a
+        // fresh placement the first time.
+        let headroom = match &self.in_force {
+            Some(p) => p.headroom.clone(),
+            None => placement::place(&inputs, &options)?.headroom,
         };
+        let previous = self.seeded(topo, metric, &wanted, &table_path, headroom);
+        let placed = placement::place_incremental(&previous, &inputs, &options)?.placement;
         let mut splits = BTreeMap::new();
         for p in &placed.pairs {
             let paths: Vec<(&[NodeIdx], u64)> = p
@@ -189,6 +204,64 @@ impl LivePlacement {
         self.splits = splits;
         self.version += 1;
         Ok(true)
+    }
+
+    /// The placement in force, each pair grown to its demand with the
+    /// classes it lacks on the route tables' path (when that path is up); a
+    /// pair wholly on a path the routes no longer take starts again on theirs.
+    fn seeded(
+        &self,
+        topo: &Topology,
+        metric: &Metric,
+        demand: &Demand,
+        table_path: &impl Fn(NodeIdx, NodeIdx) -> Vec<NodeIdx>,
+        headroom: Vec<[f64; 2]>,
+    ) -> Placement {
+        let in_force: BTreeMap<(NodeIdx, NodeIdx), &PairPlacement> = self
+            .in_force
+            .iter()
+            .flat_map(|p| &p.pairs)
+            .map(|p| ((p.src, p.dst), p))
+            .collect();
+        let pairs = demand
+            .pairs
+            .iter()
+            .map(|d| {
+                let mut shares: Vec<PathShare> = in_force
+                    .get(&(d.src, d.dst))
+                    .map(|p| p.shares.clone())
+                    .unwrap_or_default();
+                // A pair on one path that the routes have left goes back to
+                // the routes' path; it moves again only for need.
+                if shares.len() == 1 && shares[0].path.nodes != table_path(d.src, d.dst) {
+                    shares.clear();
+                }
+                let had: u64 = shares.iter().map(|s| s.classes).sum();
+                if had < d.classes {
+                    if let Some(path) = path_along(topo, metric, &table_path(d.src, d.dst)) {
+                        match shares.iter_mut().find(|s| s.path.nodes == path.nodes) {
+                            Some(s) => s.classes += d.classes - had,
+                            None => shares.push(PathShare {
+                                path: Arc::new(path),
+                                classes: d.classes - had,
+                            }),
+                        }
+                    }
+                }
+                PairPlacement {
+                    src: d.src,
+                    dst: d.dst,
+                    service: 0,
+                    shares,
+                    unplaced: 0,
+                }
+            })
+            .collect();
+        Placement {
+            services: demand.services.iter().map(|s| s.name.clone()).collect(),
+            pairs,
+            headroom,
+        }
     }
 
     /// The demand in units of `unit` kbit/s, one way: each direction of a
@@ -281,6 +354,26 @@ impl LivePlacement {
         }
         out
     }
+}
+
+/// The path through `nodes` with its links and cost under `metric`; `None`
+/// when a link is missing or down (or there is no path).
+fn path_along(topo: &Topology, metric: &Metric, nodes: &[NodeIdx]) -> Option<Path> {
+    if nodes.len() < 2 {
+        return None;
+    }
+    let mut links = Vec::with_capacity(nodes.len() - 1);
+    let mut cost = 0;
+    for w in nodes.windows(2) {
+        let l = topo.link_between(w[0], w[1])?;
+        cost += metric.cost(l)?;
+        links.push(l);
+    }
+    Some(Path {
+        nodes: nodes.to_vec(),
+        links,
+        cost,
+    })
 }
 
 #[cfg(test)]

@@ -196,3 +196,38 @@ fn the_demands_own_traffic_on_its_path_is_not_background() {
         "the fast line is free for placement: {fast} units on it"
     );
 }
+
+#[test]
+fn demand_that_fits_the_tables_path_keeps_it_even_where_another_is_faster() {
+    // The tables keep a path within their band (sticky routes); placement
+    // must not move traffic off it for want of capacity that is not wanted.
+    let t = diamond();
+    let mut p = placing();
+    // Measured: 20 ms over bbb, 21 ms over ccc, whose path the tables keep.
+    let metric = Metric::new(vec![Some(10_000), Some(10_000), Some(10_500), Some(10_500)]);
+    let slow_path = |_: NodeIdx, _: NodeIdx| vec![AAA, CCC, DDD];
+    p.run(
+        &t,
+        &metric,
+        &demand(3.0),
+        &no_load(&t),
+        slow_path,
+        Instant::now(),
+    )
+    .expect("places");
+    assert!(p.splits().is_empty(), "{:?}", p.splits());
+    // More than the slow line's ceiling: the surplus goes to the other line.
+    let later = Instant::now() + Duration::from_secs(10);
+    p.run(&t, &metric, &demand(12.0), &no_load(&t), slow_path, later)
+        .expect("places");
+    let split = p.splits().get(&(AAA, DDD)).expect("a split");
+    let slow: u32 = split
+        .paths()
+        .filter(|(h, _)| h == &[CCC, DDD])
+        .map(|(_, w)| w)
+        .sum();
+    assert!(
+        (30..=80).contains(&slow),
+        "the slow line keeps its share: {slow} units"
+    );
+}

@@ -36,6 +36,9 @@ pub struct LabOptions {
     /// Emulate each link's bandwidth at its capacity times this (see
     /// `FleetOptions::capacity_scale`); `None`: unlimited links.
     pub capacity_scale: Option<f64>,
+    /// The controller places the classes' traffic (default); false: routes
+    /// alone, to compare.
+    pub placement: bool,
 }
 
 /// Which timed events a run has.
@@ -205,6 +208,7 @@ async fn run_async(
     let options = FleetOptions {
         loss: opts.loss,
         capacity_scale: opts.capacity_scale,
+        placement: opts.placement,
         ..FleetOptions::default()
     };
     let fleet = Fleet::start(topology, options).await?;
