@@ -50,6 +50,16 @@ fn no_load(t: &Topology) -> Vec<[Option<f64>; 2]> {
     vec![[None, None]; t.links.len()]
 }
 
+/// Units placement put on the path `hops` (after `aaa`) of aaa → ddd.
+fn units_on(p: &LivePlacement, hops: &[NodeIdx]) -> u32 {
+    let split = p.splits().get(&(AAA, DDD)).expect("a split of aaa → ddd");
+    split
+        .paths()
+        .filter(|(h, _)| *h == hops)
+        .map(|(_, w)| w)
+        .sum()
+}
+
 #[test]
 fn demand_that_fits_follows_the_table_and_needs_no_split() {
     let t = diamond();
@@ -128,15 +138,11 @@ fn background_load_on_a_line_leaves_less_room_for_placed_traffic() {
         Instant::now(),
     )
     .expect("places");
-    let split = p
-        .splits()
-        .get(&(AAA, DDD))
-        .expect("4 Mbit/s no longer fits beside 6");
-    let fast: u32 = split
-        .paths()
-        .filter(|(h, _)| h == &[BBB, DDD])
-        .map(|(_, w)| w)
-        .sum();
+    assert!(
+        p.splits().contains_key(&(AAA, DDD)),
+        "4 Mbit/s no longer fits beside 6"
+    );
+    let fast = units_on(&p, &[BBB, DDD]);
     assert!(
         fast <= 20,
         "at most 2 Mbit/s more on the fast line: {fast} units"
@@ -185,12 +191,7 @@ fn the_demands_own_traffic_on_its_path_is_not_background() {
         Instant::now(),
     )
     .expect("places");
-    let split = p.splits().get(&(AAA, DDD)).expect("a split");
-    let fast: u32 = split
-        .paths()
-        .filter(|(h, _)| h == &[BBB, DDD])
-        .map(|(_, w)| w)
-        .sum();
+    let fast = units_on(&p, &[BBB, DDD]);
     assert!(
         fast >= 40,
         "the fast line is free for placement: {fast} units on it"
@@ -220,12 +221,7 @@ fn demand_that_fits_the_tables_path_keeps_it_even_where_another_is_faster() {
     let later = Instant::now() + Duration::from_secs(10);
     p.run(&t, &metric, &demand(12.0), &no_load(&t), slow_path, later)
         .expect("places");
-    let split = p.splits().get(&(AAA, DDD)).expect("a split");
-    let slow: u32 = split
-        .paths()
-        .filter(|(h, _)| h == &[CCC, DDD])
-        .map(|(_, w)| w)
-        .sum();
+    let slow = units_on(&p, &[CCC, DDD]);
     assert!(
         (30..=80).contains(&slow),
         "the slow line keeps its share: {slow} units"
