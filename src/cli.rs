@@ -102,6 +102,10 @@ pub enum Command {
         /// out, links have no bandwidth limit.
         #[arg(long, value_parser = parse_capacity_scale)]
         capacity_scale: Option<f64>,
+        /// With --capacity-scale: only the undersea lines get a bandwidth (the
+        /// scarce capacity placement is about); every other link stays unlimited.
+        #[arg(long, requires = "capacity_scale")]
+        undersea_only: bool,
         /// Turn the controller's placement off: traffic follows the routes
         /// alone (delay-only), to compare with placement.
         #[arg(long)]

@@ -39,6 +39,9 @@ pub struct FleetOptions {
     /// The lab's `--capacity-scale`: a 2-core machine cannot carry a 20 Gbit/s
     /// line's worth of classes, but it can carry a line scaled to its classes.
     pub capacity_scale: Option<f64>,
+    /// With `capacity_scale`: only undersea lines get a bandwidth; the other
+    /// links stay unlimited (for the controller too).
+    pub undersea_only: bool,
     /// Let the controller place measured traffic on paths (its default); off,
     /// traffic follows the routes alone (delay-only), for comparison.
     pub placement: bool,
@@ -59,6 +62,7 @@ impl Default for FleetOptions {
             tune_relay: |_| {},
             tune_controller: |_| {},
             capacity_scale: None,
+            undersea_only: false,
             placement: true,
             external_controllers: Vec::new(),
         }
@@ -80,6 +84,14 @@ pub fn link_params(delay_us: u64, jitter: f64, loss: f64) -> anyhow::Result<Link
 pub fn scaled_rate_kbps(capacity_mbps: Option<u64>, scale: Option<f64>) -> Option<u64> {
     let kbps = capacity_mbps? as f64 * 1000.0 * scale.filter(|s| s.is_finite() && *s > 0.0)?;
     Some((kbps.round() as u64).max(1))
+}
+
+/// The bandwidth `options` give link `l` in the emulator (and the controller
+/// plans with): its capacity scaled, unless only undersea lines are limited
+/// and it is not one.
+pub fn link_rate_kbps(l: &topology::Link, options: &FleetOptions) -> Option<u64> {
+    let limited = !options.undersea_only || l.kind == topology::LinkKind::Undersea;
+    scaled_rate_kbps(l.capacity_mbps, options.capacity_scale.filter(|_| limited))
 }
 
 /// A running fleet.
@@ -142,7 +154,7 @@ impl Fleet {
             .filter(|_| options.emulate)
         {
             let params = LinkParams {
-                rate_kbps: scaled_rate_kbps(l.capacity_mbps, options.capacity_scale),
+                rate_kbps: link_rate_kbps(l, &options),
                 ..link_params(l.delay_us, options.jitter, options.loss)?
             };
             let link =
@@ -210,6 +222,7 @@ impl Fleet {
         // The controller places traffic on the bandwidth the emulator enforces.
         if let Some(scale) = self.options.capacity_scale {
             cfg.placement.capacity_scale = scale;
+            cfg.placement.undersea_only = self.options.undersea_only;
         }
         cfg.placement.enabled = self.options.placement;
         (self.options.tune_controller)(&mut cfg);
@@ -397,5 +410,31 @@ mod tests {
         assert_eq!(scaled_rate_kbps(Some(20_000), None), None, "no scale");
         assert_eq!(scaled_rate_kbps(Some(20_000), Some(f64::NAN)), None);
         assert_eq!(scaled_rate_kbps(Some(20_000), Some(-1.0)), None);
+    }
+
+    #[test]
+    fn undersea_only_leaves_every_other_link_unlimited() {
+        let world = topology::world().expect("the shipped world");
+        let line = world
+            .links
+            .iter()
+            .find(|l| l.kind == topology::LinkKind::Undersea);
+        let land = world
+            .links
+            .iter()
+            .find(|l| l.kind == topology::LinkKind::Terrestrial);
+        let (line, land) = (
+            line.expect("an undersea line"),
+            land.expect("a terrestrial link"),
+        );
+        let mut options = FleetOptions {
+            capacity_scale: Some(0.0001),
+            ..FleetOptions::default()
+        };
+        assert_eq!(link_rate_kbps(line, &options), Some(2_000));
+        assert!(link_rate_kbps(land, &options).is_some());
+        options.undersea_only = true;
+        assert_eq!(link_rate_kbps(line, &options), Some(2_000));
+        assert_eq!(link_rate_kbps(land, &options), None);
     }
 }

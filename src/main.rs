@@ -117,6 +117,7 @@ fn run(cli: Cli) -> Result<(String, u8), Failure> {
             scenario,
             api,
             capacity_scale,
+            undersea_only,
             no_placement,
         } => {
             if !(0.0..=1.0).contains(&loss) {
@@ -139,6 +140,7 @@ fn run(cli: Cli) -> Result<(String, u8), Failure> {
                 // Bound as the resolver orders it; `status --api` tries each.
                 api: api.addrs[0],
                 capacity_scale,
+                undersea_only,
                 placement: !no_placement,
             })
         }

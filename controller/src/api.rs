@@ -210,6 +210,102 @@ pub fn route(shared: &Shared, from: &str, to: &str) -> Result<RouteInfo, String>
     Ok(info)
 }
 
+/// `GET /api/v1/placement`: how placement runs, every pair it split and the
+/// shares, and where it falls short.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlacementInfo {
+    pub enabled: bool,
+    pub runs: u64,
+    pub unit_kbps: u64,
+    pub ceiling: f64,
+    /// Pairs whose traffic placement split over paths of its own; the rest
+    /// follow their routes.
+    pub pairs: Vec<PairSplit>,
+    /// Link directions planned past the ceiling (no placement fits), worst first.
+    pub over_ceiling: Vec<OverCeilingInfo>,
+    /// Demand on paths over its latency budget, and with no path, Mbit/s.
+    pub over_budget_mbps: f64,
+    pub unplaced_mbps: f64,
+    /// N−1: undersea lines whose loss the headroom cannot absorb, with the
+    /// demand at risk if each were cut.
+    pub at_risk: Vec<AtRiskInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AtRiskInfo {
+    /// The line's name, or `a–b`.
+    pub line: String,
+    pub mbps: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairSplit {
+    pub from: String,
+    pub to: String,
+    pub placed: Vec<PlacedShare>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OverCeilingInfo {
+    /// The direction: from `from` to `to`.
+    pub from: String,
+    pub to: String,
+    pub utilisation: f64,
+}
+
+pub fn placement(shared: &Shared) -> PlacementInfo {
+    let topo = shared.topology();
+    let view = shared.view();
+    let id = |n: NodeIdx| topo.node(n).id.clone();
+    let pairs = view
+        .tables
+        .tables
+        .iter()
+        .enumerate()
+        .flat_map(|(src, t)| {
+            let src = NodeIdx(src as u32);
+            t.placed.keys().map(move |&dst| (src, dst))
+        })
+        .map(|(src, dst)| PairSplit {
+            from: id(src),
+            to: id(dst),
+            placed: placed_shares(topo, &view.tables, src, dst),
+        })
+        .collect();
+    let p = &view.placement;
+    PlacementInfo {
+        enabled: p.enabled,
+        runs: p.runs,
+        unit_kbps: p.unit_kbps,
+        ceiling: p.ceiling,
+        pairs,
+        over_ceiling: p
+            .shortfalls
+            .over_ceiling
+            .iter()
+            .map(|o| {
+                let (from, to) = o.ends(topo);
+                OverCeilingInfo {
+                    from: id(from),
+                    to: id(to),
+                    utilisation: o.utilisation,
+                }
+            })
+            .collect(),
+        over_budget_mbps: p.shortfalls.over_budget_kbps as f64 / 1000.0,
+        unplaced_mbps: p.shortfalls.unplaced_kbps as f64 / 1000.0,
+        at_risk: p
+            .shortfalls
+            .at_risk
+            .iter()
+            .map(|&(l, kbps)| AtRiskInfo {
+                line: crate::placing::line_name(topo, l),
+                mbps: kbps as f64 / 1000.0,
+            })
+            .collect(),
+    }
+}
+
 /// The split placement gave the traffic from `src` to `dst`, if any.
 fn placed_shares(
     topo: &Topology,
@@ -389,6 +485,7 @@ pub fn routes() -> Router<Arc<Shared>> {
             get(|State(s): State<Arc<Shared>>| async move { admin::json(&links(&s)) }),
         )
         .route("/api/v1/routes", get(route_query))
+        .route("/api/v1/placement", get(placement_query))
         .route(
             "/api/v1/services",
             get(|State(s): State<Arc<Shared>>| async move { admin::json(&services(&s)) }),
@@ -399,6 +496,10 @@ pub fn routes() -> Router<Arc<Shared>> {
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     crate::exposition::scrape(&s).response()
+}
+
+async fn placement_query(State(s): State<Arc<Shared>>) -> Response {
+    admin::json(&placement(&s))
 }
 
 async fn route_query(

@@ -387,3 +387,43 @@ async fn healthz_is_503_until_a_relay_is_connected() {
     );
     assert_eq!(text(&s).await, (StatusCode::OK, "ok\n".to_string()));
 }
+
+#[tokio::test]
+async fn placement_lists_split_pairs_their_shares_and_shortfalls() {
+    let s = shared();
+    let (status, r) = get(&s, "/api/v1/placement").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(r["pairs"], serde_json::json!([]), "nothing split yet");
+    assert_eq!(r["over_ceiling"], serde_json::json!([]));
+    let (aaa, bbb, ccc, ddd) = (NodeIdx(0), NodeIdx(1), NodeIdx(2), NodeIdx(3));
+    publish(&s, |v| {
+        let mut t = (*v.tables).clone();
+        let split =
+            crate::placing::Split::new(&[(&[aaa, bbb, ddd][..], 3), (&[aaa, ccc, ddd][..], 1)])
+                .expect("a split");
+        t.tables[0].placed.insert(ddd, split);
+        v.tables = Arc::new(t);
+        v.placement
+            .shortfalls
+            .over_ceiling
+            .push(crate::placing::OverCeiling {
+                link: LinkIdx(1),
+                dir: topology::placement::Dir::BtoA,
+                utilisation: 0.93,
+            });
+    });
+    let (_, r) = get(&s, "/api/v1/placement").await;
+    assert_eq!(
+        r["pairs"],
+        serde_json::json!([{ "from": "aaa", "to": "ddd", "placed": [
+            { "path": ["aaa", "bbb", "ddd"], "share": 0.75 },
+            { "path": ["aaa", "ccc", "ddd"], "share": 0.25 }
+        ]}])
+    );
+    assert_eq!(
+        r["over_ceiling"],
+        serde_json::json!([{ "from": "ddd", "to": "bbb", "utilisation": 0.93 }])
+    );
+    let (_, route) = get(&s, "/api/v1/routes?from=aaa&to=ddd").await;
+    assert_eq!(route["placed"], r["pairs"][0]["placed"]);
+}

@@ -21,7 +21,7 @@ use crate::linkstate::{LinkReport, LinkStateDb};
 use crate::metrics::ControllerMetrics;
 use crate::placing::{LivePlacement, PlacementConfig};
 use crate::routing::{RouteSelector, RouteTables};
-use crate::view::{FleetView, LinkStatus};
+use crate::view::{FleetView, LinkStatus, PlacementView};
 
 /// Reports waiting for the compute task; beyond this a session's report is
 /// dropped (the next one, a second later, says the same or newer).
@@ -31,6 +31,9 @@ static IGNORED_WARNING: daemon::throttle::Throttle =
     daemon::throttle::Throttle::new(Duration::from_secs(10));
 static PLACEMENT_WARNING: daemon::throttle::Throttle =
     daemon::throttle::Throttle::new(Duration::from_secs(10));
+/// A shortfall that lasts is said again at most this often.
+static SHORTFALL_WARNING: daemon::throttle::Throttle =
+    daemon::throttle::Throttle::new(Duration::from_secs(60));
 
 /// One relay's report of its links.
 #[derive(Debug)]
@@ -83,6 +86,7 @@ impl Published {
                     db,
                     tables,
                     &[],
+                    PlacementView::default(),
                     std::time::Instant::now(),
                 )
                 .since(None, std::time::Instant::now()),
@@ -98,6 +102,7 @@ fn view_of(
     db: &LinkStateDb,
     tables: Arc<RouteTables>,
     loads: &[[Option<(f64, std::time::Instant)>; 2]],
+    placement: PlacementView,
     now: std::time::Instant,
 ) -> FleetView {
     let fresh = |l: Option<(f64, std::time::Instant)>| {
@@ -125,6 +130,7 @@ fn view_of(
         links,
         draining,
         tables,
+        placement,
     }
 }
 
@@ -274,16 +280,24 @@ impl State {
                 .collect::<Vec<_>>()
         };
         let metric = self.selector.metric().clone();
+        let before = self.placing.shortfalls.clone();
         match self
             .placing
             .run(topo, &metric, &demand, &loads, table_path, now)
         {
-            Ok(true) => info!(
-                version = self.placing.version,
-                split_pairs = self.placing.splits().len(),
-                "placement changed"
-            ),
-            Ok(false) => {}
+            Ok(changed) => {
+                if changed {
+                    info!(
+                        version = self.placing.version,
+                        split_pairs = self.placing.splits().len(),
+                        "placement changed"
+                    );
+                }
+                let short = &self.placing.shortfalls;
+                if !short.is_empty() && (*short != before || SHORTFALL_WARNING.allow().is_some()) {
+                    warn!("placement falls short: {}", short.describe(topo));
+                }
+            }
             Err(e) => {
                 if let Some(held) = PLACEMENT_WARNING.allow() {
                     warn!(
@@ -391,8 +405,24 @@ fn publish(topology: &Topology, st: &State, published: &Published, metrics: &Con
     let tables = published.tables.borrow().clone();
     let prev = published.view.load();
     let now = std::time::Instant::now();
-    let view =
-        view_of(topology, &st.selector, &st.db, tables, &st.loads, now).since(Some(&prev), now);
+    let placing = &st.placing;
+    let placement = PlacementView {
+        enabled: placing.config.enabled,
+        runs: placing.runs,
+        unit_kbps: placing.config.unit_kbps,
+        ceiling: placing.config.ceiling,
+        shortfalls: placing.shortfalls.clone(),
+    };
+    let view = view_of(
+        topology,
+        &st.selector,
+        &st.db,
+        tables,
+        &st.loads,
+        placement,
+        now,
+    )
+    .since(Some(&prev), now);
     published.view.store(Arc::new(view));
     published.views.send_modify(|n| *n += 1);
 }

@@ -54,6 +54,35 @@ pub fn scrape(shared: &Shared) -> Scrape {
             (label.to_string(), n as f64)
         }),
     );
+    let placement = &view.placement;
+    s.gauge(
+        "placement_split_pairs",
+        "Source-destination pairs whose traffic placement splits over paths of its own (the rest follow their routes)",
+        view.tables.tables.iter().map(|t| t.placed.len()).sum::<usize>() as f64,
+    );
+    s.gauge(
+        "placement_links_over_ceiling",
+        "Link directions the placement in force plans past the utilisation ceiling: no placement fits under it (see the log or /api/v1/placement for which)",
+        placement.shortfalls.over_ceiling.len() as f64,
+    );
+    s.gauge(
+        "placement_over_budget_mbps",
+        "Demand the placement in force leaves on paths slower than its latency budget, Mbit/s",
+        placement.shortfalls.over_budget_kbps as f64 / 1000.0,
+    );
+    s.gauges(
+        "placement_at_risk_mbps",
+        "N−1: demand at risk if this undersea line were cut (no headroom absorbs its loss), Mbit/s; only lines with some",
+        "line",
+        placement.shortfalls.at_risk.iter().map(|&(l, kbps)| {
+            (crate::placing::line_name(topo, l), kbps as f64 / 1000.0)
+        }),
+    );
+    s.gauge(
+        "placement_unplaced_mbps",
+        "Demand with no path at all, Mbit/s",
+        placement.shortfalls.unplaced_kbps as f64 / 1000.0,
+    );
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let h = &shared.handshakes;
     s.counters(

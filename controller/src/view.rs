@@ -31,10 +31,8 @@ pub struct LinkStatus {
     /// When [`LinkStatus::shown_state`] last changed; `None` if it has not
     /// since the controller started.
     pub state_since: Option<Instant>,
-    /// Traffic a → b and b → a in Mbit/s over the relays' last report
-    /// interval; `None` until relays report load (they do not yet: a later
-    /// change fills this from their link reports, and the API, the stream and
-    /// the utilisation follow).
+    /// Traffic a → b and b → a in Mbit/s, smoothed, as the sending relays
+    /// last reported it; `None` without a fresh report.
     pub load_mbps: [Option<f64>; 2],
     /// Until when routing follows its measurements without a hold (its first
     /// seconds up; see `StabilityConfig::settle`). `None` if never up.
@@ -96,6 +94,18 @@ pub struct FleetView {
     /// Nodes draining (their links avoided), in index order.
     pub draining: Vec<NodeIdx>,
     pub tables: Arc<RouteTables>,
+    /// How placement runs and where it falls short (its splits are in `tables`).
+    pub placement: PlacementView,
+}
+
+/// Placement as of the last computation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlacementView {
+    pub enabled: bool,
+    pub runs: u64,
+    pub unit_kbps: u64,
+    pub ceiling: f64,
+    pub shortfalls: crate::placing::Shortfalls,
 }
 
 impl FleetView {
@@ -210,6 +220,7 @@ mod tests {
                 version: 1,
                 tables: Vec::new(),
             }),
+            placement: PlacementView::default(),
         };
         let first = view(vec![up(0.0, None), up(0.0, None)]).since(None, t0);
         assert_eq!(first.links[0].state_since, None);
@@ -233,6 +244,7 @@ mod tests {
                 version: 1,
                 tables: Vec::new(),
             }),
+            placement: PlacementView::default(),
         };
         // Just started: nobody has reported.
         let mut never = up(0.0, None);

@@ -36,6 +36,8 @@ pub struct LabOptions {
     /// Emulate each link's bandwidth at its capacity times this (see
     /// `FleetOptions::capacity_scale`); `None`: unlimited links.
     pub capacity_scale: Option<f64>,
+    /// Only undersea lines get a bandwidth (see `FleetOptions::undersea_only`).
+    pub undersea_only: bool,
     /// The controller places the classes' traffic (default); false: routes
     /// alone, to compare.
     pub placement: bool,
@@ -208,6 +210,7 @@ async fn run_async(
     let options = FleetOptions {
         loss: opts.loss,
         capacity_scale: opts.capacity_scale,
+        undersea_only: opts.undersea_only,
         placement: opts.placement,
         ..FleetOptions::default()
     };

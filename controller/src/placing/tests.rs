@@ -227,3 +227,65 @@ fn demand_that_fits_the_tables_path_keeps_it_even_where_another_is_faster() {
         "the slow line keeps its share: {slow} units"
     );
 }
+
+#[test]
+fn demand_no_placement_fits_is_reported_as_a_shortfall() {
+    let t = diamond();
+    let mut p = placing();
+    p.run(
+        &t,
+        &Metric::expected_delay(&t),
+        &demand(3.0),
+        &no_load(&t),
+        fast_path,
+        Instant::now(),
+    )
+    .expect("places");
+    assert!(p.shortfalls.is_empty(), "{:?}", p.shortfalls);
+    // 30 Mbit/s over two 10 Mbit/s lines: past both ceilings whatever the split.
+    let mut p = placing();
+    p.run(
+        &t,
+        &Metric::expected_delay(&t),
+        &demand(30.0),
+        &no_load(&t),
+        fast_path,
+        Instant::now(),
+    )
+    .expect("places");
+    let s = &p.shortfalls;
+    assert!(
+        !s.over_ceiling.is_empty() || s.unplaced_kbps > 0,
+        "said so: {s:?}"
+    );
+    for o in &s.over_ceiling {
+        assert!(o.utilisation > 0.8, "{o:?}");
+    }
+    assert_eq!(p.runs, 1);
+}
+
+#[test]
+fn a_line_whose_loss_cannot_be_absorbed_is_named_with_the_demand_at_risk() {
+    let t = diamond();
+    let mut p = placing();
+    // 12 Mbit/s over two 10 Mbit/s lines fits, but neither line alone holds it.
+    p.run(
+        &t,
+        &Metric::expected_delay(&t),
+        &demand(12.0),
+        &no_load(&t),
+        fast_path,
+        Instant::now(),
+    )
+    .expect("places");
+    let risk = &p.shortfalls.at_risk;
+    assert!(!risk.is_empty(), "{:?}", p.shortfalls);
+    for &(line, kbps) in risk {
+        assert_eq!(t.link(line).kind, topology::LinkKind::Undersea);
+        assert!(kbps > 0 && kbps <= 12_000, "{kbps} kbit/s");
+    }
+    assert!(p
+        .shortfalls
+        .describe(&t)
+        .contains("no headroom for the loss of"));
+}

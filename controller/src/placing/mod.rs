@@ -6,12 +6,16 @@
 //!
 //! Demand is placed in units of `unit_kbps` (a pair's traffic rounded up to
 //! whole units), so a pair can be split over several paths. Links' measured
-//! load minus what the placement in force puts on them is background load
-//! (protected copies, TCP, probes): placement plans around it. After the
+//! load minus what the demand itself puts on them is background load
+//! (protected copies, TCP, probes): placement plans around it.
+//!
 //! Routes lead: demand starts on the route tables' path, and placement moves
 //! units off it only for need (the path broke, a link on it is past the
 //! ceiling, the unit is over its budget); a split, once made, stays until
 //! need ends it; at most `max_moves` units move per run.
+//!
+//! Inside: `split.rs` (a pair's paths and weights, as the relays get them),
+//! `shortfalls.rs` (where a placement misses its goals, in words).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,12 +26,13 @@ use topology::paths::{Metric, Path};
 use topology::placement::{
     self, Capacities, Dir, Inputs, LinkLoads, Options, PairPlacement, PathShare, Placement,
 };
-use topology::{NodeIdx, Topology};
+use topology::{LinkIdx, LinkKind, NodeIdx, Topology};
 
-/// The most paths one pair's traffic is split over (as the relays keep it).
-pub const MAX_SPLIT: usize = 4;
-/// The longest placed path, in hops after the source (a relay's segment cap).
-pub const MAX_PLACED_HOPS: usize = 16;
+mod shortfalls;
+mod split;
+
+pub use shortfalls::{line_name, OverCeiling, Shortfalls};
+pub use split::{Split, MAX_PLACED_HOPS, MAX_SPLIT};
 
 /// How the controller places demand.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +50,9 @@ pub struct PlacementConfig {
     /// Capacities are the topology's `capacity_mbps` times this: 1 (the lab
     /// scales its emulated links and tells the controller the same).
     pub capacity_scale: f64,
+    /// Only undersea lines have a capacity; every other link is unlimited
+    /// (the lab's `--undersea-only`): false.
+    pub undersea_only: bool,
 }
 
 impl Default for PlacementConfig {
@@ -56,50 +64,8 @@ impl Default for PlacementConfig {
             ceiling: 0.8,
             max_moves: 1_000,
             capacity_scale: 1.0,
+            undersea_only: false,
         }
-    }
-}
-
-/// One pair's split: up to [`MAX_SPLIT`] paths (the nodes after the source,
-/// the last the destination) and the units placed on each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Split {
-    hops: [[NodeIdx; MAX_PLACED_HOPS]; MAX_SPLIT],
-    lens: [u8; MAX_SPLIT],
-    weights: [u32; MAX_SPLIT],
-    count: u8,
-}
-
-impl Split {
-    /// From `paths` (full paths, source first, and their units), heaviest
-    /// first; paths longer than [`MAX_PLACED_HOPS`] are left out.
-    fn new(paths: &[(&[NodeIdx], u64)]) -> Option<Split> {
-        let mut sorted: Vec<&(&[NodeIdx], u64)> = paths
-            .iter()
-            .filter(|(p, w)| *w > 0 && p.len() >= 2 && p.len() - 1 <= MAX_PLACED_HOPS)
-            .collect();
-        sorted.sort_by_key(|p| std::cmp::Reverse(p.1));
-        let mut s = Split {
-            hops: [[NodeIdx(0); MAX_PLACED_HOPS]; MAX_SPLIT],
-            lens: [0; MAX_SPLIT],
-            weights: [0; MAX_SPLIT],
-            count: 0,
-        };
-        for (path, w) in sorted.into_iter().take(MAX_SPLIT) {
-            let i = usize::from(s.count);
-            let after = &path[1..];
-            s.hops[i][..after.len()].copy_from_slice(after);
-            s.lens[i] = after.len() as u8;
-            s.weights[i] = u32::try_from(*w).unwrap_or(u32::MAX);
-            s.count += 1;
-        }
-        (s.count > 0).then_some(s)
-    }
-
-    /// (nodes after the source, units) of each path, heaviest first.
-    pub fn paths(&self) -> impl Iterator<Item = (&[NodeIdx], u32)> {
-        (0..usize::from(self.count))
-            .map(|i| (&self.hops[i][..usize::from(self.lens[i])], self.weights[i]))
     }
 }
 
@@ -114,6 +80,10 @@ pub struct LivePlacement {
     splits: BTreeMap<(NodeIdx, NodeIdx), Split>,
     /// Bumped each time `splits` changes.
     pub version: u64,
+    /// Runs so far.
+    pub runs: u64,
+    /// What the last run's placement falls short of.
+    pub shortfalls: Shortfalls,
 }
 
 impl LivePlacement {
@@ -181,6 +151,24 @@ impl LivePlacement {
         };
         let previous = self.seeded(topo, metric, &wanted, &table_path, headroom);
         let placed = placement::place_incremental(&previous, &inputs, &options)?.placement;
+        let report = placement::Report::check(&inputs, options.ceiling, &placed);
+        let kbps =
+            |short: &[placement::Shortfall]| short.iter().map(|s| s.classes).sum::<u64>() * unit;
+        self.shortfalls = Shortfalls {
+            over_ceiling: report
+                .over_ceiling
+                .iter()
+                .map(|l| OverCeiling {
+                    link: l.link,
+                    dir: l.dir,
+                    utilisation: l.utilisation().unwrap_or(0.0),
+                })
+                .collect(),
+            over_budget_kbps: kbps(&report.over_budget),
+            unplaced_kbps: kbps(&report.unplaced),
+            at_risk: self.at_risk(topo, &inputs, &placed, &options),
+        };
+        self.runs += 1;
         let mut splits = BTreeMap::new();
         for p in &placed.pairs {
             let paths: Vec<(&[NodeIdx], u64)> = p
@@ -204,6 +192,25 @@ impl LivePlacement {
         self.splits = splits;
         self.version += 1;
         Ok(true)
+    }
+
+    /// Each undersea line whose loss would leave demand at risk, and how much.
+    fn at_risk(
+        &self,
+        topo: &Topology,
+        inputs: &Inputs<'_>,
+        placed: &Placement,
+        options: &Options,
+    ) -> Vec<(LinkIdx, u64)> {
+        let unit = self.config.unit_kbps.max(1);
+        (0..topo.links.len() as u32)
+            .map(LinkIdx)
+            .filter(|&l| topo.link(l).kind == LinkKind::Undersea)
+            .filter_map(|l| {
+                let (cut, _) = placement::cut(inputs, placed, l, options).ok()?;
+                (cut.at_risk > 0).then_some((l, cut.at_risk * unit))
+            })
+            .collect()
     }
 
     /// The placement in force, each pair grown to its demand with the
@@ -302,8 +309,10 @@ impl LivePlacement {
             topo.links
                 .iter()
                 .map(|l| {
+                    let limited = !self.config.undersea_only || l.kind == LinkKind::Undersea;
                     let c = l
                         .capacity_mbps
+                        .filter(|_| limited)
                         .map(|m| ((m as f64 * 1000.0 * scale).round() as u64).max(1));
                     [c, c]
                 })
@@ -348,7 +357,7 @@ impl LivePlacement {
         for (l, link_loads) in loads.iter().enumerate().take(topo.links.len()) {
             for (d, dir) in Dir::BOTH.into_iter().enumerate() {
                 let measured = link_loads[d].map_or(0, |m| (m * 1000.0).max(0.0) as u64);
-                let link = topology::LinkIdx(l as u32);
+                let link = LinkIdx(l as u32);
                 out.set(link, dir, measured.saturating_sub(ours[l][d]));
             }
         }
@@ -377,5 +386,4 @@ fn path_along(topo: &Topology, metric: &Metric, nodes: &[NodeIdx]) -> Option<Pat
 }
 
 #[cfg(test)]
-#[path = "placing_tests.rs"]
 mod tests;
