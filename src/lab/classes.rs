@@ -183,7 +183,7 @@ pub async fn teacher() -> std::io::Result<(UdpSocket, SocketAddr)> {
 
 impl Class {
     /// Starts streaming from a student socket to the audio and video ingresses
-    /// until dropped.
+    /// `phase` from now, until dropped.
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         name: String,
@@ -194,6 +194,7 @@ impl Class {
         video_ingress: SocketAddr,
         signal_listener: tokio::net::TcpListener,
         signal_ingress: SocketAddr,
+        phase: Duration,
     ) -> std::io::Result<Class> {
         let stats = Arc::new(Mutex::new(ClassStats::new()));
         let student = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
@@ -250,7 +251,8 @@ impl Class {
 
         let s = stats.clone();
         let send_task = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(AUDIO_INTERVAL);
+            let start = tokio::time::Instant::now() + phase;
+            let mut ticker = tokio::time::interval_at(start, AUDIO_INTERVAL);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut audio = vec![0u8; AUDIO_BYTES];
             let mut video = vec![0u8; VIDEO_BYTES];

@@ -319,7 +319,11 @@ async fn run_async(
     }
 
     let mut running = Vec::new();
-    for ((names, socket, signal), (s, d)) in teachers.into_iter().zip(&pairs) {
+    let count = pairs.len() as u32;
+    for (i, ((names, socket, signal), (s, d))) in teachers.into_iter().zip(&pairs).enumerate() {
+        // Independent classrooms do not send in step: spread the classes'
+        // packets over the video interval instead of one burst per tick.
+        let phase = 2 * classes::AUDIO_INTERVAL * i as u32 / count.max(1);
         let relay = &fleet.relays[&topology.node(*s).id];
         let ingress = |service: &str| {
             relay
@@ -344,6 +348,7 @@ async fn run_async(
                 video,
                 signal,
                 signal_ingress,
+                phase,
             )
             .await?,
         );
