@@ -50,6 +50,27 @@ fn no_load(t: &Topology) -> Vec<[Option<f64>; 2]> {
     vec![[None, None]; t.links.len()]
 }
 
+/// Places `mbps` from aaa to ddd over the expected delays, the tables'
+/// path the fast one; `loads` measured (none by default). Whether the splits changed.
+fn place(
+    p: &mut LivePlacement,
+    t: &Topology,
+    mbps: f64,
+    loads: Option<&[[Option<f64>; 2]]>,
+    at: Instant,
+) -> bool {
+    let none = no_load(t);
+    p.run(
+        t,
+        &Metric::expected_delay(t),
+        &demand(mbps),
+        loads.unwrap_or(&none),
+        fast_path,
+        at,
+    )
+    .expect("places")
+}
+
 /// Units placement put on the path `hops` (after `aaa`) of aaa → ddd.
 fn units_on(p: &LivePlacement, hops: &[NodeIdx]) -> u32 {
     let split = p.splits().get(&(AAA, DDD)).expect("a split of aaa → ddd");
@@ -64,16 +85,7 @@ fn units_on(p: &LivePlacement, hops: &[NodeIdx]) -> u32 {
 fn demand_that_fits_follows_the_table_and_needs_no_split() {
     let t = diamond();
     let mut p = placing();
-    let changed = p
-        .run(
-            &t,
-            &Metric::expected_delay(&t),
-            &demand(3.0),
-            &no_load(&t),
-            fast_path,
-            Instant::now(),
-        )
-        .expect("places");
+    let changed = place(&mut p, &t, 3.0, None, Instant::now());
     assert!(!changed, "3 Mbit/s fits the fast line's 8 Mbit/s ceiling");
     assert!(p.splits().is_empty());
 }
@@ -83,15 +95,7 @@ fn demand_past_a_lines_ceiling_is_split_over_both_lines() {
     let t = diamond();
     let mut p = placing();
     // 12 Mbit/s: the fast line takes at most 80% of 10; the rest goes slow.
-    p.run(
-        &t,
-        &Metric::expected_delay(&t),
-        &demand(12.0),
-        &no_load(&t),
-        fast_path,
-        Instant::now(),
-    )
-    .expect("places");
+    place(&mut p, &t, 12.0, None, Instant::now());
     let split = p.splits().get(&(AAA, DDD)).expect("a split");
     let paths: BTreeMap<Vec<NodeIdx>, u32> =
         split.paths().map(|(hops, w)| (hops.to_vec(), w)).collect();
@@ -107,16 +111,7 @@ fn demand_past_a_lines_ceiling_is_split_over_both_lines() {
 
     // The same inputs again: the same split, no new version.
     let later = Instant::now() + Duration::from_secs(10);
-    let changed = p
-        .run(
-            &t,
-            &Metric::expected_delay(&t),
-            &demand(12.0),
-            &no_load(&t),
-            fast_path,
-            later,
-        )
-        .expect("places");
+    let changed = place(&mut p, &t, 12.0, None, later);
     assert!(!changed);
     assert_eq!(p.version, 1);
 }
@@ -129,15 +124,7 @@ fn background_load_on_a_line_leaves_less_room_for_placed_traffic() {
     // 10 Mbit/s on the fast line (bbb → ddd): the demand's own 4 (it follows
     // the table there) and 6 that placement did not put there.
     loads[1] = [Some(10.0), None];
-    p.run(
-        &t,
-        &Metric::expected_delay(&t),
-        &demand(4.0),
-        &loads,
-        fast_path,
-        Instant::now(),
-    )
-    .expect("places");
+    place(&mut p, &t, 4.0, Some(&loads), Instant::now());
     assert!(
         p.splits().contains_key(&(AAA, DDD)),
         "4 Mbit/s no longer fits beside 6"
@@ -155,15 +142,7 @@ fn runs_wait_for_their_interval_and_stop_when_disabled() {
     let mut p = placing();
     let t0 = Instant::now();
     assert!(p.due(t0));
-    p.run(
-        &t,
-        &Metric::expected_delay(&t),
-        &demand(1.0),
-        &no_load(&t),
-        fast_path,
-        t0,
-    )
-    .expect("places");
+    place(&mut p, &t, 1.0, None, t0);
     assert!(!p.due(t0 + Duration::from_secs(1)));
     assert!(p.due(t0 + Duration::from_secs(5)));
     let off = LivePlacement::new(PlacementConfig {
@@ -182,15 +161,7 @@ fn the_demands_own_traffic_on_its_path_is_not_background() {
     // line's queue passes 10 of them).
     loads[0] = [Some(12.0), None];
     loads[1] = [Some(10.0), None];
-    p.run(
-        &t,
-        &Metric::expected_delay(&t),
-        &demand(12.0),
-        &loads,
-        fast_path,
-        Instant::now(),
-    )
-    .expect("places");
+    place(&mut p, &t, 12.0, Some(&loads), Instant::now());
     let fast = units_on(&p, &[BBB, DDD]);
     assert!(
         fast >= 40,
@@ -232,27 +203,11 @@ fn demand_that_fits_the_tables_path_keeps_it_even_where_another_is_faster() {
 fn demand_no_placement_fits_is_reported_as_a_shortfall() {
     let t = diamond();
     let mut p = placing();
-    p.run(
-        &t,
-        &Metric::expected_delay(&t),
-        &demand(3.0),
-        &no_load(&t),
-        fast_path,
-        Instant::now(),
-    )
-    .expect("places");
+    place(&mut p, &t, 3.0, None, Instant::now());
     assert!(p.shortfalls.is_empty(), "{:?}", p.shortfalls);
     // 30 Mbit/s over two 10 Mbit/s lines: past both ceilings whatever the split.
     let mut p = placing();
-    p.run(
-        &t,
-        &Metric::expected_delay(&t),
-        &demand(30.0),
-        &no_load(&t),
-        fast_path,
-        Instant::now(),
-    )
-    .expect("places");
+    place(&mut p, &t, 30.0, None, Instant::now());
     let s = &p.shortfalls;
     assert!(
         !s.over_ceiling.is_empty() || s.unplaced_kbps > 0,
@@ -269,15 +224,7 @@ fn a_line_whose_loss_cannot_be_absorbed_is_named_with_the_demand_at_risk() {
     let t = diamond();
     let mut p = placing();
     // 12 Mbit/s over two 10 Mbit/s lines fits, but neither line alone holds it.
-    p.run(
-        &t,
-        &Metric::expected_delay(&t),
-        &demand(12.0),
-        &no_load(&t),
-        fast_path,
-        Instant::now(),
-    )
-    .expect("places");
+    place(&mut p, &t, 12.0, None, Instant::now());
     let risk = &p.shortfalls.at_risk;
     assert!(!risk.is_empty(), "{:?}", p.shortfalls);
     for &(line, kbps) in risk {
