@@ -294,7 +294,8 @@ impl State {
                     );
                 }
                 let short = &self.placing.shortfalls;
-                if !short.is_empty() && (*short != before || SHORTFALL_WARNING.allow().is_some()) {
+                let new_kind = short.kind() != before.kind();
+                if !short.is_empty() && (new_kind || SHORTFALL_WARNING.allow().is_some()) {
                     warn!("placement falls short: {}", short.describe(topo));
                 }
             }

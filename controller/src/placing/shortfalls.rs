@@ -47,6 +47,24 @@ impl Shortfalls {
             && self.at_risk.is_empty()
     }
 
+    /// What falls short, without how much: which link directions are past
+    /// the ceiling, which lines lack headroom, whether demand is over budget
+    /// or has no path. The log speaks when this changes (the figures move
+    /// every run).
+    pub fn kind(&self) -> (Vec<(LinkIdx, Dir)>, Vec<LinkIdx>, bool, bool) {
+        let mut over: Vec<(LinkIdx, Dir)> =
+            self.over_ceiling.iter().map(|o| (o.link, o.dir)).collect();
+        over.sort();
+        let mut lines: Vec<LinkIdx> = self.at_risk.iter().map(|&(l, _)| l).collect();
+        lines.sort();
+        (
+            over,
+            lines,
+            self.over_budget_kbps > 0,
+            self.unplaced_kbps > 0,
+        )
+    }
+
     /// A placement's shortfalls in words: which links past the ceiling, how
     /// much demand over budget or on no path.
     pub fn describe(&self, topo: &Topology) -> String {

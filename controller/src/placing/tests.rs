@@ -236,3 +236,28 @@ fn a_line_whose_loss_cannot_be_absorbed_is_named_with_the_demand_at_risk() {
         .describe(&t)
         .contains("no headroom for the loss of"));
 }
+
+#[test]
+fn a_shortfalls_kind_ignores_how_much_so_the_log_speaks_on_change_only() {
+    let over = |u| OverCeiling {
+        link: topology::LinkIdx(1),
+        dir: Dir::AtoB,
+        utilisation: u,
+    };
+    let a = Shortfalls {
+        over_ceiling: vec![over(0.83)],
+        over_budget_kbps: 200,
+        ..Shortfalls::default()
+    };
+    let b = Shortfalls {
+        over_ceiling: vec![over(0.91)],
+        over_budget_kbps: 600,
+        ..Shortfalls::default()
+    };
+    assert_eq!(a.kind(), b.kind(), "the same links, other figures");
+    let c = Shortfalls {
+        over_budget_kbps: 600,
+        ..Shortfalls::default()
+    };
+    assert_ne!(a.kind(), c.kind(), "a link no longer past the ceiling");
+}

@@ -126,11 +126,11 @@ impl Forwarder {
         };
         let payload = || packet.slice(received.payload_at..);
         match action {
-            Action::Forward { ttl, .. } if received.off_segment => match picked {
+            Action::Forward { ttl, via, .. } if received.off_segment => match picked {
                 Some(link) => {
                     Metrics::add(&self.metrics.left_placed_path, 1);
                     let out = segment::strip(&packet, received.payload_at, ttl);
-                    self.send_on(link, Bytes::from(out), false);
+                    self.send_on(link, Bytes::from(out), via == Via::Backup);
                 }
                 None => self.metrics.count_drop(DropReason::PeerDown),
             },
