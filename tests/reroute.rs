@@ -152,6 +152,11 @@ async fn jitter_on_every_link_for_a_minute_does_not_flap_routes() {
             let delay = Duration::from_micros(l.delay_us);
             link.handle().impair(delay, delay / 10, 0.0).expect("±10% jitter");
         }
+        // The relays' jitter estimates take a few seconds to follow the new
+        // jitter, and a cost may move once as they do (seen: a primary moved
+        // 1.7 s in, and another at 9.7 s). The minute counts from there: what
+        // it guards against is jitter that keeps moving routes.
+        tokio::time::sleep(Duration::from_secs(5)).await;
         // Every node's primary next hop to every destination, sampled every 100 ms.
         let primaries = || -> Vec<Vec<(u32, u32)>> {
             controller

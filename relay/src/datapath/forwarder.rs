@@ -204,7 +204,11 @@ impl Forwarder {
     /// its destination and that path's first link is up, else by the table.
     pub fn originate(&self, header: Header, payload: &[u8]) {
         let routes = self.routes.load();
-        if let Some(placed) = routes.table.route(header.dst).and_then(|r| r.placed) {
+        if let Some(placed) = routes
+            .table
+            .route(header.dst)
+            .and_then(|r| r.placed.as_ref())
+        {
             let path = placed.pick(header.src, header.service, header.flow);
             let links = self.links.current();
             if let Some(link) = links.get(&path.first()).filter(|l| l.is_usable()) {
