@@ -2,7 +2,9 @@
 //! ceiling, on emulated lines with real bandwidth limits. Delay-only routing
 //! would push it all onto the fast line and overflow it; the controller
 //! places the surplus on the slow line, the ingress marks each flow's packets
-//! with its placed path, and nothing is lost to congestion.
+//! with its placed path, and nothing is lost to congestion. With a third
+//! line, cutting one re-places its share on the other two without
+//! overloading them.
 
 mod support;
 
@@ -13,28 +15,67 @@ use std::time::{Duration, Instant};
 
 use overlay::fleet::{Fleet, FleetOptions};
 
-/// The diamond of `support::diamond` with 2 Mbit/s lines each way.
-fn diamond(target: std::net::SocketAddr) -> topology::Topology {
-    let yaml = format!(
+/// A line from `aaa` (in Asia) to `ddd` (in America): through its own
+/// transit node, a terrestrial link of `delay_ms` to it and an undersea line
+/// of `delay_ms` on to `ddd`, 2 Mbit/s each way.
+struct Line {
+    name: &'static str,
+    via: &'static str,
+    delay_ms: u32,
+}
+
+/// The lines of `support::diamond`'s two paths.
+const FAST: Line = Line {
+    name: "fast-line",
+    via: "bbb",
+    delay_ms: 10,
+};
+const SLOW: Line = Line {
+    name: "slow-line",
+    via: "ccc",
+    delay_ms: 25,
+};
+/// A third line, between the two in delay.
+const MID: Line = Line {
+    name: "mid-line",
+    via: "eee",
+    delay_ms: 17,
+};
+
+fn fleet_of(lines: &[&Line], target: std::net::SocketAddr) -> topology::Topology {
+    let mut yaml = String::from(
         "version: 1\nnodes:\n\
-         \x20 - {{ id: aaa, city: A, country: JP, region: asia, lat: 35.0, lon: 139.0, addr: \"127.0.0.1:1\" }}\n\
-         \x20 - {{ id: bbb, city: B, country: JP, region: asia, lat: 36.0, lon: 140.0, addr: \"127.0.0.1:2\" }}\n\
-         \x20 - {{ id: ccc, city: C, country: JP, region: asia, lat: 34.0, lon: 138.0, addr: \"127.0.0.1:3\" }}\n\
-         \x20 - {{ id: ddd, city: D, country: US, region: na, lat: 34.0, lon: -118.0, addr: \"127.0.0.1:4\" }}\n\
-         links:\n\
-         \x20 - {{ between: [aaa, bbb], kind: terrestrial, delay_ms: 10, capacity_mbps: 100 }}\n\
-         \x20 - {{ between: [bbb, ddd], kind: undersea, name: fast-line, delay_ms: 10, capacity_mbps: 2 }}\n\
-         \x20 - {{ between: [aaa, ccc], kind: terrestrial, delay_ms: 25, capacity_mbps: 100 }}\n\
-         \x20 - {{ between: [ccc, ddd], kind: undersea, name: slow-line, delay_ms: 25, capacity_mbps: 2 }}\n\
-         services:\n\
+         \x20 - { id: aaa, city: A, country: JP, region: asia, lat: 35.0, lon: 139.0, addr: \"127.0.0.1:1\" }\n\
+         \x20 - { id: ddd, city: D, country: US, region: na, lat: 34.0, lon: -118.0, addr: \"127.0.0.1:4\" }\n",
+    );
+    for (i, l) in lines.iter().enumerate() {
+        yaml += &format!(
+            "  - {{ id: {}, city: {}, country: JP, region: asia, lat: 3{i}.0, lon: 140.0, addr: \"127.0.0.1:{}\" }}\n",
+            l.via,
+            l.via.to_uppercase(),
+            10 + i
+        );
+    }
+    yaml += "links:\n";
+    for l in lines {
+        yaml += &format!(
+            "  - {{ between: [aaa, {via}], kind: terrestrial, delay_ms: {d}, capacity_mbps: 100 }}\n\
+             \x20 - {{ between: [{via}, ddd], kind: undersea, name: {name}, delay_ms: {d}, capacity_mbps: 2 }}\n",
+            via = l.via,
+            d = l.delay_ms,
+            name = l.name
+        );
+    }
+    yaml += &format!(
+        "services:\n\
          \x20 - {{ name: media, protocol: udp, ingress: {{ node: aaa, listen: \"127.0.0.1:0\" }}, egress: {{ node: ddd, target: \"{target}\" }} }}\n"
     );
-    topology::parse("diamond.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"))
+    topology::parse("lines.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Flows and their pace: 28 × 400 B every 40 ms = 28 × 98 kbit/s on a link
-/// (payload and the overlay's 90 bytes a packet) ≈ 2.7 Mbit/s, past the fast
-/// line's 2 Mbit/s (the emulator counts the QUIC packets' UDP payload: about
+/// (payload and the overlay's 90 bytes a packet) ≈ 2.7 Mbit/s, past a line's
+/// 2 Mbit/s (the emulator counts the QUIC packets' UDP payload: about
 /// 2.6 Mbit/s of it).
 const FLOWS: usize = 28;
 const PACKET: usize = 400;
@@ -45,25 +86,40 @@ const EVERY: Duration = Duration::from_millis(40);
 struct Window {
     offered: u64,
     delivered: u64,
-    fast_mbps: f64,
-    slow_mbps: f64,
+    /// Each line's load, both directions, Mbit/s.
+    mbps: Vec<(&'static str, f64)>,
     /// Datagrams the lines' queues dropped for want of bandwidth.
     congestion_drops: u64,
+    /// Times a line was declared down, at either end, since the fleet started.
+    line_downs: f64,
+}
+
+impl Window {
+    fn line_mbps(&self, name: &str) -> f64 {
+        self.mbps
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0.0, |m| m.1)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_past_a_lines_ceiling_is_placed_over_both_lines_without_loss() {
     let _one = support::FLEET_TESTS.lock().await;
-    let w = tokio::time::timeout(Duration::from_secs(90), run(true))
+    let w = tokio::time::timeout(Duration::from_secs(90), two_lines(true))
         .await
         .expect("test timed out");
     assert!(
-        w.slow_mbps > 0.3 && w.fast_mbps > 0.3,
+        w.line_mbps(SLOW.name) > 0.3 && w.line_mbps(FAST.name) > 0.3,
         "both lines carry a share: {w:?}"
     );
-    // Margin: the debug-built relays on 2 cores stall now and then and pass
-    // on a burst that a 2 Mbit/s line's 50 ms queue cannot hold; those drops
-    // stay under 1% (the control below loses over 10%).
+    assert_placed_without_loss(&w);
+}
+
+/// Margin: the debug-built relays on 2 cores stall now and then and pass on
+/// a burst that a 2 Mbit/s line's 50 ms queue cannot hold; those drops stay
+/// under 1% (the control below loses over 10%).
+fn assert_placed_without_loss(w: &Window) {
     assert!(
         (w.congestion_drops as f64) < 0.01 * w.offered as f64,
         "the lines drop almost nothing for want of bandwidth once placed: {w:?}"
@@ -76,47 +132,231 @@ async fn media_past_a_lines_ceiling_is_placed_over_both_lines_without_loss() {
 
 /// The control: the same traffic with placement off goes where the routes
 /// send it, all on one line at a time, which overflows (so the test above
-/// measures what placement does). The loss is congestion's, and that of the
-/// fast line going down when its queue drops the probes too.
+/// measures what placement does). The loss is congestion's: the overloaded
+/// line's queue drops probes as well as media, yet the line stays up (its
+/// peer still acknowledges what it is sent, so the probes lost in the queue
+/// are not taken for a dead peer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_placement_the_same_media_overflows_the_fast_line() {
     let _one = support::FLEET_TESTS.lock().await;
-    let w = tokio::time::timeout(Duration::from_secs(90), run(false))
+    let w = tokio::time::timeout(Duration::from_secs(90), two_lines(false))
         .await
         .expect("test timed out");
     assert!(
         (w.delivered as f64) < 0.90 * w.offered as f64,
         "more than 10% lost: {w:?}"
     );
+    assert_eq!(
+        w.line_downs, 0.0,
+        "an overloaded line is not a dead one: {w:?}"
+    );
 }
 
-/// Runs the diamond with the media, placement on or off, and measures a
-/// 4-second window once placement has taken effect (or after 5 s without).
-async fn run(placement: bool) -> Window {
-    {
-        let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let target = receiver.local_addr().expect("addr");
-        let fleet = Fleet::start(
-            diamond(target),
-            FleetOptions {
-                jitter: 0.0,
-                capacity_scale: Some(1.0),
-                tune_controller: if placement {
-                    |c| c.placement.interval = Duration::from_secs(1)
-                } else {
-                    |c| c.placement.enabled = false
-                },
-                ..FleetOptions::default()
-            },
-        )
-        .await
-        .expect("fleet");
-        fleet
-            .wait_ready(Duration::from_secs(20))
-            .await
-            .expect("ready");
-        let ingress = fleet.relay("aaa").ingress_addrs["media"];
+/// Three lines, the media placed over the two fastest; the fastest is cut.
+/// Its share moves to the third line: once re-placed, neither remaining line
+/// drops for want of bandwidth, and the classes are delivered. Before the
+/// cut, with nothing changing, the placement holds still.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_a_line_re_places_its_share_without_overloading_the_others() {
+    let _one = support::FLEET_TESTS.lock().await;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let lines = [&FAST, &MID, &SLOW];
+        let (fleet, traffic) = start(&lines, true).await;
+        let before = measure(&fleet, &traffic, &lines).await;
+        println!("before the cut: {before:?}");
+        assert!(
+            before.line_mbps(FAST.name) > 0.3 && before.line_mbps(MID.name) > 0.3,
+            "placed over the two fastest lines: {before:?}"
+        );
+        assert_placed_without_loss(&before);
 
+        // Steady load, no failure: the split the controller publishes for
+        // aaa → ddd keeps its paths (weights may follow the measured demand
+        // by a unit or two).
+        let split_paths = || placed_paths(&fleet, "aaa", "ddd");
+        let first = split_paths();
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(
+                split_paths(),
+                first,
+                "the placed paths held still with nothing changing"
+            );
+        }
+
+        let cut_at = Instant::now();
+        fleet.link("bbb", "ddd").expect("fast line").cut();
+        // The link goes down, the routes follow, placement runs (each second
+        // here) and re-places; give the ingress a moment on the new split.
+        let waited = Instant::now();
+        while split_paths().iter().any(|p| p.contains(&"bbb".to_string()))
+            && waited.elapsed() < Duration::from_secs(15)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let re_placed = cut_at.elapsed();
+        let after_paths = split_paths();
+        println!("re-placed {re_placed:?} after the cut: {after_paths:?}");
+        assert!(
+            !after_paths.is_empty() && after_paths.iter().all(|p| !p.contains(&"bbb".to_string())),
+            "the split left the cut line within 15 s: {after_paths:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = measure(&fleet, &traffic, &lines).await;
+        println!("after the cut: {after:?}");
+        assert!(
+            after.line_mbps(MID.name) > 0.3 && after.line_mbps(SLOW.name) > 0.3,
+            "the cut line's share went to the third line: {after:?}"
+        );
+        assert!(
+            after.line_mbps(FAST.name) < 0.01,
+            "nothing crosses the cut line: {after:?}"
+        );
+        assert_placed_without_loss(&after);
+        traffic.stop();
+        fleet.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Runs the two-line diamond with the media, placement on or off, and
+/// measures a window once placement has taken effect (or after 5 s without).
+async fn two_lines(placement: bool) -> Window {
+    let lines = [&FAST, &SLOW];
+    let (fleet, traffic) = start(&lines, placement).await;
+    let w = measure(&fleet, &traffic, &lines).await;
+    traffic.stop();
+    fleet.shutdown().await;
+    w
+}
+
+/// The fleet on `lines` with the media flowing, placement (run each second)
+/// in force, or off.
+async fn start(lines: &[&Line], placement: bool) -> (Fleet, Traffic) {
+    let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let target = receiver.local_addr().expect("addr");
+    let fleet = Fleet::start(
+        fleet_of(lines, target),
+        FleetOptions {
+            jitter: 0.0,
+            capacity_scale: Some(1.0),
+            tune_controller: if placement {
+                |c| c.placement.interval = Duration::from_secs(1)
+            } else {
+                |c| c.placement.enabled = false
+            },
+            ..FleetOptions::default()
+        },
+    )
+    .await
+    .expect("fleet");
+    fleet
+        .wait_ready(Duration::from_secs(20))
+        .await
+        .expect("ready");
+    let traffic = Traffic::start(receiver, fleet.relay("aaa").ingress_addrs["media"]);
+
+    // Demand is reported each second and placed each second: wait until the
+    // ingress sends on placed paths, then give the split a moment.
+    let placed = |f: &Fleet| f.relay("aaa").status().counters.sent_on_placed_path;
+    let waited = Instant::now();
+    if placement {
+        while placed(&fleet) == 0 && waited.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            placed(&fleet) > 0,
+            "no datagram went on a placed path in 20 s"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    } else {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(placed(&fleet), 0, "placement is off");
+    }
+    println!(
+        "placement {placement}: measuring from {:?}",
+        waited.elapsed()
+    );
+    (fleet, traffic)
+}
+
+/// The paths (node ids after the source) the controller's split for
+/// `from` → `to` uses; empty when the pair follows its route.
+fn placed_paths(fleet: &Fleet, from: &str, to: &str) -> Vec<Vec<String>> {
+    let t = &fleet.topology;
+    let (a, b) = (
+        t.node_idx(from).expect("node"),
+        t.node_idx(to).expect("node"),
+    );
+    let tables = fleet
+        .controller
+        .as_ref()
+        .expect("controller")
+        .shared
+        .tables();
+    tables.node(a).placed.get(&b).map_or(Vec::new(), |split| {
+        split
+            .paths()
+            .map(|(hops, _)| hops.iter().map(|&n| t.node(n).id.clone()).collect())
+            .collect()
+    })
+}
+
+/// A 4-second window: what went in, what came out, what each line carried.
+async fn measure(fleet: &Fleet, traffic: &Traffic, lines: &[&Line]) -> Window {
+    let handles: Vec<_> = lines
+        .iter()
+        .map(|l| fleet.link(l.via, "ddd").expect("line"))
+        .collect();
+    let line = |h: &emulator::LinkHandle| {
+        let s = h.stats();
+        (
+            s.a_to_b.forwarded_bytes + s.b_to_a.forwarded_bytes,
+            s.a_to_b.dropped_congestion + s.b_to_a.dropped_congestion,
+        )
+    };
+    let before: Vec<_> = handles.iter().map(line).collect();
+    let (sent0, got0) = traffic.counts();
+    let window = Duration::from_secs(4);
+    tokio::time::sleep(window).await;
+    let (sent1, got1) = traffic.counts();
+    let after: Vec<_> = handles.iter().map(line).collect();
+    let mbps = |bytes: u64| bytes as f64 * 8.0 / window.as_secs_f64() / 1e6;
+    Window {
+        offered: sent1 - sent0,
+        delivered: got1 - got0,
+        mbps: lines
+            .iter()
+            .zip(before.iter().zip(&after))
+            .map(|(l, (b, a))| (l.name, mbps(a.0 - b.0)))
+            .collect(),
+        congestion_drops: before.iter().zip(&after).map(|(b, a)| a.1 - b.1).sum(),
+        line_downs: lines.iter().map(|l| line_downs(fleet, l)).sum(),
+    }
+}
+
+/// Times `line` was declared down by the relays at its two ends.
+fn line_downs(fleet: &Fleet, line: &Line) -> f64 {
+    let downs = |node: &str, peer: &str| {
+        let text = fleet.relay(node).metrics_text();
+        support::sample(&text, "overlay_relay_link_downs_total", &[("peer", peer)])
+            .expect("link downs exported")
+    };
+    downs(line.via, "ddd") + downs("ddd", line.via)
+}
+
+/// The classes' media: FLOWS sockets sending to the ingress in turn, and a
+/// counter of what reaches the target.
+struct Traffic {
+    sent: Arc<AtomicU64>,
+    got: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(receiver: UdpSocket, ingress: std::net::SocketAddr) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let (sent, got) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (s, st) = (sent.clone(), stop.clone());
@@ -150,61 +390,25 @@ async fn run(placement: bool) -> Window {
                 }
             }
         });
-
-        // Demand is reported each second and placed each second: wait until
-        // the ingress sends on placed paths, then give the split a moment.
-        let placed = |f: &Fleet| f.relay("aaa").status().counters.sent_on_placed_path;
-        let waited = Instant::now();
-        if placement {
-            while placed(&fleet) == 0 && waited.elapsed() < Duration::from_secs(20) {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            assert!(
-                placed(&fleet) > 0,
-                "no datagram went on a placed path in 20 s"
-            );
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        } else {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            assert_eq!(placed(&fleet), 0, "placement is off");
+        Traffic {
+            sent,
+            got,
+            stop,
+            threads: vec![sender, counter],
         }
-        let placed_after = waited.elapsed();
+    }
 
-        // A measured window: what went in, what came out, what each line carried.
-        let fast = fleet.link("bbb", "ddd").expect("fast line");
-        let slow = fleet.link("ccc", "ddd").expect("slow line");
-        let line = |h: &emulator::LinkHandle| {
-            let s = h.stats();
-            (
-                s.a_to_b.forwarded_bytes + s.b_to_a.forwarded_bytes,
-                s.a_to_b.dropped_congestion + s.b_to_a.dropped_congestion,
-            )
-        };
-        let (fast0, slow0) = (line(&fast), line(&slow));
-        let (sent0, got0) = (sent.load(Ordering::Relaxed), got.load(Ordering::Relaxed));
-        let window = Duration::from_secs(4);
-        tokio::time::sleep(window).await;
-        let (sent1, got1) = (sent.load(Ordering::Relaxed), got.load(Ordering::Relaxed));
-        let (fast1, slow1) = (line(&fast), line(&slow));
-        stop.store(true, Ordering::Relaxed);
-        let _ = (sender.join(), counter.join());
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.got.load(Ordering::Relaxed),
+        )
+    }
 
-        let mbps = |bytes: u64| bytes as f64 * 8.0 / window.as_secs_f64() / 1e6;
-        let (fast_mbps, slow_mbps) = (mbps(fast1.0 - fast0.0), mbps(slow1.0 - slow0.0));
-        let (offered, delivered) = (sent1 - sent0, got1 - got0);
-        eprintln!(
-            "placement {placement}, window from {placed_after:?}; in it: {delivered} of {offered} delivered, \
-             fast line {fast_mbps:.2} Mbit/s ({} dropped), slow line {slow_mbps:.2} Mbit/s ({} dropped)",
-            fast1.1 - fast0.1,
-            slow1.1 - slow0.1
-        );
-        fleet.shutdown().await;
-        Window {
-            offered,
-            delivered,
-            fast_mbps,
-            slow_mbps,
-            congestion_drops: (fast1.1 - fast0.1) + (slow1.1 - slow0.1),
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
         }
     }
 }
