@@ -224,6 +224,12 @@ impl State {
     /// Advances time and recomputes; the time it took, if it recomputed.
     fn compute(&mut self, topo: &Topology, now: std::time::Instant) -> Option<Duration> {
         self.db.handle_timeout(now);
+        let links_in_force = |s: &Self| {
+            (0..topo.links.len())
+                .filter(|&l| s.selector.in_force(LinkIdx(l as u32)).is_some())
+                .count()
+        };
+        let in_force_before = links_in_force(self);
         // Only when someone reads the debug log: each link's cost before.
         let before: Option<Vec<Option<Cost>>> =
             tracing::enabled!(tracing::Level::DEBUG).then(|| {
@@ -252,7 +258,11 @@ impl State {
                 }
             }
         }
-        if self.placing.due(now) {
+        // A link gone from the routes is news placement acts on at once: the
+        // demand placed across it is falling back on the tables' path, which
+        // may not hold it.
+        let lost_a_link = links_in_force(self) < in_force_before;
+        if self.placing.due(now) || (lost_a_link && self.placing.config.enabled) {
             self.place(topo, now);
         }
         took
