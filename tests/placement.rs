@@ -92,6 +92,8 @@ struct Window {
     congestion_drops: u64,
     /// Times a line was declared down, at either end, since the fleet started.
     line_downs: f64,
+    /// What the relays dropped and counted, by reason.
+    relay_drops: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Window {
@@ -280,6 +282,13 @@ async fn two_lines(placement: bool) -> Window {
     };
     let (fleet, traffic) = start(&lines, tune).await;
     let w = measure(&fleet, &traffic, &lines).await;
+    println!(
+        "two lines, placement {}: {w:?}",
+        fleet
+            .controller
+            .as_ref()
+            .is_some_and(|c| c.shared.view().placement.enabled)
+    );
     traffic.stop();
     fleet.shutdown().await;
     w
@@ -373,6 +382,16 @@ async fn measure(fleet: &Fleet, traffic: &Traffic, lines: &[&Line]) -> Window {
             s.a_to_b.dropped_congestion + s.b_to_a.dropped_congestion,
         )
     };
+    let relay_drops = || {
+        let mut all = std::collections::BTreeMap::new();
+        for node in &fleet.topology.nodes {
+            for (reason, n) in fleet.relay(&node.id).status().counters.drops {
+                *all.entry(reason).or_insert(0) += n;
+            }
+        }
+        all
+    };
+    let drops0 = relay_drops();
     let before: Vec<_> = handles.iter().map(line).collect();
     let (sent0, got0) = traffic.counts();
     let window = Duration::from_secs(4);
@@ -390,6 +409,11 @@ async fn measure(fleet: &Fleet, traffic: &Traffic, lines: &[&Line]) -> Window {
             .collect(),
         congestion_drops: before.iter().zip(&after).map(|(b, a)| a.1 - b.1).sum(),
         line_downs: lines.iter().map(|l| line_downs(fleet, l)).sum(),
+        relay_drops: relay_drops()
+            .into_iter()
+            .map(|(r, n)| (r, n - drops0.get(r).copied().unwrap_or(0)))
+            .filter(|&(_, n)| n > 0)
+            .collect(),
     }
 }
 
