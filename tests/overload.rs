@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use overlay::fleet::{Fleet, FleetOptions};
+use overlay::fleet::FleetOptions;
 use relay_core::DropReason;
 
 fn chain(target: std::net::SocketAddr) -> topology::Topology {
@@ -38,19 +38,14 @@ async fn overload_drops_media_and_keeps_links_up() {
     let test = async {
         let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let target = receiver.local_addr().expect("addr");
-        let fleet = Fleet::start(
+        let fleet = support::ready_fleet(
             chain(target),
             FleetOptions {
                 jitter: 0.0,
                 ..FleetOptions::default()
             },
         )
-        .await
-        .expect("fleet");
-        fleet
-            .wait_ready(Duration::from_secs(20))
-            .await
-            .expect("ready");
+        .await;
         let controller = fleet
             .controller
             .as_ref()

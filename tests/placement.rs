@@ -122,6 +122,11 @@ async fn media_past_a_lines_ceiling_is_placed_over_both_lines_without_loss() {
 /// a burst that a 2 Mbit/s line's 50 ms queue cannot hold; those drops stay
 /// under 1% (the control below loses over 10%).
 fn assert_placed_without_loss(w: &Window) {
+    let relay_drops: u64 = w.relay_drops.values().sum();
+    assert!(
+        (relay_drops as f64) < 0.01 * w.offered as f64,
+        "the relays drop almost nothing once placed: {w:?}"
+    );
     assert!(
         (w.congestion_drops as f64) < 0.01 * w.offered as f64,
         "the lines drop almost nothing for want of bandwidth once placed: {w:?}"
@@ -302,7 +307,7 @@ async fn start(
 ) -> (Fleet, Traffic) {
     let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let target = receiver.local_addr().expect("addr");
-    let fleet = Fleet::start(
+    let fleet = support::ready_fleet(
         fleet_of(lines, target),
         FleetOptions {
             jitter: 0.0,
@@ -311,12 +316,7 @@ async fn start(
             ..FleetOptions::default()
         },
     )
-    .await
-    .expect("fleet");
-    fleet
-        .wait_ready(Duration::from_secs(20))
-        .await
-        .expect("ready");
+    .await;
     let traffic = Traffic::start(receiver, fleet.relay("aaa").ingress_addrs["media"]);
 
     // Demand is reported each second and placed each second: wait until the

@@ -23,6 +23,22 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// A fleet on `topology` with `options`, started and ready (links up,
+/// routes in force) within 20 s; panics otherwise.
+pub async fn ready_fleet(
+    topology: topology::Topology,
+    options: overlay::fleet::FleetOptions,
+) -> overlay::fleet::Fleet {
+    let fleet = overlay::fleet::Fleet::start(topology, options)
+        .await
+        .expect("fleet");
+    fleet
+        .wait_ready(Duration::from_secs(20))
+        .await
+        .expect("ready");
+    fleet
+}
+
 /// The same, for tests that are not async (they run `overlay lab` processes).
 pub fn one_fleet_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     FLEET_TESTS.blocking_lock()
