@@ -33,7 +33,7 @@ use relay_core::backoff::Backoff;
 use relay_core::placed::Placed;
 use relay_core::routes::{next_hop_changes, NextHopMoves, Refused};
 use relay_core::segment::Segment;
-use relay_core::{ForwardingTable, Route};
+use relay_core::Route;
 use tokio::sync::watch;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, warn, Instrument};
@@ -251,20 +251,6 @@ fn placed_split(
     Placed::new(&split)
 }
 
-/// `set` with each new split laid over the split in force for its
-/// destination, so that a flow changes path only where the split makes it.
-fn keeping_flows(table: &ForwardingTable, set: &[(u32, Route)]) -> Vec<(u32, Route)> {
-    set.iter()
-        .map(|&(dst, mut route)| {
-            let before = table.route(dst).and_then(|r| r.placed.as_ref());
-            if let (Some(new), Some(before)) = (route.placed, before) {
-                route.placed = Some(new.keeping(before));
-            }
-            (dst, route)
-        })
-        .collect()
-}
-
 /// Counts a refused table and logs it (at most once per interval).
 fn refused(ctx: &Context, controller: &str, why: Refused) {
     ctx.metrics.count_refused(why);
@@ -310,7 +296,7 @@ fn apply(ctx: &Context, controller: &str, update: TableUpdate) -> Result<(), Ref
             update.term,
             update.version,
             update.full,
-            keeping_flows(&current.table, &set),
+            set.clone(),
             remove.clone(),
         ) {
             Ok(new) => {

@@ -44,7 +44,8 @@ impl Placed {
             p.weights[usize::from(p.len)] = w;
             p.len += 1;
         }
-        p.fill(&[true; BUCKETS], [0; MAX_SPLIT]);
+        let quotas = p.quotas();
+        p.fill(&[true; BUCKETS], [0; MAX_SPLIT], quotas);
         Some(p)
     }
 
@@ -66,14 +67,18 @@ impl Placed {
                 _ => *open = true,
             }
         }
-        self.fill(&open, filled);
+        self.fill(&open, filled, quotas);
         self
     }
 
     /// Gives the `open` buckets, in order, to the paths short of their share
-    /// (`filled` buckets each so far), first path first.
-    fn fill(&mut self, open: &[bool; BUCKETS], mut filled: [u16; MAX_SPLIT]) {
-        let quotas = self.quotas();
+    /// (`quotas`; `filled` buckets each so far), first path first.
+    fn fill(
+        &mut self,
+        open: &[bool; BUCKETS],
+        mut filled: [u16; MAX_SPLIT],
+        quotas: [u16; MAX_SPLIT],
+    ) {
         let last = usize::from(self.len) - 1;
         let mut j = 0;
         for b in (0..BUCKETS).filter(|&b| open[b]) {
@@ -98,7 +103,8 @@ impl Placed {
             rest[j] = share % total;
         }
         let given: u16 = quotas.iter().sum();
-        let mut order: Vec<usize> = (0..n).collect();
+        let mut order: [usize; MAX_SPLIT] = std::array::from_fn(|j| j);
+        let order = &mut order[..n];
         order.sort_by_key(|&j| std::cmp::Reverse(rest[j]));
         for &j in order.iter().take(BUCKETS - usize::from(given)) {
             quotas[j] += 1;

@@ -338,6 +338,9 @@ mod tests {
 impl ForwardingTable {
     /// A new table: this one with `set` entries added or replaced and `remove`
     /// entries dropped; with `full`, only `set` (the controller's whole table).
+    /// A new split is laid over the one in force for its destination, so
+    /// that flows change path only where the split makes them (see
+    /// [`Placed::keeping`]).
     pub fn updated(
         &self,
         full: bool,
@@ -352,7 +355,13 @@ impl ForwardingTable {
         for dst in remove {
             routes.remove(&dst);
         }
-        routes.extend(set);
+        routes.extend(set.into_iter().map(|(dst, mut route)| {
+            let before = self.routes.get(&dst).and_then(|r| r.placed.as_ref());
+            if let (Some(new), Some(before)) = (route.placed, before) {
+                route.placed = Some(new.keeping(before));
+            }
+            (dst, route)
+        }));
         routes.remove(&self.me);
         ForwardingTable {
             me: self.me,
@@ -364,6 +373,35 @@ impl ForwardingTable {
 #[cfg(test)]
 mod update_tests {
     use super::*;
+
+    /// Through the table update, as a relay installs the controller's
+    /// tables: a new split keeps the flows of a path that stays in it.
+    #[test]
+    fn a_new_split_keeps_the_flows_of_the_paths_it_keeps() {
+        let seg = |hops: &[u32]| Segment::new(hops).expect("segment");
+        let (a, b, c) = (seg(&[2, 9]), seg(&[3, 9]), seg(&[4, 9]));
+        let route = |placed: &[(Segment, u32)]| Route {
+            primary: 2,
+            backup: None,
+            repair: None,
+            second: None,
+            placed: Placed::new(placed),
+        };
+        let t = ForwardingTable::new(1, BTreeMap::from([(9, route(&[(a, 13), (b, 15)]))]));
+        let on = |t: &ForwardingTable, f: u32| {
+            *t.route(9)
+                .and_then(|r| r.placed.as_ref())
+                .expect("split")
+                .pick(1, 1, f)
+        };
+        for full in [false, true] {
+            let next = t.updated(full, [(9, route(&[(c, 10), (b, 16)]))], []);
+            let stayed = (0..1_000)
+                .filter(|&f| on(&t, f) == b)
+                .all(|f| on(&next, f) == b);
+            assert!(stayed, "b's flows stay on b (full table: {full})");
+        }
+    }
 
     #[test]
     fn updates_add_change_remove_and_replace() {
