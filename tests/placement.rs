@@ -268,6 +268,16 @@ async fn cutting_a_line_re_places_its_share_without_overloading_the_others() {
             after.line_mbps(cut.name) < 0.01,
             "nothing crosses the cut line: {after:?}"
         );
+        // The line in use that was not cut keeps its classes: its load does
+        // not fall (10% margin for the measurement).
+        for l in lines.iter().filter(|l| l.name != cut.name) {
+            let (was, is) = (before.line_mbps(l.name), after.line_mbps(l.name));
+            assert!(
+                was < 0.3 || is >= 0.9 * was,
+                "{} carried {was:.2} Mbit/s before the cut and {is:.2} after",
+                l.name
+            );
+        }
         assert_placed_without_loss(&after);
         traffic.stop();
         fleet.shutdown().await;
