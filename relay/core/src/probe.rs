@@ -16,8 +16,9 @@
 //! - Probe outcomes drive the state machine and the loss window **in send order**: an
 //!   outcome is consumed once its probe and every earlier probe are resolved. So
 //!   "consecutive" means consecutive seqs, not the order in which answers and timeouts
-//!   happen to land. Loss declarations are never delayed by this (an earlier probe's
-//!   deadline is always earlier); only answers can wait, at most one timeout.
+//!   happen to land. Without the grace below an earlier probe's deadline is never later,
+//!   so only answers wait (at most one timeout); a probe waiting out its grace holds back
+//!   the outcomes after it, which never delays a Down (see [`LinkProbe::grace`]).
 //! - A **late** reply (its probe already declared lost) stays a loss for the state machine
 //!   and the loss window, but its RTT does feed srtt/rttvar/jitter: this is what lets a link
 //!   whose RTT stepped up (an underlay reroute) recover instead of timing out forever.
@@ -31,6 +32,13 @@
 //!   or a busy relay. An excused probe is neither a loss nor an answer: it does
 //!   not count toward Down, nor in the loss window. A blackhole (either
 //!   direction) silences the acknowledgements too, so it is detected as before.
+//! - The driver also reports when a packet from the peer last reached us
+//!   ([`LinkProbe::handle_received`]). A probe that times out while the peer
+//!   has sent to us since, with neither its echo nor an acknowledgement yet,
+//!   waits [`LinkProbe::grace`] longer for either: both may sit in the peer's
+//!   full queue toward us, behind the traffic that proves it alive. A one-way
+//!   blackhole (our packets lost, the peer's arriving) is detected at most
+//!   that much later; a blackhole both ways is not delayed (see `grace`).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -334,6 +342,8 @@ pub struct LinkProbe {
     excused: u64,
     /// The latest time the peer showed it hears us (acknowledged our packets).
     last_heard: Option<Instant>,
+    /// The latest time a packet from the peer reached us.
+    last_received: Option<Instant>,
 }
 
 /// `t + d`, or `None` past the end of `Instant`'s range (never with clamped configs).
@@ -378,6 +388,7 @@ impl LinkProbe {
             ignored_replies: 0,
             excused: 0,
             last_heard: None,
+            last_received: None,
             config,
         }
     }
@@ -499,12 +510,23 @@ impl LinkProbe {
         self.last_heard = Some(self.last_heard.map_or(sent_at, |h| h.max(sent_at)));
     }
 
+    /// A packet from the peer (any datagram) reached us at `at`: it is alive
+    /// and sending. A probe sent before that which times out without its echo
+    /// or an acknowledgement waits [`grace`](Self::grace) longer for either
+    /// before it counts as lost (see the module docs).
+    pub fn handle_received(&mut self, at: Instant) {
+        self.last_received = Some(self.last_received.map_or(at, |r| r.max(at)));
+    }
+
     /// Declares lost every outstanding probe older than the timeout (excused
     /// instead if the peer was heard after its send), and forgets resolved
     /// probes older than `2 × max_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let timeout = self.timeout();
+        let grace = self.grace();
         let heard = self.last_heard;
+        let received = self.last_received;
+        let waits = |sent: Instant| received.is_some_and(|r| r > sent);
         for slot in self.table.iter_mut().skip(self.fed) {
             if slot.status == Status::Outstanding
                 && deadline(slot.sent, timeout).is_some_and(|d| d <= now)
@@ -512,6 +534,11 @@ impl LinkProbe {
                 if heard.is_some_and(|h| h > slot.sent) {
                     slot.status = Status::Excused;
                     self.excused += 1;
+                } else if waits(slot.sent)
+                    && deadline(slot.sent, timeout + grace).is_some_and(|d| d > now)
+                {
+                    // The peer is sending to us: its echo or acknowledgement
+                    // may be queued behind its traffic. Look again later.
                 } else {
                     slot.status = Status::Lost;
                     self.lost += 1;
@@ -534,13 +561,33 @@ impl LinkProbe {
     /// or the earliest probe deadline. After `handle_timeout(now)` and a `poll_transmit(now)`
     /// that returned `None`, this is later than `now`.
     pub fn poll_timeout(&self) -> Instant {
-        let timeout = self.timeout();
+        let (timeout, grace) = (self.timeout(), self.grace());
+        let waits = |sent: Instant| self.last_received.is_some_and(|r| r > sent);
         self.table
             .iter()
             .skip(self.fed)
             .filter(|s| s.status == Status::Outstanding)
-            .filter_map(|s| deadline(s.sent, timeout))
+            .filter_map(|s| {
+                deadline(
+                    s.sent,
+                    if waits(s.sent) {
+                        timeout + grace
+                    } else {
+                        timeout
+                    },
+                )
+            })
             .fold(self.next_send, Instant::min)
+    }
+
+    /// How much longer than the timeout a probe waits for its echo or an
+    /// acknowledgement while the peer is still sending to us:
+    /// `(down_after − 1) × interval` (100 ms with the defaults). A blackhole
+    /// both ways is detected no later for it: the probes sent after the cut do
+    /// not wait, and the verdict waits for the `down_after`-th of them, whose
+    /// deadline is at least that much later than any probe sent before the cut.
+    pub fn grace(&self) -> Duration {
+        self.config.interval * self.config.down_after.saturating_sub(1)
     }
 
     /// The next state edge, oldest first.

@@ -682,3 +682,82 @@ fn a_blackhole_silences_acknowledgements_too_and_the_link_goes_down() {
     let took = down_at.duration_since(sim.at(1_000));
     assert!(took <= 260 * MS, "down {took:?} after the cut");
 }
+
+/// A link whose far end's queue toward us is full: echoes and the peer's
+/// acknowledgements of our packets wait 60 ms in it (RTT 100 ms, the
+/// connection's RTT a little higher, as its acknowledgements are delayed),
+/// and a tail-drop burst loses three echoes in a row. The peer's media keeps
+/// arriving. Nothing says the peer is gone: the link stays up.
+#[test]
+fn echoes_dropped_in_a_full_queue_while_the_peer_keeps_sending_are_not_an_outage() {
+    let mut sim = Sim::new(ProbeConfig::default());
+    sim.run_until(sim.at(1_000), |_| Some(40 * MS));
+    assert!(sim.probe.is_up());
+    let mut t = 1_000;
+    while t < 4_000 {
+        t += 10;
+        // What was acknowledged by now was sent about one (connection) RTT ago.
+        sim.probe.handle_heard(sim.at(t - 110));
+        sim.probe.handle_received(sim.at(t));
+        sim.run_until(sim.at(t), |seq| {
+            let burst = (seq % 20) < 3;
+            (!burst).then_some(100 * MS)
+        });
+    }
+    let stats = sim.probe.stats();
+    assert_eq!(sim.downs(), 0, "no outage: {:?}", sim.events);
+    assert!(stats.excused > 0, "{stats:?}");
+}
+
+/// Our packets no longer reach the peer (a one-way blackhole), while its
+/// packets still reach us: no echo, no acknowledgement. The link goes down,
+/// at most the grace (`(down_after − 1) × interval`, 100 ms) later than a
+/// blackhole both ways.
+#[test]
+fn a_one_way_blackhole_goes_down_although_the_peer_still_sends() {
+    let mut sim = Sim::new(ProbeConfig::default());
+    sim.run_until(sim.at(1_000), |_| Some(20 * MS));
+    assert!(sim.probe.is_up());
+    sim.probe.handle_heard(sim.at(1_000));
+    let mut t = 1_000;
+    while t < 1_600 {
+        t += 10;
+        sim.probe.handle_received(sim.at(t));
+        sim.run_until(sim.at(t), |_| None);
+    }
+    assert!(!sim.probe.is_up(), "{:?}", sim.probe.stats());
+    let down_at = sim
+        .events
+        .iter()
+        .find(|(_, e, _)| matches!(e, LinkEvent::Down { .. }))
+        .expect("a down event")
+        .0;
+    let took = down_at.duration_since(sim.at(1_000));
+    assert!(took <= 260 * MS + 100 * MS, "down {took:?} after the cut");
+}
+
+/// A blackhole both ways, with the peer's packets arriving until the cut:
+/// the probes sent before it wait for evidence, those after do not, and the
+/// link goes down as fast as without the wait.
+#[test]
+fn a_blackhole_both_ways_is_detected_as_fast_with_the_wait_for_evidence() {
+    let mut sim = Sim::new(ProbeConfig::default());
+    let mut t = 20;
+    while t < 1_000 {
+        t += 10;
+        sim.probe.handle_heard(sim.at(t - 20));
+        sim.probe.handle_received(sim.at(t));
+        sim.run_until(sim.at(t), |_| Some(20 * MS));
+    }
+    assert!(sim.probe.is_up());
+    sim.run_until(sim.at(1_400), |_| None);
+    assert!(!sim.probe.is_up(), "{:?}", sim.probe.stats());
+    let down_at = sim
+        .events
+        .iter()
+        .find(|(_, e, _)| matches!(e, LinkEvent::Down { .. }))
+        .expect("a down event")
+        .0;
+    let took = down_at.duration_since(sim.at(1_000));
+    assert!(took <= 260 * MS, "down {took:?} after the cut");
+}

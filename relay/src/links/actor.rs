@@ -66,9 +66,14 @@ pub async fn run_link(
                     let now = std::time::Instant::now();
                     // Before judging probes: has the peer acknowledged our
                     // packets since we last looked? Then it heard what we sent
-                    // about one round trip ago.
-                    if quic.look(&conn, &health, now) {
+                    // about one round trip ago. Has it sent us anything? Then
+                    // it is alive, and a missing echo may be queued behind that.
+                    let seen = quic.look(&conn, &health, now);
+                    if seen.heard {
                         probe.handle_heard(now.checked_sub(conn.rtt()).unwrap_or(now));
+                    }
+                    if let Some(at) = seen.received_after {
+                        probe.handle_received(at);
                     }
                     probe.handle_timeout(now);
                     while let Some(seq) = probe.poll_transmit(now) {
@@ -180,31 +185,53 @@ fn on_datagram(
 }
 
 /// What the connection's own counters say, read at each probe tick: whether
-/// the peer acknowledged our packets since the last look (it hears us), and
-/// the loss on the wire.
+/// the peer acknowledged our packets since the last look (it hears us),
+/// whether any authenticated packet from it arrived since then (it is alive
+/// and sending), and the loss on the wire.
 struct QuicWatch {
     acks: u64,
+    frames: u64,
+    last_look: Option<std::time::Instant>,
     loss: LossWindow,
+}
+
+/// What one look saw since the previous one.
+struct Seen {
+    /// New acknowledgements of our packets came.
+    heard: bool,
+    /// A packet from the peer arrived after this time (the previous look: a
+    /// lower bound, as the counters carry no timestamps).
+    received_after: Option<std::time::Instant>,
 }
 
 impl QuicWatch {
     fn new() -> QuicWatch {
         QuicWatch {
             acks: 0,
+            frames: 0,
+            last_look: None,
             loss: LossWindow::new(Duration::from_secs(5)),
         }
     }
 
     /// Reads the counters and sets the link's media queue bound from the
-    /// congestion window; true if new acknowledgements came.
-    fn look(&mut self, conn: &Connection, health: &LinkHealth, now: std::time::Instant) -> bool {
+    /// congestion window.
+    fn look(&mut self, conn: &Connection, health: &LinkHealth, now: std::time::Instant) -> Seen {
         let stats = conn.stats();
         health.set_media_queue_limit(stats.path.cwnd, stats.path.rtt);
         self.loss
             .sample(now, stats.path.sent_packets, stats.path.lost_packets);
-        let heard = stats.frame_rx.acks > self.acks;
-        self.acks = stats.frame_rx.acks;
-        heard
+        // Frames are counted once their packet decrypted: only the peer sends them.
+        let rx = &stats.frame_rx;
+        let frames = rx.acks + rx.datagram + rx.stream + rx.ping;
+        let seen = Seen {
+            heard: rx.acks > self.acks,
+            received_after: self.last_look.filter(|_| frames > self.frames),
+        };
+        self.acks = rx.acks;
+        self.frames = frames;
+        self.last_look = Some(now);
+        seen
     }
 }
 
