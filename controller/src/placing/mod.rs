@@ -10,9 +10,9 @@
 //! (protected copies, TCP, probes): placement plans around it.
 //!
 //! Routes lead: demand starts on the route tables' path, and placement moves
-//! units off it only for need (the path broke, a link on it is past the
-//! ceiling, the unit is over its budget); a split, once made, stays until
-//! need ends it; at most `max_moves` units move per run.
+//! units off it for need (the path broke, a link on it is past the ceiling,
+//! the unit is over its budget) or to a path with room faster by the routes'
+//! band under the costs in force; at most `max_moves` units move per run.
 //!
 //! Inside: `split.rs` (a pair's paths and weights, as the relays get them),
 //! `shortfalls.rs` (where a placement misses its goals, in words).
@@ -131,13 +131,13 @@ impl LivePlacement {
             background: Some(&background),
             demand: &wanted,
         };
+        // A unit moves to a faster path with room when it is faster by the
+        // routes' own band (10 % and 5 ms); the costs it compares are the
+        // ones in force, which the routes change only once a measurement has
+        // lasted their hold, so a better path must last before units follow.
         let options = Options {
             ceiling: self.config.ceiling,
             max_moves: self.config.max_moves,
-            // Routes lead: a faster path is theirs to find (with their own
-            // bands); placement moves traffic only for need (a broken path,
-            // a link past the ceiling, a class over budget).
-            better_ratio: 1.0,
             ..Options::default()
         };
         // Every run is incremental from what runs now: the placement in force,

@@ -261,3 +261,87 @@ fn a_shortfalls_kind_ignores_how_much_so_the_log_speaks_on_change_only() {
     };
     assert_ne!(a.kind(), c.kind(), "a link no longer past the ceiling");
 }
+
+/// 12 Mbit/s placed while the fast line measured slow (its first seconds'
+/// overload priced it at 40 ms a link): the slow line took its ceiling's 80
+/// units and the fast line the other 40. Returns the placing and when it ran.
+fn placed_while_the_fast_line_was_slow() -> (LivePlacement, Instant) {
+    let t = diamond();
+    let mut p = placing();
+    let slow_fast_line = Metric::new(vec![Some(40_000), Some(40_000), Some(25_000), Some(25_000)]);
+    let slow_path = |_: NodeIdx, _: NodeIdx| vec![AAA, CCC, DDD];
+    let t0 = Instant::now();
+    p.run(
+        &t,
+        &slow_fast_line,
+        &demand(12.0),
+        &no_load(&t),
+        slow_path,
+        t0,
+    )
+    .expect("places");
+    assert_eq!(units_on(&p, &[CCC, DDD]), 80, "{:?}", p.splits());
+    assert_eq!(units_on(&p, &[BBB, DDD]), 40, "{:?}", p.splits());
+    (p, t0)
+}
+
+#[test]
+fn once_a_faster_line_has_room_again_the_share_moves_back_to_it() {
+    // The lowest latency among placements under the ceiling is 80 units on
+    // the fast line (20 ms) and 40 on the slow one (50 ms): once the fast
+    // line's cost is back, the split must go there, not stay where the
+    // overload left it.
+    let t = diamond();
+    let (mut p, t0) = placed_while_the_fast_line_was_slow();
+    let later = t0 + Duration::from_secs(5);
+    place(&mut p, &t, 12.0, None, later);
+    assert_eq!(units_on(&p, &[BBB, DDD]), 80, "{:?}", p.splits());
+    assert_eq!(units_on(&p, &[CCC, DDD]), 40, "{:?}", p.splits());
+    // And it stays there.
+    let version = p.version;
+    assert!(!place(
+        &mut p,
+        &t,
+        12.0,
+        None,
+        later + Duration::from_secs(5)
+    ));
+    assert_eq!(p.version, version);
+}
+
+#[test]
+fn moves_to_a_faster_line_are_bounded_per_run() {
+    let t = diamond();
+    let (mut p, t0) = placed_while_the_fast_line_was_slow();
+    p.config.max_moves = 15;
+    for (run, fast) in [(1, 55), (2, 70), (3, 80), (4, 80)] {
+        place(&mut p, &t, 12.0, None, t0 + Duration::from_secs(5 * run));
+        assert_eq!(
+            units_on(&p, &[BBB, DDD]),
+            fast,
+            "run {run}: {:?}",
+            p.splits()
+        );
+    }
+}
+
+#[test]
+fn a_path_faster_by_less_than_the_band_does_not_take_a_share() {
+    // Measured 20 ms over bbb and 23 ms over ccc: 3 ms is within the routes'
+    // band (5 ms), so a split made while bbb was slow stays as it is.
+    let t = diamond();
+    let (mut p, t0) = placed_while_the_fast_line_was_slow();
+    let close = Metric::new(vec![Some(10_000), Some(10_000), Some(11_500), Some(11_500)]);
+    let changed = p
+        .run(
+            &t,
+            &close,
+            &demand(12.0),
+            &no_load(&t),
+            fast_path,
+            t0 + Duration::from_secs(5),
+        )
+        .expect("places");
+    assert!(!changed, "{:?}", p.splits());
+    assert_eq!(units_on(&p, &[BBB, DDD]), 40);
+}
