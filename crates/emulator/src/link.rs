@@ -22,6 +22,9 @@ use crate::shaper::{Shaper, Verdict};
 /// Most distinct client addresses one front serves; datagrams from more are dropped.
 pub const MAX_CLIENTS_PER_FRONT: usize = 64;
 
+/// Most datagrams read in one wake-up of the task before it looks at its timer.
+const READ_BATCH: usize = 64;
+
 /// Receive buffer: the largest UDP payload, so no datagram is ever truncated.
 const RECV_BUF: usize = 65_535;
 
@@ -243,34 +246,66 @@ struct Driver {
 impl Driver {
     async fn run(mut self, cancel: CancellationToken) {
         tracing::info!("emulated link started");
+        // One timer for the task's life, moved only when the earliest delivery
+        // changes: registering a fresh timer per datagram cost more than the
+        // shaping itself.
+        let sleep = sleep_until(Instant::now());
+        tokio::pin!(sleep);
+        let mut armed = None;
         loop {
             let deadline = self.shapers.iter().filter_map(Shaper::poll_timeout).min();
+            if let Some(at) = deadline.filter(|&at| armed != Some(at)) {
+                sleep.as_mut().reset(Instant::from_std(at));
+            }
+            armed = deadline;
             let event = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                () = sleep_until(deadline.map_or_else(Instant::now, Instant::from_std)),
-                    if deadline.is_some() => Event::Due,
+                () = &mut sleep, if deadline.is_some() => Event::Due,
                 (source, result) = poll_fn(|cx| {
                     poll_recv(&self.fronts, &mut self.cursor, &mut self.buf, cx)
                 }) => Event::Received(source, result),
             };
             let params = self.sync_control();
             match event {
-                Event::Due => self.deliver(&params),
-                Event::Received(Source::Front(side), Ok((len, from))) => {
-                    self.on_client_datagram(side, from, len, &params);
+                Event::Due => {
+                    self.deliver(&params);
+                    armed = None;
                 }
-                Event::Received(Source::Back(side, client), Ok((len, _))) => {
-                    self.shape(side.inbound(), &params, len, Route::ToClient(side, client));
-                }
-                Event::Received(source, Err(err)) => {
-                    // E.g. ICMP port unreachable from a target that is not listening yet.
-                    tracing::debug!(?source, %err, "receive error");
+                Event::Received(source, result) => {
+                    self.on_received(source, result, &params);
+                    // Whatever else is already waiting, in the same wake-up.
+                    for _ in 1..READ_BATCH {
+                        match try_recv(&self.fronts, &mut self.cursor, &mut self.buf) {
+                            Some((source, result)) => self.on_received(source, result, &params),
+                            None => break,
+                        }
+                    }
                 }
             }
             self.publish();
         }
         tracing::info!("emulated link stopped");
+    }
+
+    fn on_received(
+        &mut self,
+        source: Source,
+        result: io::Result<(usize, SocketAddr)>,
+        params: &LinkParams,
+    ) {
+        match (source, result) {
+            (Source::Front(side), Ok((len, from))) => {
+                self.on_client_datagram(side, from, len, params);
+            }
+            (Source::Back(side, client), Ok((len, _))) => {
+                self.shape(side.inbound(), params, len, Route::ToClient(side, client));
+            }
+            (source, Err(err)) => {
+                // E.g. ICMP port unreachable from a target that is not listening yet.
+                tracing::debug!(?source, %err, "receive error");
+            }
+        }
     }
 
     /// Reads the parameters in force, and dooms packets in flight if the link was cut
@@ -428,6 +463,38 @@ fn poll_recv(
         }
     }
     Poll::Pending
+}
+
+/// Reads one datagram already waiting on any socket of the link, without
+/// waiting, in the same round-robin order as [`poll_recv`]; `None` when none is.
+fn try_recv(
+    fronts: &[Front; 2],
+    cursor: &mut usize,
+    buf: &mut [u8],
+) -> Option<(Source, io::Result<(usize, SocketAddr)>)> {
+    let count = 2 + fronts[0].clients.len() + fronts[1].clients.len();
+    for step in 0..count {
+        let index = (*cursor + step) % count;
+        let source = source_at(fronts, index);
+        let read = match source {
+            Source::Front(side) => fronts[side.index()].socket.try_recv_from(buf),
+            Source::Back(side, client) => {
+                let front = &fronts[side.index()];
+                front.clients[client]
+                    .socket
+                    .try_recv(buf)
+                    .map(|len| (len, front.target))
+            }
+        };
+        match read {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            result => {
+                *cursor = (index + 1) % count;
+                return Some((source, result));
+            }
+        }
+    }
+    None
 }
 
 /// Socket number `index`: the two fronts, then A's clients, then B's.
