@@ -114,13 +114,9 @@ async fn measure(
         tune_relay,
         ..FleetOptions::default()
     };
-    let mut fleet = Fleet::start(diamond(target, protect), options)
+    let mut fleet = Fleet::start_ready(diamond(target, protect), options, Duration::from_secs(30))
         .await
-        .expect("fleet");
-    fleet
-        .wait_ready(Duration::from_secs(30))
-        .await
-        .expect("ready");
+        .expect("fleet ready");
     let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let a = arrivals.clone();
     let rx = tokio::spawn(async move {

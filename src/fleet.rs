@@ -279,6 +279,17 @@ impl Fleet {
             .count()
     }
 
+    /// [`Fleet::start`], then [`Fleet::wait_ready`] within `limit`.
+    pub async fn start_ready(
+        topology: Topology,
+        options: FleetOptions,
+        limit: Duration,
+    ) -> anyhow::Result<Fleet> {
+        let fleet = Fleet::start(topology, options).await?;
+        fleet.wait_ready(limit).await?;
+        Ok(fleet)
+    }
+
     /// Waits until every link is up and, with a controller, every relay has a
     /// table from it; fails after `limit`.
     pub async fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {

@@ -29,11 +29,8 @@ pub async fn start_chain(relays: usize, target: SocketAddr) -> (overlay::fleet::
         emulate: false,
         ..overlay::fleet::FleetOptions::default()
     };
-    let fleet = overlay::fleet::Fleet::start(chain(relays, target), options)
-        .await
-        .expect("fleet starts");
-    fleet
-        .wait_ready(std::time::Duration::from_secs(20))
+    let limit = std::time::Duration::from_secs(20);
+    let fleet = overlay::fleet::Fleet::start_ready(chain(relays, target), options, limit)
         .await
         .expect("chain ready");
     let ingress = fleet.relay("r0").ingress_addrs["media"];

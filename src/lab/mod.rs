@@ -214,9 +214,8 @@ async fn run_async(
         placement: opts.placement,
         ..FleetOptions::default()
     };
-    let fleet = Fleet::start(topology, options).await?;
+    let fleet = Fleet::start_ready(topology, options, Duration::from_secs(60)).await?;
     let topology = fleet.topology.clone();
-    fleet.wait_ready(Duration::from_secs(60)).await?;
     let setup = started.elapsed();
     let controller = fleet
         .controller

@@ -202,9 +202,7 @@ pub async fn start_with(edit: impl FnOnce(String) -> String, every: Duration) ->
     let receiver = UdpSocket::bind("127.0.0.1:0").await.expect("bind receiver");
     let target = receiver.local_addr().expect("addr");
     let t = topology::parse("diamond.yaml", &edit(yaml(target))).unwrap_or_else(|e| panic!("{e}"));
-    let fleet = Fleet::start(t, options()).await.expect("fleet starts");
-    fleet
-        .wait_ready(Duration::from_secs(20))
+    let fleet = Fleet::start_ready(t, options(), Duration::from_secs(20))
         .await
         .expect("fleet ready");
     let ingress = fleet.relay("aaa").ingress_addrs["media"];

@@ -29,14 +29,9 @@ pub async fn ready_fleet(
     topology: topology::Topology,
     options: overlay::fleet::FleetOptions,
 ) -> overlay::fleet::Fleet {
-    let fleet = overlay::fleet::Fleet::start(topology, options)
+    overlay::fleet::Fleet::start_ready(topology, options, Duration::from_secs(20))
         .await
-        .expect("fleet");
-    fleet
-        .wait_ready(Duration::from_secs(20))
-        .await
-        .expect("ready");
-    fleet
+        .expect("fleet ready")
 }
 
 /// The same, for tests that are not async (they run `overlay lab` processes).
