@@ -1,8 +1,9 @@
 //! Live placement: the relays' measured demand (Mbit/s per destination) placed
 //! on paths with `topology::placement`, under each link's capacity and the
-//! utilisation ceiling, within the latency budget, at the lowest latency. The
-//! compute task runs it every `interval`; each relay is told, per destination,
-//! how to split its flows over the placed paths (see `relay_core::placed`).
+//! utilisation ceiling, within the latency budget (the tightest of the
+//! services between the pair's relays), at the lowest latency. The compute
+//! task runs it every `interval`; each relay is told, per destination, how to
+//! split its flows over the placed paths (see `relay_core::placed`).
 //!
 //! Demand is placed in units of `unit_kbps` (a pair's traffic rounded up to
 //! whole units), so a pair can be split over several paths. Links' measured
@@ -121,7 +122,7 @@ impl LivePlacement {
     ) -> Result<bool, placement::PlacementError> {
         self.last_run = Some(now);
         let unit = self.config.unit_kbps.max(1);
-        let wanted = self.demand(demand, unit);
+        let wanted = self.demand(topo, demand, unit);
         let capacity = self.capacities(topo);
         let background = self.background(topo, loads, &wanted, unit, &table_path);
         let inputs = Inputs {
@@ -258,7 +259,7 @@ impl LivePlacement {
                 PairPlacement {
                     src: d.src,
                     dst: d.dst,
-                    service: 0,
+                    service: d.service,
                     shares,
                     unplaced: 0,
                 }
@@ -272,35 +273,64 @@ impl LivePlacement {
     }
 
     /// The demand in units of `unit` kbit/s, one way: each direction of a
-    /// class is measured, and placed, at the relay that sends it.
-    fn demand(&self, demand: &BTreeMap<(NodeIdx, NodeIdx), f64>, unit: u64) -> Demand {
+    /// class is measured, and placed, at the relay that sends it. A pair's
+    /// budget is the tightest of the services between its two relays (either
+    /// way: replies travel back), else the default 200 ms: relays measure
+    /// demand per destination, not per service.
+    fn demand(
+        &self,
+        topo: &Topology,
+        demand: &BTreeMap<(NodeIdx, NodeIdx), f64>,
+        unit: u64,
+    ) -> Demand {
         let unit_kbps = u32::try_from(unit).unwrap_or(u32::MAX);
-        let service = ServiceSpec {
-            name: "placed".into(),
-            budget_us: topology::demand::DEFAULT_BUDGET_US,
-            profile: ClassProfile {
-                forward: Direction {
-                    audio_kbps: 0,
-                    video_kbps: unit_kbps,
-                    signalling_kbps: 0,
-                },
-                reverse: Direction {
-                    audio_kbps: 0,
-                    video_kbps: 0,
-                    signalling_kbps: 0,
-                },
-            },
+        let pair_budget = |src: NodeIdx, dst: NodeIdx| {
+            topo.services
+                .iter()
+                .filter(|s| {
+                    (s.ingress_node, s.egress_node) == (src, dst)
+                        || (s.ingress_node, s.egress_node) == (dst, src)
+                })
+                .map(|s| s.budget_us)
+                .min()
+                .unwrap_or(topology::demand::DEFAULT_BUDGET_US)
         };
+        // One placement service per budget in the topology, named by it, so
+        // runs number and match them alike.
+        let mut budgets: Vec<u64> = topo.services.iter().map(|s| s.budget_us).collect();
+        budgets.push(topology::demand::DEFAULT_BUDGET_US);
+        budgets.sort_unstable();
+        budgets.dedup();
+        let services = budgets
+            .iter()
+            .map(|&budget_us| ServiceSpec {
+                name: format!("within {} ms", budget_us as f64 / 1000.0),
+                budget_us,
+                profile: ClassProfile {
+                    forward: Direction {
+                        audio_kbps: 0,
+                        video_kbps: unit_kbps,
+                        signalling_kbps: 0,
+                    },
+                    reverse: Direction {
+                        audio_kbps: 0,
+                        video_kbps: 0,
+                        signalling_kbps: 0,
+                    },
+                },
+            })
+            .collect();
         let pairs = demand.iter().filter_map(|(&(src, dst), &mbps)| {
             let kbps = mbps * 1000.0;
+            let budget = pair_budget(src, dst);
             (kbps.is_finite() && kbps > 0.0).then(|| PairDemand {
                 src,
                 dst,
-                service: 0,
+                service: budgets.partition_point(|&b| b < budget),
                 classes: (kbps / unit as f64).ceil() as u64,
             })
         });
-        Demand::new(vec![service], pairs)
+        Demand::new(services, pairs)
     }
 
     fn capacities(&self, topo: &Topology) -> Capacities {

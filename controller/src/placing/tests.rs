@@ -345,3 +345,52 @@ fn a_path_faster_by_less_than_the_band_does_not_take_a_share() {
     assert!(!changed, "{:?}", p.splits());
     assert_eq!(units_on(&p, &[BBB, DDD]), 40);
 }
+
+/// A service from aaa to ddd with a 40 ms budget: the slow path (50 ms) is
+/// over it, so demand past the fast line's ceiling cannot meet both goals,
+/// and the shortfall says so. Without the service (the default 200 ms) the
+/// same demand fits.
+#[test]
+fn a_services_own_budget_applies_to_its_pairs_demand() {
+    let with_budget = |budget: &str| {
+        let yaml = format!(
+            "{DIAMOND}services:\n  - {{ name: media, protocol: udp, ingress: {{ node: aaa, listen: \"127.0.0.1:0\" }}, egress: {{ node: ddd, target: \"127.0.0.1:9\" }}{budget} }}\n"
+        );
+        let t = topology::parse("t.yaml", &yaml).expect("topology");
+        let mut p = placing();
+        place(&mut p, &t, 12.0, None, Instant::now());
+        p.shortfalls.clone()
+    };
+    let default = with_budget("");
+    assert_eq!(default.over_budget_kbps, 0, "{default:?}");
+    assert!(default.over_ceiling.is_empty(), "{default:?}");
+    let tight = with_budget(", budget_ms: 40");
+    assert!(
+        tight.over_budget_kbps >= 4_000 || !tight.over_ceiling.is_empty(),
+        "4 Mbit/s cannot go fast (ceiling) nor slow (budget): {tight:?}"
+    );
+    // The reverse pair (the replies, ddd → aaa) carries the same service.
+    let t = topology::parse(
+        "t.yaml",
+        &format!(
+            "{DIAMOND}services:\n  - {{ name: media, protocol: udp, ingress: {{ node: aaa, listen: \"127.0.0.1:0\" }}, egress: {{ node: ddd, target: \"127.0.0.1:9\" }}, budget_ms: 40 }}\n"
+        ),
+    )
+    .expect("topology");
+    let mut p = placing();
+    let back = BTreeMap::from([((DDD, AAA), 12.0)]);
+    p.run(
+        &t,
+        &Metric::expected_delay(&t),
+        &back,
+        &no_load(&t),
+        |_, _| vec![DDD, BBB, AAA],
+        Instant::now(),
+    )
+    .expect("places");
+    assert!(
+        p.shortfalls.over_budget_kbps >= 4_000 || !p.shortfalls.over_ceiling.is_empty(),
+        "{:?}",
+        p.shortfalls
+    );
+}
