@@ -73,7 +73,7 @@ async fn two_controllers_started_at_once_elect_exactly_one() {
         }
         let mut won = 0.0;
         for c in &ha.controllers {
-            let m = c.metrics().await.expect("metrics");
+            let m = c.metrics_now().await;
             won += m["overlay_controller_elections_won_total"];
             assert_eq!(m["overlay_controller_etcd_reachable"], 1.0, "{}", c.id);
             assert_eq!(
@@ -193,7 +193,7 @@ async fn a_stopped_then_resumed_old_leaders_table_is_refused_and_counted() {
         let version = |m: &std::collections::BTreeMap<String, f64>| {
             m["overlay_controller_table_version"] as u64
         };
-        let v0 = version(&ha.controller(&old).metrics().await.expect("metrics"));
+        let v0 = version(&ha.controller(&old).metrics_now().await);
 
         // The old leader still hears the relays, but what it sends is held.
         ha.proxy(&old).drop_replies(true);
@@ -256,7 +256,7 @@ async fn a_stopped_then_resumed_old_leaders_table_is_refused_and_counted() {
         assert_eq!(ha.relay_terms(), before);
         let (leader, term) = ha.wait_converged_with(Duration::from_secs(10), 3).await;
         assert_eq!((leader.as_str(), term), (standby, new_term));
-        let m = ha.controller(&old).metrics().await.expect("the old leader answers");
+        let m = ha.controller(&old).metrics_now().await;
         assert_eq!(m["overlay_controller_leader"], 0.0);
         assert!(m["overlay_controller_leadership_lost_total"] >= 1.0);
         assert_eq!(m["overlay_controller_term"] as u64, new_term, "it knows the new term");
@@ -289,7 +289,7 @@ async fn with_etcd_unreachable_no_one_pushes_after_the_lease_and_all_resumes_whe
             .expect("no controller leads once the lease is out");
         println!("etcd outage: no leader {} ms after etcd stopped answering", after.as_millis());
         for c in &ha.controllers {
-            let m = c.metrics().await.expect("metrics while etcd is away");
+            let m = c.metrics_now().await;
             assert_eq!(m["overlay_controller_etcd_reachable"], 0.0, "{}", c.id);
         }
 
@@ -324,7 +324,7 @@ async fn with_etcd_unreachable_no_one_pushes_after_the_lease_and_all_resumes_whe
             "etcd back: {leader} leads with term {new_term} (was {term}); tables pushed {} ms after etcd returned",
             back_at.elapsed().as_millis()
         );
-        let m = ha.controller(&leader).metrics().await.expect("metrics");
+        let m = ha.controller(&leader).metrics_now().await;
         assert_eq!(m["overlay_controller_etcd_reachable"], 1.0);
         ha.shutdown().await;
     })

@@ -22,16 +22,16 @@ use super::diamond::{self, Stream};
 /// The lease TTL the tests run with: etcd's minimum, so failover is quickest.
 pub const LEASE_TTL_S: u64 = 2;
 
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free TCP port")
+/// A free loopback TCP port, held (bound) until the caller drops the listener.
+fn free_tcp() -> (SocketAddr, TcpListener) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("a free TCP port");
+    (l.local_addr().expect("addr"), l)
 }
 
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port")
+/// A free loopback UDP port, held until the caller drops the socket.
+fn free_udp() -> (SocketAddr, UdpSocket) {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("a free UDP port");
+    (s.local_addr().expect("addr"), s)
 }
 
 /// Sends `signal` (`STOP`, `CONT`, `KILL`) to a process.
@@ -89,8 +89,8 @@ impl Etcd {
         let mut etcd = Etcd {
             child: None,
             binary,
-            client: free_tcp(),
-            peer: free_tcp(),
+            client: free_tcp().0,
+            peer: free_tcp().0,
             dir: tempfile::tempdir().expect("tempdir"),
         };
         // A port found free can be taken by another test before etcd binds it
@@ -100,7 +100,7 @@ impl Etcd {
             if !etcd.exited_on_a_taken_port(Duration::from_secs(2)).await {
                 break;
             }
-            (etcd.client, etcd.peer) = (free_tcp(), free_tcp());
+            (etcd.client, etcd.peer) = (free_tcp().0, free_tcp().0);
             let _ = std::fs::remove_dir_all(etcd.dir.path().join("data"));
         }
         etcd.wait_healthy(Duration::from_secs(20)).await;
@@ -272,6 +272,10 @@ pub struct ControllerProcess {
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// Its ports, held from when they were chosen until its first start: the
+    /// fleet binds many ephemeral ports meanwhile, and one of them took a
+    /// controller's port ("Address already in use") in about 1 run in 3.
+    held: Option<(UdpSocket, TcpListener)>,
 }
 
 impl Drop for ControllerProcess {
@@ -283,6 +287,7 @@ impl Drop for ControllerProcess {
 impl ControllerProcess {
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} already runs", self.id);
+        self.held = None;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -350,6 +355,28 @@ impl ControllerProcess {
         )
     }
 
+    /// Its `/metrics`, asked again for up to 5 s (a loaded machine can take
+    /// more than a second to answer); panics with the end of its log if it
+    /// never answers.
+    pub async fn metrics_now(&self) -> BTreeMap<String, f64> {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(m) = self.metrics().await {
+                return m;
+            }
+            if Instant::now() >= until {
+                let log = self.log();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                panic!(
+                    "{} does not answer /metrics; its log ends:\n{tail}",
+                    self.id
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// (leads, term) from its metrics.
     pub async fn leadership(&self) -> Option<(bool, u64)> {
         let m = self.metrics().await?;
@@ -394,9 +421,9 @@ impl Ha {
         let ids: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
         // Each controller listens on `quic`; the topology (and so the
         // relays) has its proxy's address.
-        let quic: Vec<SocketAddr> = ids.iter().map(|_| free_udp()).collect();
+        let mut quic: Vec<(SocketAddr, UdpSocket)> = ids.iter().map(|_| free_udp()).collect();
         let mut proxies = Vec::new();
-        for addr in &quic {
+        for (addr, _) in &quic {
             proxies.push(UdpProxy::start(*addr).await);
         }
         let mut yaml = diamond::yaml(target);
@@ -414,9 +441,9 @@ impl Ha {
         let fleet = Fleet::start(topology, options).await.expect("fleet starts");
         let certs = dir.path().join("certs");
         let mut controllers = Vec::new();
-        for (id, addr) in ids.iter().zip(&quic) {
+        for (id, (addr, quic_socket)) in ids.iter().zip(quic.drain(..)) {
             fleet.ca().write_files(id, &certs).expect("certificates");
-            let admin = free_tcp();
+            let (admin, admin_listener) = free_tcp();
             let config = dir.path().join(format!("{id}.yaml"));
             std::fs::write(
                 &config,
@@ -435,6 +462,7 @@ impl Ha {
                 log: dir.path().join(format!("{id}.log")),
                 config,
                 child: None,
+                held: Some((quic_socket, admin_listener)),
             });
         }
         for c in &mut controllers {
