@@ -247,8 +247,7 @@ impl Driver {
     async fn run(mut self, cancel: CancellationToken) {
         tracing::info!("emulated link started");
         // One timer for the task's life, moved only when the earliest delivery
-        // changes: registering a fresh timer per datagram cost more than the
-        // shaping itself.
+        // changes, rather than a new timer registered for every event.
         let sleep = sleep_until(Instant::now());
         tokio::pin!(sleep);
         let mut armed = None;
@@ -433,49 +432,62 @@ impl Driver {
     }
 }
 
-/// Polls every socket of the link once, starting after the one served last so that a busy
-/// socket cannot starve the others.
+/// Offers every socket of the link to `read` once, starting after the one
+/// served last so that a busy socket cannot starve the others; the first
+/// socket `read` gets something from, and that.
+fn round_robin<T>(
+    fronts: &[Front; 2],
+    cursor: &mut usize,
+    mut read: impl FnMut(Source) -> Option<T>,
+) -> Option<(Source, T)> {
+    let count = 2 + fronts[0].clients.len() + fronts[1].clients.len();
+    for step in 0..count {
+        let index = (*cursor + step) % count;
+        let source = source_at(fronts, index);
+        if let Some(got) = read(source) {
+            *cursor = (index + 1) % count;
+            return Some((source, got));
+        }
+    }
+    None
+}
+
+/// Waits for a datagram on any socket of the link (see [`round_robin`]).
 fn poll_recv(
     fronts: &[Front; 2],
     cursor: &mut usize,
     buf: &mut [u8],
     cx: &mut Context<'_>,
 ) -> Poll<(Source, io::Result<(usize, SocketAddr)>)> {
-    let count = 2 + fronts[0].clients.len() + fronts[1].clients.len();
-    for step in 0..count {
-        let index = (*cursor + step) % count;
-        let source = source_at(fronts, index);
+    let got = round_robin(fronts, cursor, |source| {
         let mut read = ReadBuf::new(&mut *buf);
         let polled = match source {
             Source::Front(side) => fronts[side.index()].socket.poll_recv_from(cx, &mut read),
             Source::Back(side, client) => {
                 let front = &fronts[side.index()];
-                let target = front.target;
                 front.clients[client]
                     .socket
                     .poll_recv(cx, &mut read)
-                    .map_ok(|()| target)
+                    .map_ok(|()| front.target)
             }
         };
-        if let Poll::Ready(result) = polled {
-            *cursor = (index + 1) % count;
-            return Poll::Ready((source, result.map(|from| (read.filled().len(), from))));
+        let len = read.filled().len();
+        match polled {
+            Poll::Ready(result) => Some(result.map(|from| (len, from))),
+            Poll::Pending => None,
         }
-    }
-    Poll::Pending
+    });
+    got.map_or(Poll::Pending, Poll::Ready)
 }
 
-/// Reads one datagram already waiting on any socket of the link, without
-/// waiting, in the same round-robin order as [`poll_recv`]; `None` when none is.
+/// A datagram already waiting on any socket of the link, without waiting
+/// (see [`round_robin`]); `None` when there is none.
 fn try_recv(
     fronts: &[Front; 2],
     cursor: &mut usize,
     buf: &mut [u8],
 ) -> Option<(Source, io::Result<(usize, SocketAddr)>)> {
-    let count = 2 + fronts[0].clients.len() + fronts[1].clients.len();
-    for step in 0..count {
-        let index = (*cursor + step) % count;
-        let source = source_at(fronts, index);
+    round_robin(fronts, cursor, |source| {
         let read = match source {
             Source::Front(side) => fronts[side.index()].socket.try_recv_from(buf),
             Source::Back(side, client) => {
@@ -487,14 +499,10 @@ fn try_recv(
             }
         };
         match read {
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-            result => {
-                *cursor = (index + 1) % count;
-                return Some((source, result));
-            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => None,
+            result => Some(result),
         }
-    }
-    None
+    })
 }
 
 /// Socket number `index`: the two fronts, then A's clients, then B's.
