@@ -79,6 +79,15 @@ impl Sim {
             .0
     }
 
+    /// How long after `cut_ms` the first Down event at or after it came.
+    fn down_after(&self, cut_ms: u64) -> Option<Duration> {
+        let cut = self.at(cut_ms);
+        self.events
+            .iter()
+            .find(|(t, e, _)| *t >= cut && matches!(e, LinkEvent::Down { .. }))
+            .map(|(t, _, _)| t.duration_since(cut))
+    }
+
     fn downs(&self) -> usize {
         (self.events.iter())
             .filter(|e| matches!(e.1, LinkEvent::Down { .. }))
@@ -673,13 +682,7 @@ fn a_blackhole_silences_acknowledgements_too_and_the_link_goes_down() {
     sim.probe.handle_heard(sim.at(1_000));
     sim.run_until(sim.at(1_400), |_| None);
     assert!(!sim.probe.is_up(), "{:?}", sim.probe.stats());
-    let down_at = sim
-        .events
-        .iter()
-        .find(|(_, e, _)| matches!(e, LinkEvent::Down { .. }))
-        .expect("a down event")
-        .0;
-    let took = down_at.duration_since(sim.at(1_000));
+    let took = sim.down_after(1_000).expect("a down event");
     assert!(took <= 260 * MS, "down {took:?} after the cut");
 }
 
@@ -726,13 +729,7 @@ fn a_one_way_blackhole_goes_down_although_the_peer_still_sends() {
         sim.run_until(sim.at(t), |_| None);
     }
     assert!(!sim.probe.is_up(), "{:?}", sim.probe.stats());
-    let down_at = sim
-        .events
-        .iter()
-        .find(|(_, e, _)| matches!(e, LinkEvent::Down { .. }))
-        .expect("a down event")
-        .0;
-    let took = down_at.duration_since(sim.at(1_000));
+    let took = sim.down_after(1_000).expect("a down event");
     assert!(took <= 260 * MS + 100 * MS, "down {took:?} after the cut");
 }
 
@@ -752,13 +749,7 @@ fn a_blackhole_both_ways_is_detected_as_fast_with_the_wait_for_evidence() {
     assert!(sim.probe.is_up());
     sim.run_until(sim.at(1_400), |_| None);
     assert!(!sim.probe.is_up(), "{:?}", sim.probe.stats());
-    let down_at = sim
-        .events
-        .iter()
-        .find(|(_, e, _)| matches!(e, LinkEvent::Down { .. }))
-        .expect("a down event")
-        .0;
-    let took = down_at.duration_since(sim.at(1_000));
+    let took = sim.down_after(1_000).expect("a down event");
     assert!(took <= 260 * MS, "down {took:?} after the cut");
 }
 
@@ -772,21 +763,14 @@ fn a_cut_soon_after_the_link_came_back_is_detected_as_fast_as_the_first() {
     let rtt = Some(20 * MS);
     sim.run_until(sim.at(1_000), |_| rtt);
     assert!(sim.probe.is_up());
-    let down_after = |sim: &Sim, cut_ms: u64| {
-        let cut = sim.at(cut_ms);
-        sim.events
-            .iter()
-            .find(|(t, e, _)| *t >= cut && matches!(e, LinkEvent::Down { .. }))
-            .map(|(t, _, _)| t.duration_since(cut))
-    };
     // First cut, 2 s down, back up.
     sim.run_until(sim.at(3_000), |_| None);
-    let first = down_after(&sim, 1_000).expect("first cut detected");
+    let first = sim.down_after(1_000).expect("first cut detected");
     sim.run_until(sim.at(3_500), |_| rtt);
     assert!(sim.probe.is_up(), "up again 500 ms after the restore");
     // Second cut, 0.5 s after it was back.
     sim.run_until(sim.at(5_000), |_| None);
-    let second = down_after(&sim, 3_500).expect("second cut detected");
+    let second = sim.down_after(3_500).expect("second cut detected");
     assert!(
         second <= first + 10 * MS,
         "first cut detected in {first:?}, the second in {second:?}"
