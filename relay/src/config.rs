@@ -75,18 +75,19 @@ struct RawRelayConfig {
     /// `TimeoutStopSec`.
     #[serde(default)]
     drain_grace_ms: Option<u64>,
-    /// Time between two link probes. Default 50. Shorter detects a dead link
-    /// sooner (a link is down after 3 lost probes) at more probe traffic and
+    /// Time between two link probes. Default 20. Shorter detects a dead link
+    /// sooner (a link is down after 2 lost probes) at more probe traffic and
     /// more sensitivity to a starved CPU; see BENCHMARKS.md, benchmark 3.
     #[serde(default)]
     probe_interval_ms: Option<u64>,
-    /// The least time a probe may take before it counts as lost. Default 50.
+    /// The least time a probe may take before it counts as lost. Default 30.
     /// Links with longer round trips wait srtt + 4 x rttvar instead.
     #[serde(default)]
     probe_timeout_floor_ms: Option<u64>,
-    /// Consecutive lost probes that take a link down. Default 3. With 2, a
-    /// 20 ms interval and a 30 ms floor, bench 3's gap is 84/90 ms (p50/p99)
-    /// instead of about 200/220; see BENCHMARKS.md, benchmark 3.
+    /// Consecutive lost probes that take a link down. Default 2: with the
+    /// 20 ms interval and the 30 ms floor, bench 3's gap is about 85/90 ms
+    /// (p50/p99); 3 with 50 ms and 50 ms gave about 200/220. A probe lost
+    /// while the peer is still heard is excused, so loss alone rarely counts.
     #[serde(default)]
     probe_down_after: Option<u32>,
     /// Dial this address for a peer instead of its topology `addr` (the lab and

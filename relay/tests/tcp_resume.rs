@@ -1,8 +1,8 @@
 //! TCP sessions survive their path: 10 MB each way through a diamond of relays
 //! on emulated links arrive intact (SHA-256) while the path is cut in the
 //! middle of the transfer, and the stall is measured against the claim:
-//! detection (the link's probes: 3 lost at 50 ms, then the loss timeout,
-//! 175–210 ms) plus about one round trip on the new path.
+//! detection (the link's probes: 2 lost at 20 ms, then the loss timeout,
+//! at most 70 ms) plus about one round trip on the new path.
 //!
 //! ```text
 //!        bbb
