@@ -110,6 +110,11 @@ pub enum Command {
         /// alone (delay-only), to compare with placement.
         #[arg(long)]
         no_placement: bool,
+        /// Relays probe every 50 ms and need 3 lost probes (about 150 ms of
+        /// silence) before a link is down, instead of every 20 ms and 2 (about
+        /// 50 ms): for a machine so busy that the emulator delivers late.
+        #[arg(long)]
+        tolerant_probes: bool,
     },
 }
 

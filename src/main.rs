@@ -119,6 +119,7 @@ fn run(cli: Cli) -> Result<(String, u8), Failure> {
             capacity_scale,
             undersea_only,
             no_placement,
+            tolerant_probes,
         } => {
             if !(0.0..=1.0).contains(&loss) {
                 return Err(Failure::usage(format!(
@@ -142,6 +143,7 @@ fn run(cli: Cli) -> Result<(String, u8), Failure> {
                 capacity_scale,
                 undersea_only,
                 placement: !no_placement,
+                tolerant_probes,
             })
         }
     }?;
