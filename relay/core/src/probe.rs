@@ -254,7 +254,8 @@ pub struct ProbeStats {
     /// `None` before the second sample.
     pub jitter: Option<Duration>,
     /// Lost fraction of the last `window` resolved probes since the link last came up,
-    /// in [0, 1]; 0 when none.
+    /// in [0, 1]; 0 when none. A probe whose echo came late but within `max_timeout`
+    /// counts as answered here (it was late, not lost), though it was a loss for Up/Down.
     pub loss: f64,
     /// The loss timeout in force now.
     pub timeout: Duration,
@@ -321,8 +322,9 @@ enum Status {
     Outstanding,
     Answered(Duration),
     Lost,
-    /// Declared lost, then a reply came: further replies are duplicates.
-    LostThenAnswered,
+    /// Declared lost, then a reply came after this RTT: further replies are
+    /// duplicates.
+    LostThenAnswered(Duration),
     /// Unanswered in time, but the peer acknowledged our packets after it was
     /// sent: the peer is alive and the probe was held up behind other traffic
     /// (a full queue, a busy relay). Neither a loss nor an answer.
@@ -335,6 +337,9 @@ enum Status {
 struct Slot {
     sent: Instant,
     status: Status,
+    /// Its place among the outcomes ever pushed into the loss window, once
+    /// it is there (see [`LinkProbe::pushed`]).
+    pushed_as: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -364,8 +369,11 @@ pub struct LinkProbe {
     rtt: Option<RttEstimate>,
     last_sample: Option<Duration>,
     jitter: Option<Duration>,
-    /// Outcomes of the last `window` consumed probes: `Some(rtt)` answered, `None` lost.
+    /// Outcomes of the last `window` consumed probes: `Some(rtt)` answered
+    /// (late ones within `max_timeout` too), `None` lost.
     window: VecDeque<Option<Duration>>,
+    /// Outcomes ever pushed into `window`: it holds the last `window.len()`.
+    pushed: u64,
     window_lost: usize,
     events: VecDeque<LinkEvent>,
     sent: u64,
@@ -413,6 +421,7 @@ impl LinkProbe {
             last_sample: None,
             jitter: None,
             window: VecDeque::with_capacity(config.window),
+            pushed: 0,
             window_lost: 0,
             events: VecDeque::new(),
             sent: 0,
@@ -486,6 +495,7 @@ impl LinkProbe {
         self.table.push_back(Slot {
             sent: now,
             status: Status::Outstanding,
+            pushed_as: None,
         });
         self.next_seq = seq.wrapping_add(1);
         self.sent += 1;
@@ -516,8 +526,10 @@ impl LinkProbe {
                 ReplyOutcome::Answered { rtt }
             }
             Status::Lost => {
-                slot.status = Status::LostThenAnswered;
+                slot.status = Status::LostThenAnswered(rtt);
                 self.late_replies += 1;
+                let pushed_as = slot.pushed_as;
+                self.arrived_late(pushed_as, rtt);
                 ReplyOutcome::Late { rtt }
             }
             Status::Excused => {
@@ -525,7 +537,7 @@ impl LinkProbe {
                 self.late_replies += 1;
                 ReplyOutcome::Late { rtt }
             }
-            Status::Answered(_) | Status::LostThenAnswered | Status::ExcusedThenAnswered => {
+            Status::Answered(_) | Status::LostThenAnswered(_) | Status::ExcusedThenAnswered => {
                 self.ignored_replies += 1;
                 return ReplyOutcome::Ignored;
             }
@@ -705,25 +717,57 @@ impl LinkProbe {
         self.last_sample = Some(rtt);
     }
 
+    /// A reply came `rtt` after its probe, which was declared lost and whose
+    /// outcome has place `pushed_as` in the loss window (if it got there): if
+    /// it came within `max_timeout`, the probe was not lost after all, only
+    /// late, so the window counts it answered (the state machine's verdict
+    /// stands). Without this, a short timeout would count every late echo on
+    /// a healthy link as loss, and the link's cost and "degraded" with it.
+    fn arrived_late(&mut self, pushed_as: Option<u64>, rtt: Duration) {
+        if rtt > self.config.max_timeout {
+            return;
+        }
+        let first = self.pushed - self.window.len() as u64;
+        let Some(entry) = pushed_as
+            .and_then(|p| p.checked_sub(first))
+            .and_then(|i| self.window.get_mut(i as usize))
+        else {
+            return;
+        };
+        if entry.is_none() {
+            *entry = Some(rtt);
+            self.window_lost -= 1;
+        }
+    }
+
     /// Consumes resolved outcomes in send order into the loss window and state machine.
     fn advance(&mut self, now: Instant) {
         while let Some(slot) = self.table.get(self.fed) {
-            let rtt = match slot.status {
+            // (lost for the state machine, the window's entry)
+            let (lost, entry) = match slot.status {
                 Status::Outstanding => break,
                 Status::Excused | Status::ExcusedThenAnswered => {
                     // Says nothing about the link either way.
                     self.fed += 1;
                     continue;
                 }
-                Status::Answered(rtt) => Some(rtt),
-                Status::Lost | Status::LostThenAnswered => None,
+                Status::Answered(rtt) => (false, Some(rtt)),
+                Status::Lost => (true, None),
+                Status::LostThenAnswered(rtt) => {
+                    (true, (rtt <= self.config.max_timeout).then_some(rtt))
+                }
             };
+            self.table[self.fed].pushed_as = Some(self.pushed);
+            self.pushed += 1;
             self.fed += 1;
             if self.window.len() >= self.config.window && self.window.pop_front() == Some(None) {
                 self.window_lost -= 1;
             }
-            self.window.push_back(rtt);
-            if rtt.is_some() {
+            self.window.push_back(entry);
+            if entry.is_none() {
+                self.window_lost += 1;
+            }
+            if !lost {
                 self.consecutive_lost = 0;
                 self.consecutive_answered = self.consecutive_answered.saturating_add(1);
                 if self.state == LinkState::Down
@@ -739,7 +783,6 @@ impl LinkProbe {
                     self.set_state(LinkState::Up, LinkEvent::Up, now);
                 }
             } else {
-                self.window_lost += 1;
                 self.consecutive_answered = 0;
                 self.consecutive_lost = self.consecutive_lost.saturating_add(1);
                 if self.state == LinkState::Up && self.consecutive_lost >= self.config.down_after {

@@ -899,3 +899,21 @@ fn with_the_defaults_two_percent_random_loss_on_a_long_idle_link_never_takes_it_
     assert_eq!(sim.downs(), 0, "{s:?}");
     assert!(s.excused > 0, "{s:?}");
 }
+
+/// An echo that comes after its probe's timeout but within `max_timeout` was
+/// late, not lost: the state machine took it as a loss, the loss figure (which
+/// prices the link and marks it degraded) does not. One 60 ms echo on a 20 ms
+/// link with the 30 ms floor of the defaults.
+#[test]
+fn a_late_echo_within_max_timeout_is_not_counted_in_the_loss() {
+    let mut sim = Sim::new(ProbeConfig::default());
+    sim.run_until(sim.at(1_000), |_| Some(20 * MS));
+    let slow = sim.sends.len() as u32 + 5;
+    sim.run_until(sim.at(3_000), |seq| {
+        Some(if seq == slow { 60 * MS } else { 20 * MS })
+    });
+    let s = sim.probe.stats();
+    assert!(sim.probe.is_up(), "{s:?}");
+    assert_eq!((s.lost, s.late_replies), (1, 1), "{s:?}");
+    assert_eq!(s.loss, 0.0, "late, not lost: {s:?}");
+}
