@@ -50,6 +50,7 @@ async fn cuts(
 ) -> Histogram<u64> {
     let link = fleet.link("aaa", "bbb").expect("link");
     let mut gaps = Histogram::<u64>::new_with_bounds(1, 60_000, 3).expect("bounds");
+    let mut each = Vec::with_capacity(cuts);
     for _ in 0..cuts {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let cut_at = Instant::now();
@@ -67,6 +68,7 @@ async fn cuts(
             gap.max(until - prev)
         };
         gaps.saturating_record(gap.as_millis() as u64);
+        each.push(gap.as_millis());
         link.restore();
         tokio::time::sleep(back_after).await;
         // The next cut must hit the active path: wait until aaa sends to ddd
@@ -81,6 +83,8 @@ async fn cuts(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    // In cut order, so an outlier can be placed (the first cut of a phase, say).
+    eprintln!("gaps in cut order, ms: {each:?}");
     gaps
 }
 
