@@ -311,6 +311,75 @@ fn the_default_cut_loses_no_protected_audio_breaks_no_signalling_and_downs_no_ot
     );
 }
 
+/// The last column of the undersea table's row for `line`: classes on it at
+/// the end of the run, by the paths the report gives them.
+fn classes_on_line(report: &str, line: &str) -> u64 {
+    report
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(line))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("undersea row for {line}\n{report}"))
+}
+
+/// Four classes Tokyo → Los Angeles, and two lines each with room under the
+/// placement ceiling for about two: the direct line (faster) and the one
+/// through Guam. Placement splits them, and the report must say where each
+/// class's media went (its placed path), not the route by delay, which has
+/// all four on the direct line.
+#[test]
+fn the_report_gives_each_class_the_placed_path_its_media_takes() {
+    let _one_at_a_time = support::one_fleet_at_a_time();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-two-lines.yaml");
+    // 10 Gbit/s × 0.00014 = 1.4 Mbit/s per line and direction: 80% of it
+    // holds every class's protected audio (about 0.1 Mbit/s each, on both
+    // lines) and the video (about 0.25 Mbit/s) of two classes, not four.
+    let out = overlay(&[
+        "lab",
+        "--topology",
+        &file.display().to_string(),
+        "--duration",
+        "15s",
+        "--classes",
+        "4",
+        "--scenario",
+        "none",
+        "--capacity-scale",
+        "0.00014",
+        "--undersea-only",
+        "--api",
+        "127.0.0.1:0",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{stdout}",
+        text(&out.stderr)
+    );
+    let rows = class_rows(&stdout);
+    assert_eq!(rows.len(), 4, "{stdout}");
+    let direct = rows.iter().filter(|r| r.1.starts_with("tyo lax")).count();
+    let via_guam = rows
+        .iter()
+        .filter(|r| r.1.starts_with("tyo gum lax"))
+        .count();
+    assert!(
+        direct >= 1 && via_guam >= 1 && direct + via_guam == 4,
+        "classes split over both lines: {direct} direct, {via_guam} via Guam\n{stdout}"
+    );
+    assert_eq!(
+        classes_on_line(&stdout, "direct-line"),
+        direct as u64,
+        "{stdout}"
+    );
+    assert_eq!(
+        classes_on_line(&stdout, "guam-line"),
+        via_guam as u64,
+        "{stdout}"
+    );
+}
+
 #[test]
 fn services_given_with_the_topology_are_carried_alongside_the_classes() {
     let _one_at_a_time = support::one_fleet_at_a_time();

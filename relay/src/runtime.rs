@@ -382,6 +382,21 @@ impl RelayHandle {
         self.ctx.forwarder.routes()
     }
 
+    /// The placed path that the flow of `client` at this relay's ingress of
+    /// UDP service `service` takes: the wire keys of the nodes after this
+    /// relay, the last its egress. `None` when `client` has no flow here or the
+    /// controller has not split the traffic to that egress (the flow follows
+    /// the table's route).
+    pub fn placed_path(&self, service: &str, client: SocketAddr) -> Option<Vec<u32>> {
+        let live = self.ctx.live();
+        let ingress = live.udp_ingress.values().find(|i| i.name() == service)?;
+        let flow = ingress.flow_of(client)?;
+        let routes = self.ctx.forwarder.routes();
+        let placed = routes.table.route(ingress.egress_key())?.placed.as_ref()?;
+        let path = placed.pick(self.ctx.me, ingress.service_key(), flow);
+        Some(path.hops().to_vec())
+    }
+
     /// The forwarding table in force.
     pub fn table(&self) -> ForwardingTable {
         self.ctx.forwarder.routes().table.clone()

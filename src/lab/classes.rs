@@ -163,6 +163,9 @@ pub struct Class {
     pub student_city: String,
     pub teacher_city: String,
     pub stats: Arc<Mutex<ClassStats>>,
+    /// The student's socket, the source of both media streams: its flow at
+    /// each ingress.
+    pub student_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -198,6 +201,7 @@ impl Class {
     ) -> std::io::Result<Class> {
         let stats = Arc::new(Mutex::new(ClassStats::new()));
         let student = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        let student_addr = student.local_addr()?;
 
         let s = stats.clone();
         let teacher_task = tokio::spawn(async move {
@@ -287,6 +291,7 @@ impl Class {
             student_city,
             teacher_city,
             stats,
+            student_addr,
             // The senders last: `stop_sending` aborts them.
             tasks: vec![
                 teacher_task,

@@ -332,6 +332,7 @@ async fn run_async(
     }
 
     let mut running = Vec::new();
+    let mut video_services = Vec::new();
     let count = pairs.len() as u32;
     for (i, ((names, socket, signal), (s, d))) in teachers.into_iter().zip(&pairs).enumerate() {
         // Independent classrooms do not send in step: spread the classes'
@@ -351,6 +352,7 @@ async fn run_async(
             ingress(&names.signal)?,
         );
         let (student, teacher) = (topology.node(*s).id.clone(), topology.node(*d).id.clone());
+        video_services.push(names.video.clone());
         running.push(
             Class::start(
                 names.audio,
@@ -367,12 +369,32 @@ async fn run_async(
         );
     }
 
-    let route_of = |c: &Class| {
-        controller::api::route(&controller, &c.student_city, &c.teacher_city)
-            .map(|r| r.path)
-            .unwrap_or_default()
+    // A class's path: where its video goes. With placement, the ingress puts
+    // each flow on one of the pair's placed paths; else the route in force.
+    let node_of_key: std::collections::HashMap<u32, String> = (topology.nodes.iter())
+        .map(|n| (topology::wire_key(&n.id), n.id.clone()))
+        .collect();
+    let route_of = |i: usize| {
+        let c = &running[i];
+        let placed = fleet
+            .relay(&c.student_city)
+            .placed_path(&video_services[i], c.student_addr)
+            .and_then(|keys| {
+                let hops: Option<Vec<String>> =
+                    keys.iter().map(|k| node_of_key.get(k).cloned()).collect();
+                Some(
+                    std::iter::once(c.student_city.clone())
+                        .chain(hops?)
+                        .collect(),
+                )
+            });
+        placed.unwrap_or_else(|| {
+            controller::api::route(&controller, &c.student_city, &c.teacher_city)
+                .map(|r| r.path)
+                .unwrap_or_default()
+        })
     };
-    let mut paths: Vec<Vec<String>> = running.iter().map(route_of).collect();
+    let mut paths: Vec<Vec<String>> = (0..running.len()).map(route_of).collect();
     // The floor: the emulator alone on each distinct path in force, meanwhile.
     let mut floors: Vec<floor::FloorPath> = Vec::new();
     for p in &paths {
@@ -439,7 +461,7 @@ async fn run_async(
             );
         }
         for (i, c) in running.iter().enumerate() {
-            let path = route_of(c);
+            let path = route_of(i);
             if path != paths[i] {
                 reroutes.push(Reroute {
                     at: now,
@@ -925,8 +947,9 @@ fn render_report(base: &Topology, t: &Topology, classes: &[Class], run: &RunReco
     let second_path_exists = second_path_finder(base);
     for (i, c) in classes.iter().enumerate() {
         let st = c.stats.lock().unwrap_or_else(|p| p.into_inner());
-        // The path in force at the end of the run (from the controller's
-        // tables), with how often it changed, and the delay its links imply.
+        // The path in force at the end of the run (the placed path its video
+        // flow is on, else the route), with how often it changed, and the
+        // delay its links imply.
         let path = paths.get(i).cloned().unwrap_or_default();
         let changes = reroutes.iter().filter(|r| r.class == c.name).count();
         let mut hops = if path.is_empty() {

@@ -49,6 +49,11 @@ impl IngressFlows {
         self.by_id.is_empty()
     }
 
+    /// The id of `client`'s flow, if it has one.
+    pub fn id_of(&self, client: SocketAddr) -> Option<u32> {
+        self.by_client.get(&client).copied()
+    }
+
     /// The flow id and sequence number of a datagram from `client`, starting a
     /// flow for a new client if `admission` allows.
     pub fn admit(

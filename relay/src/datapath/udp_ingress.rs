@@ -72,6 +72,20 @@ impl UdpIngress {
         self.key
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The wire key of the service's egress node.
+    pub fn egress_key(&self) -> u32 {
+        self.dst
+    }
+
+    /// The id of `client`'s flow here, if it has one.
+    pub fn flow_of(&self, client: SocketAddr) -> Option<u32> {
+        lock(&self.flows).id_of(client)
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.recv.local_addr()
     }
