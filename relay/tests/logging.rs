@@ -131,7 +131,9 @@ fn link_state_changes_and_failover_are_logged_in_the_peer_span() {
     let down = json(&a.line(Duration::from_secs(10), |l| l.contains("link down")));
     assert_eq!(down["level"], "WARN", "{down}");
     assert_eq!(down["span"]["peer"], "bbb", "{down}");
-    assert_eq!(down["fields"]["consecutive"], 3, "{down}");
+    // As many lost in a row as the default `probe_down_after`.
+    let down_after = relay_core::probe::ProbeConfig::default().down_after;
+    assert_eq!(down["fields"]["consecutive"], down_after, "{down}");
     assert!(down["fields"]["loss"].is_number(), "{down}");
     let reroute = json(&a.line(Duration::from_secs(5), |l| l.contains("reroute")));
     assert_eq!(reroute["fields"]["cause"], "local failover", "{reroute}");

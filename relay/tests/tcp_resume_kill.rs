@@ -72,6 +72,7 @@ async fn detection(fleet: &ProcessFleet, at: &str, peer: &str, since: Instant) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_mb_each_way_arrive_intact_while_the_transit_relay_is_killed_with_sigkill() {
+    let _one_at_a_time = support::process_fleet::one_at_a_time().await;
     bounded(180, async {
         let target = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let mut fleet = diamond(target.local_addr().expect("addr")).await;
@@ -197,6 +198,7 @@ async fn ended(stream: &mut TcpStream, since: Instant, limit: Duration) -> (Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_egress_relay_resets_the_client_within_the_resume_timeout() {
+    let _one_at_a_time = support::process_fleet::one_at_a_time().await;
     bounded(60, async {
         let target = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let mut fleet = diamond(target.local_addr().expect("addr")).await;
@@ -233,6 +235,7 @@ async fn killing_the_egress_relay_resets_the_client_within_the_resume_timeout() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_ingress_relay_resets_the_target_within_the_resume_timeout() {
+    let _one_at_a_time = support::process_fleet::one_at_a_time().await;
     bounded(60, async {
         let target = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let mut fleet = diamond(target.local_addr().expect("addr")).await;
@@ -259,6 +262,7 @@ async fn killing_the_ingress_relay_resets_the_target_within_the_resume_timeout()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_egress_refuses_the_resume_and_the_client_is_reset_before_the_timeout() {
+    let _one_at_a_time = support::process_fleet::one_at_a_time().await;
     bounded(90, async {
         let target = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         // A resume timeout far above the restart, so that only the refusal

@@ -31,6 +31,15 @@ pub struct ProcessFleet {
     pub links: BTreeMap<(String, String), EmulatedLink>,
 }
 
+/// One process fleet at a time in a test binary: four debug relays with their
+/// transfers take the 2 cores, and two fleets at once starve each other's
+/// probes (20 ms apart, lost after 30 ms) until links never all stay up.
+/// Tests take it before their time bound starts.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE_AT_A_TIME.lock().await
+}
+
 impl ProcessFleet {
     /// Writes the CA, certificates, topology and configs, starts the
     /// emulators and every relay, and waits until every link is up.
