@@ -51,11 +51,23 @@ async fn cuts(
     let link = fleet.link("aaa", "bbb").expect("link");
     let mut gaps = Histogram::<u64>::new_with_bounds(1, 60_000, 3).expect("bounds");
     let mut each = Vec::with_capacity(cuts);
+    let mut detected = Vec::with_capacity(cuts);
+    let aaa = fleet.relay("aaa");
     for _ in 0..cuts {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let cut_at = Instant::now();
         link.cut();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // When aaa took the link down (polled each ms): the gap is that
+        // detection plus the switch to the other path.
+        let until = cut_at + Duration::from_secs(2);
+        let mut down_after = None;
+        while Instant::now() < until {
+            if down_after.is_none() && !aaa.peer_up("bbb") {
+                down_after = Some(cut_at.elapsed().as_millis());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        detected.push(down_after);
         let until = Instant::now();
         let gap = {
             let a = arrivals.lock().expect("lock");
@@ -85,6 +97,7 @@ async fn cuts(
     }
     // In cut order, so an outlier can be placed (the first cut of a phase, say).
     eprintln!("gaps in cut order, ms: {each:?}");
+    eprintln!("aaa took the link down after, ms: {detected:?}");
     gaps
 }
 

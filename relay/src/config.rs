@@ -90,6 +90,11 @@ struct RawRelayConfig {
     /// while the peer is still heard is excused, so loss alone rarely counts.
     #[serde(default)]
     probe_down_after: Option<u32>,
+    /// Consecutive answered probes that bring a link back up after it went
+    /// down. Default 50 (1 s at the default interval); a new link needs 5.
+    /// A link that failed proves itself before it draws traffic back.
+    #[serde(default)]
+    probe_up_again_after: Option<u32>,
     /// Dial this address for a peer instead of its topology `addr` (the lab and
     /// tests put link emulators there). Default: none.
     #[serde(default)]
@@ -306,6 +311,16 @@ impl RelayConfig {
                 doc.error("probe_down_after", "must be between 1 and 20");
             }
             tuning.probe.down_after = n;
+        }
+        if let Some(n) = raw.probe_up_again_after {
+            let least = tuning.probe.up_after;
+            if !(least..=1000).contains(&n) {
+                doc.error(
+                    "probe_up_again_after",
+                    format!("must be between {least} (the answers a new link needs) and 1000"),
+                );
+            }
+            tuning.probe.up_again_after = n;
         }
         if let Some(ms) = raw.drain_grace_ms {
             if ms > 600_000 {

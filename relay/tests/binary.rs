@@ -149,12 +149,18 @@ async fn two_relay_processes_carry_udp_serve_the_admin_api_and_stop_on_sigterm()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(
+        // bbb counts the link up on its own probes' answers, a moment apart.
+        let healthz = || async {
             daemon::admin::client::get(admins[1], "/healthz")
                 .await
-                .expect("healthz"),
-            (200, "ok\n".to_string())
-        );
+                .expect("healthz")
+        };
+        let mut bbb = healthz().await;
+        while bbb.0 != 200 && started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            bbb = healthz().await;
+        }
+        assert_eq!(bbb, (200, "ok\n".to_string()));
 
         // A datagram in at aaa comes back from the target through bbb.
         let client = tokio::net::UdpSocket::bind("127.0.0.1:0")

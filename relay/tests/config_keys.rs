@@ -29,7 +29,7 @@ fn tuning_keys_are_checked_with_their_lines() {
     let good = dir.path().join("good.yaml");
     std::fs::write(
         &good,
-        format!("{base}probe_interval_ms: 30\nprobe_timeout_floor_ms: 60\nprobe_down_after: 2\ndrain_grace_ms: 5000\nsocket_buffer_bytes: 1048576\ntcp_resume_timeout_ms: 5000\ntcp_session_buffer_bytes: 262144\n"),
+        format!("{base}probe_interval_ms: 30\nprobe_timeout_floor_ms: 60\nprobe_down_after: 2\nprobe_up_again_after: 25\ndrain_grace_ms: 5000\nsocket_buffer_bytes: 1048576\ntcp_resume_timeout_ms: 5000\ntcp_session_buffer_bytes: 262144\n"),
     )
     .expect("write");
     let (code, stderr) = check(&good);
@@ -38,7 +38,7 @@ fn tuning_keys_are_checked_with_their_lines() {
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
-        format!("{base}probe_interval_ms: 2\nprobe_timeout_floor_ms: 5000\nprobe_down_after: 0\ndrain_grace_ms: 900000\nsocket_buffer_bytes: 1000\ntcp_resume_timeout_ms: 10\ntcp_session_buffer_bytes: 100\n"),
+        format!("{base}probe_interval_ms: 2\nprobe_timeout_floor_ms: 5000\nprobe_down_after: 0\nprobe_up_again_after: 3\ndrain_grace_ms: 900000\nsocket_buffer_bytes: 1000\ntcp_resume_timeout_ms: 10\ntcp_session_buffer_bytes: 100\n"),
     )
     .expect("write");
     let (code, stderr) = check(&bad);
@@ -47,6 +47,7 @@ fn tuning_keys_are_checked_with_their_lines() {
         "probe_interval_ms",
         "probe_timeout_floor_ms",
         "probe_down_after",
+        "probe_up_again_after",
         "drain_grace_ms",
         "socket_buffer_bytes",
         "tcp_resume_timeout_ms",

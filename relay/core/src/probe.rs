@@ -74,6 +74,15 @@ pub struct ProbeConfig {
     /// Consecutive answered probes that bring a Down link Up. Default 5 (100 ms of clean
     /// probing): a link answering only now and then stays Down. At least 1.
     pub up_after: u32,
+    /// Consecutive answered probes that bring a link back Up once it has been Up and went
+    /// Down. Default 50 (1 s at the default interval): a link that failed proves itself
+    /// longer than a new one before it draws traffic back, so a flapping link does not
+    /// pull classes onto it at each brief recovery, and by the time it carries traffic its
+    /// RTT estimate has shed the outage (the probes queued during it answer late in a
+    /// burst at the restore and inflate the timeout; benchmark 3 measured cuts 0.5 s after
+    /// a return detected 15-20 ms later). The controller's hold-down comes on top. At
+    /// least `up_after`.
+    pub up_again_after: u32,
     /// Floor of the loss timeout. Default 30 ms, so that a short, steady RTT (tiny rttvar)
     /// does not declare a probe lost for a few ms of scheduling delay. On short links the
     /// floor sets the detection time (benchmark 3: a 100 ms floor gave a 257 ms p99 reroute
@@ -95,6 +104,7 @@ impl Default for ProbeConfig {
             interval: Duration::from_millis(20),
             down_after: 2,
             up_after: 5,
+            up_again_after: 50,
             min_timeout: Duration::from_millis(30),
             max_timeout: Duration::from_secs(1),
             window: 250,
@@ -140,6 +150,8 @@ pub enum ProbeConfigError {
     Timeouts { min: Duration, max: Duration },
     #[error("probe window {0} is outside 1..=65536")]
     Window(usize),
+    #[error("probe up_again_after ({up_again_after}) must be at least up_after ({up_after})")]
+    UpAgainBelowUp { up_again_after: u32, up_after: u32 },
 }
 
 impl ProbeConfig {
@@ -152,6 +164,7 @@ impl ProbeConfig {
         ProbeConfig {
             interval: Duration::from_millis(50),
             down_after: 3,
+            up_again_after: 20,
             min_timeout: Duration::from_millis(50),
             window: 100,
             ..ProbeConfig::default()
@@ -168,6 +181,12 @@ impl ProbeConfig {
         }
         if self.up_after == 0 {
             return Err(ProbeConfigError::ZeroCount("up_after"));
+        }
+        if self.up_again_after < self.up_after {
+            return Err(ProbeConfigError::UpAgainBelowUp {
+                up_again_after: self.up_again_after,
+                up_after: self.up_after,
+            });
         }
         if self.min_timeout < MIN_DURATION
             || self.min_timeout > self.max_timeout
@@ -190,6 +209,7 @@ impl ProbeConfig {
             interval: self.interval.clamp(MIN_DURATION, MAX_DURATION),
             down_after: self.down_after.max(1),
             up_after: self.up_after.max(1),
+            up_again_after: self.up_again_after.max(self.up_after.max(1)),
             min_timeout,
             max_timeout: self.max_timeout.clamp(min_timeout, MAX_DURATION),
             window: self.window.clamp(1, MAX_WINDOW),
@@ -366,6 +386,8 @@ pub struct LinkProbe {
     retention: Duration,
     consecutive_answered: u32,
     consecutive_lost: u32,
+    /// Whether the link has been Up: coming back takes `up_again_after` answers.
+    been_up: bool,
     rtt: Option<RttEstimate>,
     last_sample: Option<Duration>,
     jitter: Option<Duration>,
@@ -417,6 +439,7 @@ impl LinkProbe {
             retention,
             consecutive_answered: 0,
             consecutive_lost: 0,
+            been_up: false,
             rtt: None,
             last_sample: None,
             jitter: None,
@@ -770,9 +793,13 @@ impl LinkProbe {
             if !lost {
                 self.consecutive_lost = 0;
                 self.consecutive_answered = self.consecutive_answered.saturating_add(1);
-                if self.state == LinkState::Down
-                    && self.consecutive_answered >= self.config.up_after
-                {
+                let up_after = if self.been_up {
+                    self.config.up_again_after
+                } else {
+                    self.config.up_after
+                };
+                if self.state == LinkState::Down && self.consecutive_answered >= up_after {
+                    self.been_up = true;
                     // Loss is measured from when the link came up: probes lost while
                     // it was down or connecting say nothing about the link as it is.
                     let keep = self.consecutive_answered as usize;

@@ -244,8 +244,9 @@ fn recovery_needs_up_after_consecutive_replies() {
     assert!(matches!(kinds[1], LinkEvent::Down { .. }));
     assert_eq!(kinds[2], LinkEvent::Up);
     let (up_at, _, stats) = sim.events[2];
-    // Seq 259 is the last lost probe; 260..=264 are the five consecutive replies.
-    assert_eq!(up_at, sim.sent_at(264) + 140 * MS);
+    // Seq 259 is the last lost probe; 260..=279 are the 20 consecutive replies a link
+    // that has been up needs to come back (`up_again_after`).
+    assert_eq!(up_at, sim.sent_at(279) + 140 * MS);
     assert_eq!(stats.since, up_at);
     assert!(
         stats.answered > 40 + 5,
@@ -476,8 +477,8 @@ fn seqs_wrap_around() {
 fn unpolled_events_stay_bounded_and_alternating() {
     let mut sim = Sim::new(every_50ms());
     sim.drain_events = false;
-    // 10 answered, 10 lost: one Up and one Down per second, for a minute.
-    sim.run_until(sim.at(60_000), |seq| (seq % 20 < 10).then_some(140 * MS));
+    // 30 answered, 10 lost: one Up and one Down every 2 s, for a minute.
+    sim.run_until(sim.at(60_000), |seq| (seq % 40 < 30).then_some(140 * MS));
     let mut events = Vec::new();
     while let Some(e) = sim.probe.poll_event() {
         events.push(e);
@@ -509,6 +510,7 @@ fn out_of_range_config_is_clamped_and_still_works() {
         interval: Duration::ZERO,
         down_after: 0,
         up_after: 0,
+        up_again_after: 0,
         min_timeout: Duration::ZERO,
         max_timeout: Duration::MAX,
         window: 0,
@@ -555,12 +557,14 @@ fn config() -> impl Strategy<Value = ProbeConfig> {
         1u64..200,
         0u64..2_000,
         1usize..50,
+        0u32..10,
     )
         .prop_map(
-            |(interval, down_after, up_after, min, extra, window)| ProbeConfig {
+            |(interval, down_after, up_after, min, extra, window, again)| ProbeConfig {
                 interval: Duration::from_millis(interval),
                 down_after,
                 up_after,
+                up_again_after: up_after + again,
                 min_timeout: Duration::from_millis(min),
                 max_timeout: Duration::from_millis(min + extra),
                 window,
@@ -773,14 +777,14 @@ fn a_cut_soon_after_the_link_came_back_is_detected_as_fast_as_the_first() {
     let rtt = Some(20 * MS);
     sim.run_until(sim.at(1_000), |_| rtt);
     assert!(sim.probe.is_up());
-    // First cut, 2 s down, back up.
+    // First cut, 2 s down, back up (after `up_again_after` = 20 answers, 1 s).
     sim.run_until(sim.at(3_000), |_| None);
     let first = sim.down_after(1_000).expect("first cut detected");
-    sim.run_until(sim.at(3_500), |_| rtt);
-    assert!(sim.probe.is_up(), "up again 500 ms after the restore");
-    // Second cut, 0.5 s after it was back.
-    sim.run_until(sim.at(5_000), |_| None);
-    let second = sim.down_after(3_500).expect("second cut detected");
+    sim.run_until(sim.at(4_500), |_| rtt);
+    assert!(sim.probe.is_up(), "up again 1.5 s after the restore");
+    // Second cut, about 0.5 s after it was back.
+    sim.run_until(sim.at(6_000), |_| None);
+    let second = sim.down_after(4_500).expect("second cut detected");
     assert!(
         second <= first + 10 * MS,
         "first cut detected in {first:?}, the second in {second:?}"
@@ -916,4 +920,33 @@ fn a_late_echo_within_max_timeout_is_not_counted_in_the_loss() {
     assert!(sim.probe.is_up(), "{s:?}");
     assert_eq!((s.lost, s.late_replies), (1, 1), "{s:?}");
     assert_eq!(s.loss, 0.0, "late, not lost: {s:?}");
+}
+
+/// A new link is Up after `up_after` answers (5, 100 ms); one that was Up and
+/// went Down needs `up_again_after` (50, 1 s): a link that flaps back for
+/// less than a second draws no traffic, and one that stays back does.
+#[test]
+fn with_the_defaults_a_link_that_failed_needs_a_second_of_answers_to_come_back() {
+    let config = ProbeConfig::default();
+    assert_eq!((config.up_after, config.up_again_after), (5, 50));
+    let mut sim = Sim::new(config);
+    // Up on seq 4; cut from seq 5; back for seqs 20..=68 (49 answers); cut
+    // again; back for good from seq 80.
+    let reply = |seq: u32| match seq {
+        0..5 | 20..69 | 80.. => Some(20 * MS),
+        _ => None,
+    };
+    sim.run_until(sim.at(4_000), reply);
+    let kinds: Vec<_> = sim.events.iter().map(|e| e.1).collect();
+    assert_eq!(
+        kinds.len(),
+        3,
+        "49 answers did not bring it back: {kinds:?}"
+    );
+    assert_eq!(kinds[0], LinkEvent::Up);
+    assert_eq!(sim.events[0].0, sim.sent_at(4) + 20 * MS);
+    assert!(matches!(kinds[1], LinkEvent::Down { .. }));
+    assert_eq!(kinds[2], LinkEvent::Up);
+    assert_eq!(sim.events[2].0, sim.sent_at(80 + 49) + 20 * MS);
+    assert!(sim.probe.is_up());
 }
