@@ -178,11 +178,16 @@ async fn cutting_a_line_re_places_its_share_without_overloading_the_others() {
         // follow it up; and a line the early traffic overloaded (the fast
         // one, or the mid one when the routes move everything onto it) is
         // priced up by its loss until it has proven clean, with its share on
-        // the slow line meanwhile. Settled: every line's cost in force clean,
+        // the slow line meanwhile; once clean, it looks full until its
+        // smoothed load has fallen to what is placed on it. Settled: every
+        // line's cost in force clean and its measured load the placed one,
         // and the split unchanged since, over a run; the fast line's share
         // the largest. The assertions below say what went wrong if it never is.
         let split = || placed_split(&fleet, "aaa", "ddd");
-        let lines_clean = || lines.iter().all(|l| line_cost_is_clean(&fleet, l));
+        let lines_clean = |split: &[_]| {
+            (lines.iter())
+                .all(|l| line_cost_is_clean(&fleet, l) && line_load_matches(&fleet, l, split))
+        };
         let split_paths = || -> Vec<Vec<String>> { split().into_iter().map(|p| p.0).collect() };
         let fast_leads = |split: &[(Vec<String>, u32)]| {
             let units = |via: &str| split.iter().find(|p| p.0[0] == via).map_or(0, |p| p.1);
@@ -191,19 +196,27 @@ async fn cutting_a_line_re_places_its_share_without_overloading_the_others() {
         };
         let a_run = Duration::from_millis(3500);
         let (mut first, mut since) = (split(), Instant::now());
-        let mut clean_since = lines_clean().then(Instant::now);
+        let mut clean_since = lines_clean(&first).then(Instant::now);
         let waited = Instant::now();
+        // The two fastest lines only: the slow line's share has moved to the
+        // mid one (if it never does, the assertions below say so at 60 s).
+        let on_two_fastest = |split: &[(Vec<String>, u32)]| {
+            split
+                .iter()
+                .all(|p| p.0[0] == FAST.via || p.0[0] == MID.via)
+        };
         let settled = |since: Instant, clean_since: Option<Instant>, split: &[_]| {
             since.elapsed() >= a_run
                 && clean_since.is_some_and(|t| t.elapsed() >= a_run)
                 && fast_leads(split)
+                && on_two_fastest(split)
         };
         while !settled(since, clean_since, &first) && waited.elapsed() < Duration::from_secs(60) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if split() != first {
                 (first, since) = (split(), Instant::now());
             }
-            clean_since = if lines_clean() {
+            clean_since = if lines_clean(&first) {
                 clean_since.or(Some(Instant::now()))
             } else {
                 None
@@ -391,26 +404,41 @@ async fn start(
 
 /// The paths (node ids after the source) the controller's split for
 /// `from` → `to` uses and their units; empty when the pair follows its route.
-/// Whether the controller's cost in force for `line`'s undersea link is its
-/// delay's, not priced up by loss or jitter: under twice the line's
-/// one-way delay (a clean line's is its delay plus a few ms of relay
-/// processing in a debug build; 1 % loss alone adds 5 ms, the early
-/// overload's 10 % and more adds 50 ms and up).
-fn line_cost_is_clean(fleet: &Fleet, line: &Line) -> bool {
+/// How the controller sees `line`'s undersea link (`via` → `ddd` is its a → b).
+fn line_status(fleet: &Fleet, line: &Line) -> Option<controller::view::LinkStatus> {
     let t = &fleet.topology;
     let (via, ddd) = (t.node_idx(line.via), t.node_idx("ddd"));
-    let Some(link) = t
+    let link = t
         .links
         .iter()
-        .position(|l| (Some(l.a), Some(l.b)) == (via, ddd))
-    else {
-        return false;
-    };
+        .position(|l| (Some(l.a), Some(l.b)) == (via, ddd))?;
     let view = fleet.controller.as_ref().expect("controller").shared.view();
-    let in_force = view
-        .link(topology::LinkIdx(link as u32))
-        .and_then(|l| l.in_force);
-    in_force.is_some_and(|cost| cost < 2 * u64::from(line.delay_ms) * 1000)
+    view.link(topology::LinkIdx(link as u32)).copied()
+}
+
+/// Whether the controller's cost in force for `line` is its delay's, not
+/// priced up by loss or jitter: under twice the line's one-way delay (a
+/// clean line's is its delay plus a few ms of relay processing in a debug
+/// build; 1 % loss alone adds 5 ms, the early overload's 10 % and more adds
+/// 50 ms and up).
+fn line_cost_is_clean(fleet: &Fleet, line: &Line) -> bool {
+    line_status(fleet, line)
+        .and_then(|l| l.in_force)
+        .is_some_and(|cost| cost < 2 * u64::from(line.delay_ms) * 1000)
+}
+
+/// Whether the load the relays measure on `line` (smoothed) is what `split`
+/// places on it, within 0.4 Mbit/s: until it is, placement counts the rest
+/// as background, and a line the media just left looks full for a while.
+fn line_load_matches(fleet: &Fleet, line: &Line, split: &[(Vec<String>, u32)]) -> bool {
+    let units: u32 = (split.iter())
+        .filter(|p| p.0[0] == line.via)
+        .map(|p| p.1)
+        .sum();
+    let placed_mbps = f64::from(units) * 0.1;
+    line_status(fleet, line)
+        .and_then(|l| l.load_mbps[0])
+        .is_some_and(|m| (m - placed_mbps).abs() < 0.4)
 }
 
 fn placed_split(fleet: &Fleet, from: &str, to: &str) -> Vec<(Vec<String>, u32)> {
