@@ -119,6 +119,14 @@ fn links(s: &mut Scrape, shared: &Context) {
         "peer",
         figure(|m| Some(m.loss)),
     );
+    s.gauges(
+        "link_congestion_window_bytes",
+        "Bytes QUIC's congestion control lets the link have in flight now (connected links only); media beyond what this drains in 10 ms is dropped as overload",
+        "peer",
+        neighbors.iter().filter_map(|(key, id)| {
+            open(key).map(|l| (id.clone(), l.conn.stats().path.cwnd as f64))
+        }),
+    );
     let traffic: Vec<(String, crate::metrics::LinkTraffic)> = neighbors
         .iter()
         .map(|(key, id)| {
