@@ -27,6 +27,7 @@ use crate::datapath::send_queue;
 use crate::datapath::socket::SplitSocket;
 use crate::datapath::udp_egress::EgressTable;
 use crate::datapath::udp_ingress::UdpIngress;
+use crate::links::congestion::DedicatedLineConfig;
 use crate::live::LiveConfig;
 use crate::metrics::{LinkTotals, Metrics, ServiceMetrics};
 use crate::status::Status;
@@ -82,10 +83,11 @@ fn transport(cfg: &RelayConfig) -> Arc<TransportConfig> {
     // classes start: a 14 KB initial window (RFC 9002's Internet default)
     // makes a new link queue and drop datagrams, probes among them, for its
     // first round trips, and the link looks down. Start at 1 MiB; congestion
-    // control still backs off on loss.
+    // control still backs off on loss, but a blackhole does not cost the
+    // window (`links::congestion`).
     let mut cubic = quinn::congestion::CubicConfig::default();
     cubic.initial_window(INITIAL_WINDOW);
-    tc.congestion_controller_factory(Arc::new(cubic));
+    tc.congestion_controller_factory(Arc::new(DedicatedLineConfig::new(cubic)));
     Arc::new(tc)
 }
 

@@ -192,6 +192,22 @@ pub async fn wait_forwarding(
     None
 }
 
+/// Waits until the controller routes over the link `a`–`b` again (up and
+/// past its hold-down: a cost in force). How long that took, or `None`.
+pub async fn wait_in_service(fleet: &Fleet, a: &str, b: &str, limit: Duration) -> Option<Duration> {
+    let t = &fleet.topology;
+    let link = t.link_between(t.node_idx(a)?, t.node_idx(b)?)?;
+    let controller = &fleet.controller.as_ref()?.shared;
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if controller.view().links[link.get()].in_force.is_some() {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
 pub async fn start() -> (Fleet, Stream) {
     start_with(|yaml| yaml, Duration::from_millis(5)).await
 }

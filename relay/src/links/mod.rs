@@ -3,9 +3,10 @@
 //! [`dial`] keeps dialing a neighbour whose link is down; [`accept`] admits
 //! inbound connections (mutual TLS, then identity); [`actor`] runs one
 //! connection (probes, datagrams, streams); [`failover`] logs what a link
-//! going up or down moves.
+//! going up or down moves; [`congestion`] is the links' congestion control.
 
 pub mod accept;
 pub mod actor;
+pub mod congestion;
 pub mod dial;
 pub mod failover;
