@@ -190,9 +190,8 @@ async fn cutting_a_line_re_places_its_share_without_overloading_the_others() {
         };
         let split_paths = || -> Vec<Vec<String>> { split().into_iter().map(|p| p.0).collect() };
         let fast_leads = |split: &[(Vec<String>, u32)]| {
-            let units = |via: &str| split.iter().find(|p| p.0[0] == via).map_or(0, |p| p.1);
-            let fast = units(FAST.via);
-            fast > 0 && split.iter().all(|p| p.0[0] == FAST.via || p.1 < fast)
+            let fast = units_via(split, FAST.via);
+            fast > 0 && (lines.iter()).all(|l| l.via == FAST.via || units_via(split, l.via) < fast)
         };
         let a_run = Duration::from_millis(3500);
         let (mut first, mut since) = (split(), Instant::now());
@@ -402,8 +401,6 @@ async fn start(
     (fleet, traffic)
 }
 
-/// The paths (node ids after the source) the controller's split for
-/// `from` → `to` uses and their units; empty when the pair follows its route.
 /// How the controller sees `line`'s undersea link (`via` → `ddd` is its a → b).
 fn line_status(fleet: &Fleet, line: &Line) -> Option<controller::view::LinkStatus> {
     let t = &fleet.topology;
@@ -431,16 +428,21 @@ fn line_cost_is_clean(fleet: &Fleet, line: &Line) -> bool {
 /// places on it, within 0.4 Mbit/s: until it is, placement counts the rest
 /// as background, and a line the media just left looks full for a while.
 fn line_load_matches(fleet: &Fleet, line: &Line, split: &[(Vec<String>, u32)]) -> bool {
-    let units: u32 = (split.iter())
-        .filter(|p| p.0[0] == line.via)
-        .map(|p| p.1)
-        .sum();
-    let placed_mbps = f64::from(units) * 0.1;
+    let view = fleet.controller.as_ref().expect("controller").shared.view();
+    let unit_mbps = view.placement.unit_kbps as f64 / 1000.0;
+    let placed_mbps = f64::from(units_via(split, line.via)) * unit_mbps;
     line_status(fleet, line)
         .and_then(|l| l.load_mbps[0])
         .is_some_and(|m| (m - placed_mbps).abs() < 0.4)
 }
 
+/// The units of `split` whose paths leave the source toward `via`.
+fn units_via(split: &[(Vec<String>, u32)], via: &str) -> u32 {
+    (split.iter()).filter(|p| p.0[0] == via).map(|p| p.1).sum()
+}
+
+/// The paths (node ids after the source) the controller's split for
+/// `from` → `to` uses and their units; empty when the pair follows its route.
 fn placed_split(fleet: &Fleet, from: &str, to: &str) -> Vec<(Vec<String>, u32)> {
     let t = &fleet.topology;
     let (a, b) = (

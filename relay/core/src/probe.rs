@@ -40,6 +40,10 @@
 //!   us, behind the traffic that proves it alive. A one-way blackhole (our
 //!   packets lost, the peer's arriving) is detected at most that much later; a
 //!   blackhole both ways silences the peer too and is not delayed.
+//! - **Up** takes `up_after` answered probes in a row on a new link, and
+//!   `up_again_after` on one that has been up and failed: a link back from a
+//!   cut proves itself for a while (1 s with the defaults) before it carries
+//!   traffic again, which damps flaps where no controller holds it down.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -159,7 +163,8 @@ impl ProbeConfig {
     /// before issue 12.3): probes every 50 ms, lost after at least 50 ms, down
     /// after 3. A link must be silent about 150 ms, not 50, before it is down;
     /// a cut's media gap on a short link is about 220 ms at p99 instead of 90
-    /// (benchmark 3). The lab's `--tolerant-probes`.
+    /// (benchmark 3). A failed link is up again after 20 answers (1 s, as
+    /// with the defaults). The lab's `--tolerant-probes`.
     pub fn tolerant() -> Self {
         ProbeConfig {
             interval: Duration::from_millis(50),
