@@ -47,6 +47,14 @@ pub struct DedicatedLine {
     cubic: Box<dyn Controller>,
 }
 
+impl std::fmt::Debug for DedicatedLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DedicatedLine")
+            .field("window", &self.cubic.window())
+            .finish()
+    }
+}
+
 impl Controller for DedicatedLine {
     fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
         self.cubic.on_sent(now, bytes, last_packet_number)
