@@ -235,9 +235,12 @@ async fn jitter_on_every_link_for_a_minute_does_not_flap_routes() {
         }
         assert!(stream.received() > 10_000);
         // Jitter beyond the allowance is priced: with ±35 ms around 50 ms on
-        // aaa–ccc (about 30 ms measured), its cost in force settles about
-        // 2 × (30 − 5) ms above its one-way floor (min RTT / 2); 20 ms is the
-        // bound. A controller ignoring jitter keeps it within the 5 ms band.
+        // aaa–ccc (17–23 ms measured), its cost is 2 × (jitter − 5) ms above
+        // its one-way floor (min RTT / 2). The cost in force follows in the
+        // routes' bands and holds, and the floor wanders with the jitter's
+        // minimum, so in force it was 19–35 ms above the floor in four runs;
+        // 10 ms is the bound. A controller ignoring jitter has its cost at the
+        // floor, within the 5 ms band.
         let t = &fleet.topology;
         let node = |id: &str| t.node_idx(id).expect("node");
         let slow = t.link_between(node("aaa"), node("ccc")).expect("link aaa–ccc").get();
@@ -254,7 +257,7 @@ async fn jitter_on_every_link_for_a_minute_does_not_flap_routes() {
         let seen = priced(&controller.view().links[slow]);
         println!("aaa–ccc with ±35 ms of jitter: (cost in force, one-way floor, jitter) ms: {seen:.1?}");
         assert!(
-            seen.is_some_and(|(cost, floor, _)| cost >= floor + 20.0),
+            seen.is_some_and(|(cost, floor, _)| cost >= floor + 10.0),
             "aaa–ccc: (cost in force, floor, jitter) {seen:.1?} ms: jitter not priced"
         );
         fleet.shutdown().await;
