@@ -151,7 +151,9 @@ impl LivePlacement {
             None => placement::place(&inputs, &options)?.headroom,
         };
         let previous = self.seeded(topo, metric, &wanted, &table_path, headroom);
-        let placed = placement::place_incremental(&previous, &inputs, &options)?.placement;
+        let replaced = placement::place_incremental(&previous, &inputs, &options)?;
+        log_changes(topo, &replaced);
+        let placed = replaced.placement;
         let report = placement::Report::check(&inputs, options.ceiling, &placed);
         let kbps =
             |short: &[placement::Shortfall]| short.iter().map(|s| s.classes).sum::<u64>() * unit;
@@ -247,6 +249,12 @@ impl LivePlacement {
                 let had: u64 = shares.iter().map(|s| s.classes).sum();
                 if had < d.classes {
                     if let Some(path) = path_along(topo, metric, &table_path(d.src, d.dst)) {
+                        tracing::debug!(
+                            pair = %format!("{} → {}", topo.node(d.src).id, topo.node(d.dst).id),
+                            units = d.classes - had,
+                            via = %topo.node(path.nodes.get(1).copied().unwrap_or(d.dst)).id,
+                            "placement: new demand starts on the routes' path"
+                        );
                         match shares.iter_mut().find(|s| s.path.nodes == path.nodes) {
                             Some(s) => s.classes += d.classes - had,
                             None => shares.push(PathShare {
@@ -417,3 +425,34 @@ fn path_along(topo: &Topology, metric: &Metric, nodes: &[NodeIdx]) -> Option<Pat
 
 #[cfg(test)]
 mod tests;
+
+/// At debug level: what a run moved, and why, and what it added or took off.
+fn log_changes(topo: &Topology, r: &placement::Replacement) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let ids = |p: &Path| {
+        (p.nodes.iter())
+            .map(|&n| topo.node(n).id.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for m in &r.moves {
+        tracing::debug!(
+            pair = %format!("{} → {}", topo.node(m.src).id, topo.node(m.dst).id),
+            from = %ids(&m.from),
+            to = %ids(&m.to),
+            units = m.classes,
+            reason = ?m.reason,
+            "placement moved units"
+        );
+    }
+    if r.added + r.removed + r.held > 0 {
+        tracing::debug!(
+            added = r.added,
+            removed = r.removed,
+            held = r.held,
+            "placement: demand changed"
+        );
+    }
+}
