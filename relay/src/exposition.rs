@@ -272,13 +272,24 @@ pub fn handshakes(s: &mut Scrape, c: &daemon::quic::HandshakeCounters) {
     );
 }
 
-/// The kernel's drops on the relay's UDP sockets (see [`crate::socket_drops`]):
-/// `quic` (every peer link), `ingress/<service>`, `egress/<service>` (the
-/// flows' sockets, replies from targets). Left out where `/proc` cannot say.
+/// The kernel's drops on the relay's UDP sockets (see [`crate::socket_drops`]).
 fn socket_drops(s: &mut Scrape, shared: &Context) {
-    let Some(drops) = daemon::sock_drops::read_udp_drops() else {
+    let Some(series) = socket_drop_series(shared) else {
         return;
     };
+    s.counters(
+        "socket_drops",
+        "Datagrams the kernel dropped on this relay's UDP sockets before the relay read them (receive buffer full: raise socket_buffer_bytes and net.core.rmem_max), by socket: quic (every peer link), ingress/<service>, egress/<service> (its flows' sockets)",
+        "socket",
+        series,
+    );
+}
+
+/// The kernel's drops on the relay's UDP sockets by socket: `quic` (every
+/// peer link), `ingress/<service>`, `egress/<service>` (the flows' sockets,
+/// replies from targets). `None` where `/proc` cannot say.
+pub fn socket_drop_series(shared: &Context) -> Option<Vec<(String, u64)>> {
+    let drops = daemon::sock_drops::read_udp_drops()?;
     let of = |inode: Option<u64>| inode.and_then(|i| drops.get(&i)).copied().unwrap_or(0);
     let live = shared.live();
     let mut series = vec![("quic".to_string(), of(shared.quic_inode))];
@@ -303,12 +314,7 @@ fn socket_drops(s: &mut Scrape, shared: &Context) {
             series.push((format!("egress/{name}"), *n));
         }
     }
-    s.counters(
-        "socket_drops",
-        "Datagrams the kernel dropped on this relay's UDP sockets before the relay read them (receive buffer full: raise socket_buffer_bytes and net.core.rmem_max), by socket: quic (every peer link), ingress/<service>, egress/<service> (its flows' sockets)",
-        "socket",
-        series,
-    );
+    Some(series)
 }
 
 fn forwarding(s: &mut Scrape, shared: &Context) {

@@ -120,7 +120,11 @@ impl Metrics {
     }
 
     pub fn count_drop(&self, reason: DropReason) {
-        self.drops[index(reason)].fetch_add(1, Ordering::Relaxed);
+        self.count_drops(reason, 1);
+    }
+
+    pub fn count_drops(&self, reason: DropReason, n: u64) {
+        self.drops[index(reason)].fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {

@@ -353,6 +353,13 @@ impl RelayHandle {
             .unwrap_or_else(|e| format!("# cannot encode: {e}"))
     }
 
+    /// The kernel's drops on this relay's UDP sockets, by socket (`quic`,
+    /// `ingress/<service>`, `egress/<service>`), as `/metrics` reports them;
+    /// empty where `/proc` cannot say.
+    pub fn socket_drops(&self) -> Vec<(String, u64)> {
+        crate::exposition::socket_drop_series(&self.ctx).unwrap_or_default()
+    }
+
     pub fn node_id(&self) -> &str {
         &self.ctx.me_id
     }

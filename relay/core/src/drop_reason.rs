@@ -30,10 +30,14 @@ pub enum DropReason {
     /// more was offered than the link (or this relay) carries. The link
     /// itself is fine.
     Overload,
+    /// A link's receive queue (quinn's) was full: this relay read the link
+    /// slower than the peer sent, so quinn dropped the oldest queued
+    /// datagrams. The relay is short of CPU; the link itself is fine.
+    ReceiveOverflow,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::TtlExpired,
         DropReason::NoRoute,
@@ -46,6 +50,7 @@ impl DropReason {
         DropReason::SendFailed,
         DropReason::Draining,
         DropReason::Overload,
+        DropReason::ReceiveOverflow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +67,7 @@ impl DropReason {
             DropReason::SendFailed => "send_failed",
             DropReason::Draining => "draining",
             DropReason::Overload => "overload",
+            DropReason::ReceiveOverflow => "receive_overflow",
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use quinn::Connection;
 use relay_core::link_loss::LossWindow;
 use relay_core::probe::{DownReason, LinkEvent, LinkProbe};
@@ -23,6 +24,11 @@ use crate::context::Context;
 use crate::datapath::forwarder::Inbound;
 use crate::datapath::link_registry::{LinkHealth, Measured, CLOSE_SHUTDOWN};
 use crate::links::failover::log_failover;
+use crate::links::receive_queue::ReceiveQueue;
+
+/// Datagrams read in one go before the actor looks at its timer and streams
+/// again.
+const READ_BATCH: usize = 32;
 
 /// How long a replacement connection may carry an inherited "up" before its own
 /// probes must confirm it.
@@ -94,16 +100,38 @@ pub async fn run_link(
                         }
                     }
                 }
-                d = conn.read_datagram() => match d {
-                    Ok(packet) => {
-                        let wire_loss = quic.loss.loss();
-                        on_datagram(&ctx, &conn, key, &mut probe, &health, packet, wire_loss)
+                d = conn.read_datagram() => {
+                    // This one, then what else is queued (a bounded batch, so
+                    // the timer and the streams get their turn).
+                    let mut next = Some(d);
+                    let mut batch = 0;
+                    while let Some(d) = next.take() {
+                        match d {
+                            Ok(packet) => {
+                                quic.queue.read();
+                                let wire_loss = quic.loss.loss();
+                                on_datagram(&ctx, &conn, key, &mut probe, &health, packet, wire_loss);
+                            }
+                            Err(e) => {
+                                closed = Some(e);
+                                break;
+                            }
+                        }
+                        batch += 1;
+                        if batch < READ_BATCH {
+                            next = conn.read_datagram().now_or_never();
+                            if next.is_none() {
+                                let dropped = quic.queue.found_empty();
+                                if dropped > 0 {
+                                    ctx.metrics.count_drops(DropReason::ReceiveOverflow, dropped);
+                                }
+                            }
+                        }
                     }
-                    Err(e) => {
-                        closed = Some(e);
+                    if closed.is_some() {
                         break;
                     }
-                },
+                }
                 s = conn.accept_bi() => match s {
                     Ok((send, recv)) => {
                         let stream = crate::tcp::stream::relay_stream(ctx.clone(), key, send, recv);
@@ -187,12 +215,14 @@ fn on_datagram(
 /// What the connection's own counters say, read at each probe tick: whether
 /// the peer acknowledged our packets since the last look (it hears us),
 /// whether any authenticated packet from it arrived since then (it is alive
-/// and sending), and the loss on the wire.
+/// and sending), the loss on the wire, and what quinn dropped from the
+/// receive queue.
 struct QuicWatch {
     acks: u64,
     frames: u64,
     last_look: Option<std::time::Instant>,
     loss: LossWindow,
+    queue: ReceiveQueue,
 }
 
 /// What one look saw since the previous one.
@@ -211,6 +241,7 @@ impl QuicWatch {
             frames: 0,
             last_look: None,
             loss: LossWindow::new(Duration::from_secs(5)),
+            queue: ReceiveQueue::default(),
         }
     }
 
@@ -223,6 +254,7 @@ impl QuicWatch {
             .sample(now, stats.path.sent_packets, stats.path.lost_packets);
         // Frames are counted once their packet decrypted: only the peer sends them.
         let rx = &stats.frame_rx;
+        self.queue.looked(rx.datagram);
         let frames = rx.acks + rx.datagram + rx.stream + rx.ping;
         let seen = Seen {
             heard: rx.acks > self.acks,
