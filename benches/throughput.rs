@@ -17,7 +17,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+#[path = "support/procfs.rs"]
+mod procfs;
 mod support;
+use procfs::udp_rcvbuf_errors;
 use support::start_chain;
 
 const LOSS_LIMIT: f64 = 0.001;
@@ -131,22 +134,6 @@ impl Drop for PlainForwarder {
             let _ = t.join();
         }
     }
-}
-
-/// The kernel's count of UDP datagrams dropped because a socket's receive
-/// buffer was full (all sockets on the host; `/proc/net/snmp`).
-fn udp_rcvbuf_errors() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "RcvbufErrors")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// One step's outcome.

@@ -188,3 +188,19 @@ pub fn own_threads_cpu_ns(prefix: &str) -> u64 {
         .map(|t| task_cpu_ns(pid, &t.file_name().to_string_lossy()))
         .sum()
 }
+
+/// The kernel's count of UDP datagrams dropped because a socket's receive
+/// buffer was full (all sockets on the host; `/proc/net/snmp`).
+pub fn udp_rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
