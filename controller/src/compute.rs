@@ -262,7 +262,14 @@ impl State {
         // demand placed across it is falling back on the tables' path, which
         // may not hold it.
         let lost_a_link = links_in_force(self) < in_force_before;
-        if self.placing.due(now) || (lost_a_link && self.placing.config.enabled) {
+        let demand_mbps: f64 = (self.demand.values())
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= LOAD_FRESH)
+            .map(|(mbps, _)| mbps)
+            .sum();
+        if self.placing.due(now)
+            || self.placing.new_demand_due(demand_mbps, now)
+            || (lost_a_link && self.placing.config.enabled)
+        {
             self.place(topo, now);
         }
         took

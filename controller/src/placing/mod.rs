@@ -10,10 +10,13 @@
 //! load minus what the demand itself puts on them is background load
 //! (protected copies, TCP, probes): placement plans around it.
 //!
-//! Routes lead: demand starts on the route tables' path, and placement moves
-//! units off it for need (the path broke, a link on it is past the ceiling,
-//! the unit is over its budget) or to a path with room faster by the routes'
-//! band under the costs in force; at most `max_moves` units move per run.
+//! Routes lead: new demand starts on the route tables' path as far as that
+//! path has room (the rest is placed where there is room, as new classes
+//! are), and placement moves units off it for need (the path broke, a link
+//! on it is past the ceiling, the unit is over its budget) or to a path with
+//! room faster by the routes' band under the costs in force; at most
+//! `max_moves` units move per run. The compute task also runs it early when
+//! demand has grown by a quarter since the last run.
 //!
 //! Inside: `split.rs` (a pair's paths and weights, as the relays get them),
 //! `shortfalls.rs` (where a placement misses its goals, in words).
@@ -34,6 +37,9 @@ mod split;
 
 pub use shortfalls::{line_name, OverCeiling, Shortfalls};
 pub use split::{Split, MAX_PLACED_HOPS, MAX_SPLIT};
+
+/// The least time between two runs when new demand brings one forward.
+pub const EARLY_AFTER: Duration = Duration::from_secs(1);
 
 /// How the controller places demand.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +89,8 @@ pub struct LivePlacement {
     pub version: u64,
     /// Runs so far.
     pub runs: u64,
+    /// The demand the last run placed, Mbit/s in all.
+    placed_mbps: f64,
     /// What the last run's placement falls short of.
     pub shortfalls: Shortfalls,
 }
@@ -107,6 +115,22 @@ impl LivePlacement {
                 .is_none_or(|at| now.saturating_duration_since(at) >= self.config.interval)
     }
 
+    /// Whether demand of `total_mbps` in all has grown enough since the last
+    /// run to be placed before the interval is up: by a quarter and by at
+    /// least two units, at least [`EARLY_AFTER`] after the last run. New
+    /// classes then find room before they crowd the routes' path for a whole
+    /// interval (the relays report every second).
+    pub fn new_demand_due(&self, total_mbps: f64, now: Instant) -> bool {
+        let unit_mbps = self.config.unit_kbps.max(1) as f64 / 1000.0;
+        let grown = total_mbps > self.placed_mbps * 1.25
+            && total_mbps - self.placed_mbps >= 2.0 * unit_mbps;
+        self.config.enabled
+            && grown
+            && self
+                .last_run
+                .is_some_and(|at| now.saturating_duration_since(at) >= EARLY_AFTER)
+    }
+
     /// Places `demand` (Mbit/s per (source, destination)) over `metric`
     /// (the link costs in force, `None` for a link down), with `loads` the
     /// links' measured Mbit/s per direction; `table_path(src, dst)` is the
@@ -121,6 +145,7 @@ impl LivePlacement {
         now: Instant,
     ) -> Result<bool, placement::PlacementError> {
         self.last_run = Some(now);
+        self.placed_mbps = demand.values().filter(|m| m.is_finite()).sum();
         let unit = self.config.unit_kbps.max(1);
         let wanted = self.demand(topo, demand, unit);
         let capacity = self.capacities(topo);
@@ -142,15 +167,15 @@ impl LivePlacement {
             ..Options::default()
         };
         // Every run is incremental from what runs now: the placement in force,
-        // with demand it does not cover yet on the route tables' path (the
-        // tables keep a path within their band; placement moves traffic off
-        // it only for the reasons it moves any). N−1 headroom comes from a
+        // with demand it does not cover yet on the route tables' path where
+        // that has room (the tables keep a path within their band; placement
+        // moves traffic off it only for the reasons it moves any). N−1 headroom comes from a
         // fresh placement the first time.
         let headroom = match &self.in_force {
             Some(p) => p.headroom.clone(),
             None => placement::place(&inputs, &options)?.headroom,
         };
-        let previous = self.seeded(topo, metric, &wanted, &table_path, headroom);
+        let previous = self.seeded(&inputs, &table_path, headroom, unit);
         let replaced = placement::place_incremental(&previous, &inputs, &options)?;
         log_changes(topo, &replaced);
         let placed = replaced.placement;
@@ -216,24 +241,29 @@ impl LivePlacement {
             .collect()
     }
 
-    /// The placement in force, each pair grown to its demand with the
-    /// classes it lacks on the route tables' path (when that path is up); a
-    /// pair wholly on a path the routes no longer take starts again on theirs.
+    /// The placement in force, each pair grown toward its demand with the
+    /// classes it lacks on the route tables' path (when that path is up), as
+    /// far as that path has room under the planning share; the rest stays
+    /// unplaced, for `place_incremental` to place where there is room (new
+    /// classes are placed, not moved, so the move bound does not hold them on
+    /// a full line). A pair wholly on one path with no split in force follows
+    /// the tables, so once the routes leave that path its traffic is on
+    /// theirs: it is seeded again the same way.
     fn seeded(
         &self,
-        topo: &Topology,
-        metric: &Metric,
-        demand: &Demand,
+        inputs: &Inputs<'_>,
         table_path: &impl Fn(NodeIdx, NodeIdx) -> Vec<NodeIdx>,
         headroom: Vec<[f64; 2]>,
+        unit: u64,
     ) -> Placement {
+        let (topo, demand) = (inputs.topology, inputs.demand);
         let in_force: BTreeMap<(NodeIdx, NodeIdx), &PairPlacement> = self
             .in_force
             .iter()
             .flat_map(|p| &p.pairs)
             .map(|p| ((p.src, p.dst), p))
             .collect();
-        let pairs = demand
+        let mut pairs: Vec<PairPlacement> = demand
             .pairs
             .iter()
             .map(|d| {
@@ -241,28 +271,12 @@ impl LivePlacement {
                     .get(&(d.src, d.dst))
                     .map(|p| p.shares.clone())
                     .unwrap_or_default();
-                // A pair on one path that the routes have left goes back to
-                // the routes' path; it moves again only for need.
-                if shares.len() == 1 && shares[0].path.nodes != table_path(d.src, d.dst) {
+                let follows_tables = !self.splits.contains_key(&(d.src, d.dst));
+                if follows_tables
+                    && shares.len() == 1
+                    && shares[0].path.nodes != table_path(d.src, d.dst)
+                {
                     shares.clear();
-                }
-                let had: u64 = shares.iter().map(|s| s.classes).sum();
-                if had < d.classes {
-                    if let Some(path) = path_along(topo, metric, &table_path(d.src, d.dst)) {
-                        tracing::debug!(
-                            pair = %format!("{} → {}", topo.node(d.src).id, topo.node(d.dst).id),
-                            units = d.classes - had,
-                            via = %topo.node(path.nodes.get(1).copied().unwrap_or(d.dst)).id,
-                            "placement: new demand starts on the routes' path"
-                        );
-                        match shares.iter_mut().find(|s| s.path.nodes == path.nodes) {
-                            Some(s) => s.classes += d.classes - had,
-                            None => shares.push(PathShare {
-                                path: Arc::new(path),
-                                classes: d.classes - had,
-                            }),
-                        }
-                    }
                 }
                 PairPlacement {
                     src: d.src,
@@ -273,6 +287,40 @@ impl LivePlacement {
                 }
             })
             .collect();
+        let mut room = Room::new(inputs, &headroom, unit);
+        for p in &pairs {
+            for s in &p.shares {
+                room.take(&s.path, s.classes);
+            }
+        }
+        for (p, d) in pairs.iter_mut().zip(&demand.pairs) {
+            let had: u64 = p.shares.iter().map(|s| s.classes).sum();
+            if had >= d.classes {
+                continue;
+            }
+            let Some(path) = path_along(topo, inputs.metric, &table_path(d.src, d.dst)) else {
+                continue;
+            };
+            let seed = (d.classes - had).min(room.classes_on(&path));
+            if seed == 0 {
+                continue;
+            }
+            room.take(&path, seed);
+            tracing::debug!(
+                pair = %format!("{} → {}", topo.node(d.src).id, topo.node(d.dst).id),
+                units = seed,
+                of = d.classes - had,
+                via = %topo.node(path.nodes.get(1).copied().unwrap_or(d.dst)).id,
+                "placement: new demand starts on the routes' path"
+            );
+            match p.shares.iter_mut().find(|s| s.path.nodes == path.nodes) {
+                Some(s) => s.classes += seed,
+                None => p.shares.push(PathShare {
+                    path: Arc::new(path),
+                    classes: seed,
+                }),
+            }
+        }
         Placement {
             services: demand.services.iter().map(|s| s.name.clone()).collect(),
             pairs,
@@ -400,6 +448,62 @@ impl LivePlacement {
             }
         }
         out
+    }
+}
+
+/// What each link direction can still take under its planning share
+/// (`headroom`, at most the ceiling) of its capacity, after the background
+/// and what is taken, kbit/s. Links of unknown capacity take anything.
+struct Room<'a> {
+    topo: &'a Topology,
+    left: Vec<[Option<u64>; 2]>,
+    unit: u64,
+}
+
+impl<'a> Room<'a> {
+    fn new(inputs: &Inputs<'a>, headroom: &[[f64; 2]], unit: u64) -> Room<'a> {
+        let topo = inputs.topology;
+        let left = (0..topo.links.len())
+            .map(|l| {
+                let link = LinkIdx(l as u32);
+                Dir::BOTH.map(|dir| {
+                    let capacity = inputs.capacity.get(link, dir)?;
+                    let share = headroom.get(l).map_or(1.0, |h| h[dir.index()]);
+                    let background = inputs.background.map_or(0, |b| b.get(link, dir));
+                    Some(((capacity as f64 * share) as u64).saturating_sub(background))
+                })
+            })
+            .collect();
+        Room { topo, left, unit }
+    }
+
+    /// The link directions `path` crosses, as indices into `left`.
+    fn hops(&self, path: &Path) -> Vec<(usize, usize)> {
+        (path.nodes.windows(2).zip(&path.links))
+            .map(|(w, l)| {
+                let from_a = self.topo.link(*l).a == w[0];
+                (l.get(), usize::from(!from_a))
+            })
+            .collect()
+    }
+
+    /// How many classes `path` can still take.
+    fn classes_on(&self, path: &Path) -> u64 {
+        self.hops(path)
+            .into_iter()
+            .filter_map(|(l, d)| self.left.get(l).and_then(|x| x[d]))
+            .map(|kbps| kbps / self.unit.max(1))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    fn take(&mut self, path: &Path, classes: u64) {
+        let kbps = classes.saturating_mul(self.unit);
+        for (l, d) in self.hops(path) {
+            if let Some(Some(left)) = self.left.get_mut(l).map(|x| &mut x[d]) {
+                *left = left.saturating_sub(kbps);
+            }
+        }
     }
 }
 

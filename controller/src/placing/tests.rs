@@ -394,3 +394,150 @@ fn a_services_own_budget_applies_to_its_pairs_demand() {
         p.shortfalls
     );
 }
+
+/// Two pairs (s1 → d, s2 → d) share line A (via hub h, 51 ms); s1 also has
+/// line B and s2 line C (60 ms each); their 61 ms budget keeps each off the
+/// other's line. Each line carries 1 Mbit/s (10 units); each pair sends
+/// 0.8 Mbit/s. Filling A with one pair's units leaves no room on A for the
+/// other's when its own line fails; N−1 headroom keeps A part empty.
+const SHARED_LINE: &str = r#"version: 1
+nodes:
+  - { id: s1, city: S1, country: JP, region: asia, lat: 35.5, lon: 139.5, addr: "127.0.0.1:1" }
+  - { id: s2, city: S2, country: JP, region: asia, lat: 36.0, lon: 140.0, addr: "127.0.0.1:2" }
+  - { id: hub, city: H, country: JP, region: asia, lat: 34.0, lon: 138.0, addr: "127.0.0.1:3" }
+  - { id: dst, city: D, country: US, region: na, lat: 34.0, lon: -118.25, addr: "127.0.0.1:4" }
+links:
+  - { between: [s1, hub], kind: terrestrial, delay_ms: 1, capacity_mbps: 100 }
+  - { between: [s2, hub], kind: terrestrial, delay_ms: 1, capacity_mbps: 100 }
+  - { between: [hub, dst], kind: undersea, name: line-a, delay_ms: 50, capacity_mbps: 1 }
+  - { between: [s1, dst], kind: undersea, name: line-b, delay_ms: 60, capacity_mbps: 1 }
+  - { between: [s2, dst], kind: undersea, name: line-c, delay_ms: 60, capacity_mbps: 1 }
+services:
+  - { name: one, protocol: udp, ingress: { node: s1, listen: "127.0.0.1:0" }, egress: { node: dst, target: "127.0.0.1:9" }, budget_ms: 61 }
+  - { name: two, protocol: udp, ingress: { node: s2, listen: "127.0.0.1:0" }, egress: { node: dst, target: "127.0.0.1:9" }, budget_ms: 61 }
+"#;
+
+#[test]
+fn n_minus_1_headroom_is_kept_for_the_demand_that_came_after_the_first_run() {
+    // The controller's first run comes before any class: no demand, so no
+    // headroom is needed then. s1's classes come first and fit on A; then
+    // s2's come, and A must not stay full of s1's.
+    let t = topology::parse("t.yaml", SHARED_LINE).expect("topology");
+    let node = |id: &str| t.node_idx(id).expect("node");
+    let (s1, s2, hub, dst) = (node("s1"), node("s2"), node("hub"), node("dst"));
+    let via_hub = |src: NodeIdx, dst: NodeIdx| vec![src, hub, dst];
+    let metric = Metric::expected_delay(&t);
+    let mut p = placing();
+    let t0 = Instant::now();
+    p.run(&t, &metric, &BTreeMap::new(), &no_load(&t), via_hub, t0)
+        .expect("places");
+    let first = BTreeMap::from([((s1, dst), 0.8)]);
+    let at = t0 + Duration::from_secs(5);
+    p.run(&t, &metric, &first, &no_load(&t), via_hub, at)
+        .expect("places");
+    let both = BTreeMap::from([((s1, dst), 0.8), ((s2, dst), 0.8)]);
+    for run in 2..=4 {
+        let at = t0 + Duration::from_secs(5 * run);
+        p.run(&t, &metric, &both, &no_load(&t), via_hub, at)
+            .expect("places");
+    }
+    assert!(
+        p.shortfalls.over_ceiling.is_empty() && p.shortfalls.over_budget_kbps == 0,
+        "{:?}",
+        p.shortfalls
+    );
+    assert!(
+        p.shortfalls.at_risk.is_empty(),
+        "any one line's loss absorbed: {}",
+        p.shortfalls.describe(&t)
+    );
+}
+
+#[test]
+fn new_demand_past_the_room_of_the_tables_path_is_placed_not_held_behind_the_move_bound() {
+    // New classes have no path yet: those the tables' path has no room for
+    // are placed where there is room, not seeded onto a full line and then
+    // moved off a few at a time.
+    let t = diamond();
+    let mut p = placing();
+    p.config.max_moves = 10;
+    let t0 = Instant::now();
+    place(&mut p, &t, 0.0, None, t0);
+    place(&mut p, &t, 12.0, None, t0 + Duration::from_secs(5));
+    assert!(p.shortfalls.over_ceiling.is_empty(), "{:?}", p.shortfalls);
+    assert_eq!(units_on(&p, &[BBB, DDD]), 80, "{:?}", p.splits());
+    assert_eq!(units_on(&p, &[CCC, DDD]), 40, "{:?}", p.splits());
+}
+
+/// The shipped world's default peak (35,000 HD classes), in Mbit/s per
+/// (source, destination) relay, as the relays would report it.
+fn default_peak_mbps(t: &Topology) -> BTreeMap<(NodeIdx, NodeIdx), f64> {
+    let peak = topology::demand::Demand::default_peak(t);
+    let mut mbps: BTreeMap<(NodeIdx, NodeIdx), f64> = BTreeMap::new();
+    for d in &peak.pairs {
+        let (forward, reverse) = peak.services[d.service].profile.kbps();
+        *mbps.entry((d.src, d.dst)).or_default() += (d.classes * forward) as f64 / 1000.0;
+        *mbps.entry((d.dst, d.src)).or_default() += (d.classes * reverse) as f64 / 1000.0;
+    }
+    mbps
+}
+
+#[test]
+fn the_default_peak_arriving_after_the_first_run_is_placed_under_the_ceiling() {
+    // What `overlay plan` shows (every line at or under 80 %) must hold live:
+    // the controller's first run sees no demand, the next sees the peak.
+    let t = topology::world().expect("world");
+    let metric = Metric::expected_delay(&t);
+    let g = topology::paths::Graph::from_topology(&t);
+    let routes = topology::paths::Routes::compute(&g, &metric);
+    let table = |a: NodeIdx, b: NodeIdx| {
+        routes
+            .path(&g, &metric, a, b)
+            .map(|p| p.nodes)
+            .unwrap_or_default()
+    };
+    let none = no_load(&t);
+    let t0 = Instant::now();
+    let mut p = placing();
+    p.run(&t, &metric, &BTreeMap::new(), &none, table, t0)
+        .expect("places");
+    let peak = default_peak_mbps(&t);
+    p.run(
+        &t,
+        &metric,
+        &peak,
+        &none,
+        table,
+        t0 + Duration::from_secs(5),
+    )
+    .expect("places");
+    let s = &p.shortfalls;
+    assert!(
+        s.over_ceiling.is_empty() && s.over_budget_kbps == 0 && s.unplaced_kbps == 0,
+        "{}",
+        s.describe(&t)
+    );
+}
+
+#[test]
+fn demand_that_grew_by_a_quarter_is_placed_a_second_after_the_last_run() {
+    let t = diamond();
+    let mut p = placing();
+    let t0 = Instant::now();
+    place(&mut p, &t, 3.0, None, t0);
+    let later = |ms| t0 + Duration::from_millis(ms);
+    assert!(!p.new_demand_due(12.0, later(500)), "not within a second");
+    assert!(p.new_demand_due(12.0, later(1_000)));
+    assert!(
+        !p.new_demand_due(3.7, later(2_000)),
+        "grown by less than a quarter"
+    );
+    assert!(!p.new_demand_due(0.1, later(2_000)));
+    // From nothing: two units' worth is news.
+    let mut empty = placing();
+    place(&mut empty, &t, 0.0, None, t0);
+    assert!(!empty.new_demand_due(0.15, later(2_000)), "under two units");
+    assert!(empty.new_demand_due(0.2, later(2_000)));
+    empty.config.enabled = false;
+    assert!(!empty.new_demand_due(12.0, later(2_000)));
+}

@@ -53,7 +53,8 @@ pub enum Dir {
 impl Dir {
     pub const BOTH: [Dir; 2] = [Dir::AtoB, Dir::BtoA];
 
-    fn index(self) -> usize {
+    /// 0 for a → b, 1 for b → a: the index into a `[_; 2]` per link.
+    pub fn index(self) -> usize {
         match self {
             Dir::AtoB => 0,
             Dir::BtoA => 1,
